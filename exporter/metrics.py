@@ -1,0 +1,160 @@
+"""Every metric the exporter exposes, on one injected CollectorRegistry.
+
+Names and labels are part of the interface (dashboard, alert rules, chart
+use them); see the README's metrics table.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from exporter import __version__
+from exporter.config import Target
+from exporter.histograms import HistogramCollector, HistogramFamily
+from exporter.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
+
+TB = ("target", "backend")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.phase_duration = HistogramFamily(
+            "sandbox_phase_duration_seconds",
+            "Duration of one lifecycle phase of a successful phase, in seconds.",
+            (*TB, "phase"),
+        )
+        self.lifecycle_duration = HistogramFamily(
+            "sandbox_lifecycle_duration_seconds",
+            "Create + start + exec + stop + remove of a successful probe, in seconds.",
+            TB,
+        )
+        self.time_to_exec = HistogramFamily(
+            "sandbox_time_to_exec_seconds",
+            "Create + start + exec of a successful probe: the wait before a first command runs.",
+            TB,
+        )
+        self.image_pull_duration = HistogramFamily(
+            "sandbox_image_pull_duration_seconds",
+            "Duration of an image pull a probe had to make, timed apart from its lifecycle.",
+            TB,
+        )
+        self._histograms = (
+            self.phase_duration,
+            self.lifecycle_duration,
+            self.time_to_exec,
+            self.image_pull_duration,
+        )
+        registry.register(HistogramCollector(self._histograms))
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = TB) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = TB) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        self.probes = counter(
+            "sandbox_probes_total", "Probes run, by result (success/failure).", (*TB, "result")
+        )
+        self.failures = counter(
+            "sandbox_probe_failures_total",
+            "Probe failures by the phase that failed and why.",
+            (*TB, "phase", "reason"),
+        )
+        self.success = gauge("sandbox_probe_success", "1 if the last probe succeeded, else 0.")
+        self.last_run = gauge(
+            "sandbox_probe_last_run_timestamp_seconds", "When the last probe finished (Unix time)."
+        )
+        self.last_success = gauge(
+            "sandbox_probe_last_success_timestamp_seconds",
+            "When the last successful probe finished (Unix time); 0 if none yet.",
+        )
+        self.in_progress = gauge("sandbox_probe_in_progress", "1 while a probe is running.")
+        self.skipped = counter(
+            "sandbox_probe_skipped_total", "Scheduled runs skipped because the previous still ran."
+        )
+        self.backend_up = gauge(
+            "sandbox_backend_up", "1 if the backend answered at the last attempt, else 0."
+        )
+        self.orphans_removed = counter(
+            "sandbox_orphans_removed_total",
+            "Sandboxes of this exporter found left behind (earlier run or crash) and removed.",
+        )
+        self.target_info = Info("sandbox_target", "What each target probes.", TB, registry=registry)
+        self.build_info = Info("sandbox_exporter_build", "Exporter build.", registry=registry)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+        self.reload_successful = Gauge(
+            "sandbox_exporter_config_last_reload_successful",
+            "1 if the last configuration load succeeded.",
+            registry=registry,
+        )
+        self.reload_success_time = Gauge(
+            "sandbox_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (Unix time).",
+            registry=registry,
+        )
+
+    def config_loaded(self, ok: bool, when: float) -> None:
+        self.reload_successful.set(1 if ok else 0)
+        if ok:
+            self.reload_success_time.set(when)
+
+    def add_target(self, target: Target) -> None:
+        """Pre-create every series this target implies, all at zero."""
+        labels = (target.name, target.backend)
+        for phase in LIFECYCLE:
+            self.phase_duration.add((*labels, str(phase)), target.buckets)
+        for family in self._histograms[1:]:
+            family.add(labels, target.buckets)
+        for result in ("success", "failure"):
+            self.probes.labels(*labels, result)
+        for phase, reason in failure_modes():
+            self.failures.labels(*labels, str(phase), str(reason))
+        for metric in (
+            self.success,
+            self.last_run,
+            self.last_success,
+            self.in_progress,
+            self.skipped,
+            self.backend_up,
+            self.orphans_removed,
+        ):
+            metric.labels(*labels)
+        self.target_info.labels(*labels).info(
+            {
+                "image": target.image if target.backend != "namespace" else "",
+                "runtime": getattr(target.options, "runtime", None) or "",
+                "pull_policy": target.pull_policy,
+                "interval_seconds": f"{target.interval:g}",
+            }
+        )
+
+    def record(self, result: ProbeResult) -> None:
+        """Count one finished run. A run cancelled by shutdown counts only its cleanup trouble."""
+        labels = (result.target, result.backend)
+        for failure in result.cleanup_failures:
+            self.failures.labels(*labels, str(failure.phase), str(failure.reason)).inc()
+        if result.cancelled and result.failure is None:
+            return
+        for phase, seconds in result.durations.items():
+            if phase is Phase.PULL:
+                self.image_pull_duration.observe(labels, seconds)
+            else:
+                self.phase_duration.observe((*labels, str(phase)), seconds)
+        if result.backend_up is not None:
+            self.backend_up.labels(*labels).set(1 if result.backend_up else 0)
+        if result.failure is not None:
+            failure = result.failure
+            self.failures.labels(*labels, str(failure.phase), str(failure.reason)).inc()
+        self.probes.labels(*labels, "success" if result.success else "failure").inc()
+        self.success.labels(*labels).set(1 if result.success else 0)
+        self.last_run.labels(*labels).set(result.finished_at)
+        if result.success:
+            total, tte = result.total, result.time_to_exec
+            assert total is not None
+            assert tte is not None
+            self.lifecycle_duration.observe(labels, total)
+            self.time_to_exec.observe(labels, tte)
+            self.last_success.labels(*labels).set(result.finished_at)

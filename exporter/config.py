@@ -29,10 +29,10 @@ from pydantic import (
 from exporter.backends import known_backends
 from exporter.durations import format_duration, parse_duration
 
-DEFAULT_BUCKETS: tuple[float, ...] = (
+DEFAULT_BUCKETS: tuple[float, ...] = tuple(float(b) for b in (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10,
     15, 20, 30, 45, 60, 120, 300,
-)  # fmt: skip
+))  # fmt: skip
 DEFAULT_IMAGE = "busybox:1.36"
 DEFAULT_KEEPALIVE = ("sh", "-c", "trap 'exit 0' TERM; sleep 2147483647 & wait")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")

@@ -44,7 +44,7 @@ from exporter.config import NamespaceOptions, Target
 # PID 1 ignores signals it has no handler for, hence the trap.
 INIT_SCRIPT = """set -e
 mount --bind "$1" /tmp
-echo "$2" > /proc/sys/kernel/hostname
+hostname "$2"
 trap 'exit 0' TERM
 echo ready
 sleep 2147483647 &
@@ -113,7 +113,11 @@ class NamespaceBackend:
     # -- protocol ----------------------------------------------------------------
 
     def ping(self) -> None:
-        missing = [tool for tool in ("unshare", "nsenter", "mount") if shutil.which(tool) is None]
+        missing = [
+            tool
+            for tool in ("unshare", "nsenter", "mount", "hostname")
+            if shutil.which(tool) is None
+        ]
         if missing:
             raise BackendUnavailable(f"util-linux tools not found on PATH: {', '.join(missing)}")
         try:
@@ -190,7 +194,10 @@ class NamespaceBackend:
         return ExecResult(done.returncode, done.stdout.decode(errors="replace"))
 
     def stop(self, name: str, grace_seconds: float) -> None:
-        running = self._get(name)
+        with self._lock:
+            running = self._running.get(name)
+        if running is None:
+            return  # never started (or already removed): nothing to stop
         with contextlib.suppress(ProcessLookupError):
             os.kill(running.init_pid, signal.SIGTERM)
         try:

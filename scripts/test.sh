@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, with its own set-up, on a fresh Debian machine (as root):
+# Debian packages, a virtualenv with the project and its dev tools, a private
+# dockerd (own socket, data and exec roots, stopped afterwards), the probe image
+# built locally, then lint, type checks and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(docker.io busybox-static util-linux hostname ca-certificates python3-venv)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "== python environment"
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[docker,dev]'
+
+work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
+trap 'echo "== stopping dockerd"; bash scripts/stop-dockerd.sh "$work"' EXIT
+echo "== starting dockerd in $work"
+DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work")
+export DOCKER_HOST
+bash scripts/build-test-image.sh
+
+echo "== lint and types"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+
+echo "== tests"
+export SANDBOX_EXPORTER_REQUIRE=docker
+.venv/bin/pytest "$@"

@@ -1,0 +1,38 @@
+"""Small shared helpers for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from exporter.config import Config, Target, parse_config
+
+
+def make_config(*targets: dict[str, Any], defaults: dict[str, Any] | None = None) -> Config:
+    data: dict[str, Any] = {
+        "instance": "test-instance",
+        "defaults": defaults or {},
+        "targets": list(targets) or [{"name": "fake", "backend": "namespace"}],
+    }
+    return parse_config(data, source="<test>")
+
+
+def make_target(**settings: Any) -> Target:
+    """One namespace-kind target with the given settings (the backend object is injected)."""
+    return make_config({"name": "fake", "backend": "namespace", **settings}).targets[0]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait until `predicate()` is truthy; fail after `timeout` seconds. Not a sleep: it
+    re-checks the condition as soon as a short wait elapses and stops at the deadline."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        pause.wait(0.02)

@@ -1,0 +1,126 @@
+"""`sandbox-exporter run` as a real process against the real Docker engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import TEST_IMAGE
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).parent.parent
+
+
+class ExporterProcess:
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
+             "--web.listen-address", "127.0.0.1:0"],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.logs: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        listening = wait_for(lambda: self.event("listening"), timeout=30, what="listening log line")
+        self.url = f"http://{listening['address']}"
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.logs.append(json.loads(line))
+            except ValueError:
+                self.logs.append({"event": "unparsed", "line": line})
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.logs if e.get("event") == name), None)
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return None
+
+
+@pytest.fixture
+def exporter(tmp_path: Path, docker_base_url: str, docker_client: Any) -> Iterator[ExporterProcess]:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+instance: daemon-test
+defaults:
+  interval: 1s
+  jitter: 0s
+  image: {TEST_IMAGE}
+  pull_policy: never
+  command: ["sh", "-c", "sleep 1; echo hello"]
+targets:
+  - name: docker
+    backend: docker
+    docker: {{base_url: "{docker_base_url}"}}
+"""
+    )
+    process = ExporterProcess(config)
+    yield process
+    if process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait()
+
+
+def test_sigterm_mid_probe_exits_zero_and_leaves_nothing(
+    exporter: ExporterProcess, docker_client: Any
+) -> None:
+    labels = {"target": "docker", "backend": "docker"}
+    wait_for(
+        lambda: exporter.sample("sandbox_probes_total", result="success", **labels),
+        timeout=60,
+        what="first successful lifecycle in /metrics",
+    )
+    assert exporter.sample("sandbox_phase_duration_seconds_count", phase="exec", **labels) >= 1  # type: ignore[operator]
+    # wait for the next probe to be inside its exec (which takes a second), then stop the daemon
+    wait_for(
+        lambda: (
+            exporter.sample("sandbox_probe_in_progress", **labels) == 1
+            and docker_client.containers.list(
+                filters={"label": "sandbox-exporter.io/instance=daemon-test"}
+            )
+        ),
+        timeout=30,
+        what="a probe in flight",
+    )
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(timeout=60) == 0
+    left = docker_client.containers.list(
+        all=True, filters={"label": "sandbox-exporter.io/instance=daemon-test"}
+    )
+    assert left == []
+    stopped = exporter.event("stopped")
+    assert stopped is not None
+    assert stopped["clean"] is True
+
+
+def test_default_run_without_a_config_probes_what_it_finds(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SANDBOX_EXPORTER_CONFIG_FILE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "docker: backend docker" in done.stdout
+    assert "namespace: backend namespace" in done.stdout

@@ -1,0 +1,189 @@
+"""Metrics, read back from the registry with get_sample_value."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.config import DEFAULT_BUCKETS
+from exporter.lifecycle import Failure, Phase, ProbeResult, Reason
+from exporter.metrics import Metrics
+from tests.helpers import make_config
+
+DURATIONS = {
+    Phase.CREATE: 0.004,
+    Phase.START: 0.3,
+    Phase.EXEC: 0.05,
+    Phase.STOP: 1.0,
+    Phase.REMOVE: 2.5,
+}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    m = Metrics(registry)
+    config = make_config(
+        {"name": "alpha", "backend": "docker", "image": "img:1"},
+        {"name": "beta", "backend": "namespace", "buckets": [0.5, 1, 10]},
+    )
+    for target in config.targets:
+        m.add_target(target)
+    return m
+
+
+def result(target: str = "alpha", backend: str = "docker", **fields: object) -> ProbeResult:
+    r = ProbeResult(target=target, backend=backend, run_id="r", sandbox="s", started_at=10.0)
+    r.finished_at = 12.0
+    r.backend_up = True
+    for key, value in fields.items():
+        setattr(r, key, value)
+    return r
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_every_series_exists_at_zero_from_start_up(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    for phase in ("create", "start", "exec", "stop", "remove"):
+        labels = {"target": "alpha", "backend": "docker", "phase": phase}
+        assert value(registry, "sandbox_phase_duration_seconds_count", **labels) == 0
+    ab = {"target": "alpha", "backend": "docker"}
+    for name in (
+        "sandbox_lifecycle_duration_seconds_count",
+        "sandbox_time_to_exec_seconds_count",
+        "sandbox_image_pull_duration_seconds_count",
+        "sandbox_probe_success",
+        "sandbox_probe_last_run_timestamp_seconds",
+        "sandbox_probe_last_success_timestamp_seconds",
+        "sandbox_probe_in_progress",
+        "sandbox_probe_skipped_total",
+        "sandbox_backend_up",
+        "sandbox_orphans_removed_total",
+    ):
+        assert value(registry, name, **ab) == 0, name
+    assert value(registry, "sandbox_probes_total", result="failure", **ab) == 0
+    assert (
+        value(registry, "sandbox_probe_failures_total", phase="exec", reason="exec_mismatch", **ab)
+        == 0
+    )
+    assert (
+        value(registry, "sandbox_probe_failures_total", phase="remove", reason="cleanup", **ab) == 0
+    )
+    assert value(registry, "sandbox_probe_failures_total", phase="pull", reason="error", **ab) == 0
+    info = {"target": "alpha", "backend": "docker", "image": "img:1", "runtime": ""}
+    assert value(registry, "sandbox_target_info", pull_policy="if_not_present",
+                 interval_seconds="60", **info) == 1  # fmt: skip
+    assert value(registry, "sandbox_exporter_config_last_reload_successful") == 0
+
+
+def test_default_buckets_are_the_documented_ones(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    text = generate_latest(registry).decode()
+    les = [
+        line.split('le="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("sandbox_lifecycle_duration_seconds_bucket") and 'target="alpha"' in line
+    ]
+    assert les == [repr(float(b)) for b in DEFAULT_BUCKETS] + ["+Inf"]
+    assert "1.0" in les
+    assert "5.0" in les
+
+
+def test_buckets_are_configurable_per_target(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.record(result("beta", "namespace", durations=dict(DURATIONS)))
+    b = {"target": "beta", "backend": "namespace", "phase": "start"}
+    assert value(registry, "sandbox_phase_duration_seconds_bucket", le="0.5", **b) == 1
+    assert value(registry, "sandbox_phase_duration_seconds_bucket", le="0.1", **b) is None
+    assert value(registry, "sandbox_phase_duration_seconds_bucket", le="10.0", **b) == 1
+
+
+def test_a_successful_run_fills_every_figure(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.record(result(durations=dict(DURATIONS)))
+    ab = {"target": "alpha", "backend": "docker"}
+    for phase, seconds in DURATIONS.items():
+        labels = {**ab, "phase": str(phase)}
+        assert value(registry, "sandbox_phase_duration_seconds_count", **labels) == 1
+        assert value(registry, "sandbox_phase_duration_seconds_sum", **labels) == seconds
+    stop = {**ab, "phase": "stop"}
+    assert value(registry, "sandbox_phase_duration_seconds_bucket", le="0.75", **stop) == 0
+    assert value(registry, "sandbox_phase_duration_seconds_bucket", le="1.0", **stop) == 1
+    assert value(registry, "sandbox_lifecycle_duration_seconds_sum", **ab) == pytest.approx(3.854)
+    assert value(registry, "sandbox_time_to_exec_seconds_sum", **ab) == pytest.approx(0.354)
+    assert value(registry, "sandbox_probes_total", result="success", **ab) == 1
+    assert value(registry, "sandbox_probe_success", **ab) == 1
+    assert value(registry, "sandbox_probe_last_success_timestamp_seconds", **ab) == 12.0
+    assert value(registry, "sandbox_backend_up", **ab) == 1
+    assert value(registry, "sandbox_image_pull_duration_seconds_count", **ab) == 0
+
+
+def test_a_failed_run_counts_its_reason_and_keeps_completed_phases(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.record(result(durations=dict(DURATIONS)))
+    failed = result(
+        durations={Phase.CREATE: 0.01, Phase.START: 0.2},
+        failure=Failure(Phase.EXEC, Reason.TIMEOUT, "exec did not finish"),
+        cleanup_failures=[Failure(Phase.REMOVE, Reason.CLEANUP, "remove broke")],
+    )
+    failed.finished_at = 20.0
+    metrics.record(failed)
+    ab = {"target": "alpha", "backend": "docker"}
+    assert (
+        value(registry, "sandbox_probe_failures_total", phase="exec", reason="timeout", **ab) == 1
+    )
+    assert (
+        value(registry, "sandbox_probe_failures_total", phase="remove", reason="cleanup", **ab) == 1
+    )
+    assert value(registry, "sandbox_probes_total", result="failure", **ab) == 1
+    assert value(registry, "sandbox_probe_success", **ab) == 0
+    assert value(registry, "sandbox_probe_last_run_timestamp_seconds", **ab) == 20.0
+    assert value(registry, "sandbox_probe_last_success_timestamp_seconds", **ab) == 12.0
+    assert value(registry, "sandbox_phase_duration_seconds_count", phase="start", **ab) == 2
+    assert value(registry, "sandbox_phase_duration_seconds_count", phase="exec", **ab) == 1
+    assert value(registry, "sandbox_lifecycle_duration_seconds_count", **ab) == 1
+
+
+def test_pull_goes_to_its_own_histogram(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.record(result(durations={**DURATIONS, Phase.PULL: 42.0}, pulled=True))
+    ab = {"target": "alpha", "backend": "docker"}
+    assert value(registry, "sandbox_image_pull_duration_seconds_sum", **ab) == 42.0
+    assert value(registry, "sandbox_lifecycle_duration_seconds_sum", **ab) == pytest.approx(3.854)
+
+
+def test_unreachable_backend_sets_backend_up_to_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.record(result(durations=dict(DURATIONS)))
+    metrics.record(
+        result(backend_up=False, failure=Failure(Phase.CREATE, Reason.UNAVAILABLE, "refused"))
+    )
+    ab = {"target": "alpha", "backend": "docker"}
+    assert value(registry, "sandbox_backend_up", **ab) == 0
+    assert (
+        value(registry, "sandbox_probe_failures_total", phase="create", reason="unavailable", **ab)
+        == 1
+    )
+
+
+def test_a_run_cancelled_by_shutdown_is_not_a_failure(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.record(result(durations={Phase.CREATE: 0.1}, cancelled=True))
+    ab = {"target": "alpha", "backend": "docker"}
+    assert value(registry, "sandbox_probes_total", result="failure", **ab) == 0
+    assert value(registry, "sandbox_probes_total", result="success", **ab) == 0
+    assert value(registry, "sandbox_phase_duration_seconds_count", phase="create", **ab) == 0
+
+
+def test_two_instances_do_not_collide() -> None:
+    for _ in range(2):
+        Metrics(CollectorRegistry())

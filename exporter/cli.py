@@ -1,4 +1,4 @@
-"""Command line: `run` (the daemon, the default) and `check-config`.
+"""Command line: `run` (the daemon, the default), `bench` and `check-config`.
 
 Every flag can also be set from the environment: `--config.file` is
 `SANDBOX_EXPORTER_CONFIG_FILE`, `--web.listen-address` is
@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
 
 ENV_PREFIX = "SANDBOX_EXPORTER_"
-COMMANDS = ("run", "check-config")
+COMMANDS = ("run", "bench", "check-config")
 
 
 def env_name(flag: str) -> str:
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add(common, "--config.file", None,
          "YAML config file; without one, every backend found locally is probed")  # fmt: skip
-    _add(common, "--log.level", "info", "log level", LEVELS)
+    _add(common, "--log.level", None, "log level (run: info, bench: warning)", LEVELS)
     _add(common, "--log.format", "json", "log line format", ("json", "logfmt", "console"))
 
     parser = argparse.ArgumentParser(
@@ -52,7 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="run the exporter (the default)")
     _add(run, "--web.listen-address", ":9878", "address to serve /metrics on")
     commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="time N lifecycles per backend now and print p50/p95",
+        description="Runs the daemon's lifecycle N times per backend, one backend after "
+        "another, and prints p50/p95 per phase (nearest-rank). Without -b: every backend "
+        "found on this machine (Kubernetes and Nomad only when named).",
+    )
+    bench.add_argument(
+        "-b", "--backends", help="comma-separated backend names, e.g. docker,namespace"
+    )
+    bench.add_argument("-i", "--iterations", type=_count(1), default=10, help="default: 10")
+    bench.add_argument(
+        "--warmup", type=_count(0), default=1, help="uncounted runs first; default: 1"
+    )
+    bench.add_argument("--image", help="image to probe (default: the config's, else busybox:1.36)")
+    bench.add_argument("--json", action="store_true", help="every sample and the summaries as JSON")
+    bench.add_argument("--output", help="write the table (or JSON) to this file instead of stdout")
     return parser
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,9 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
+                      args.log_format)  # fmt: skip
+    if args.command == "bench":
+        from exporter.bench_cli import bench
+
+        return bench(args)
     try:
-        config = _load(args.config_file)
+        config = load_or_discover(args.config_file)
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 1
@@ -76,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(config, args.web_listen_address)
 
 
-def _load(path: str | None) -> Config:
+def load_or_discover(path: str | None) -> Config:
     if path:
         return load_config(path)
     return parse_config({"targets": "auto"})

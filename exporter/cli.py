@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from prometheus_client import disable_created_metrics
+
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
@@ -93,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
+    # `_created` series double every counter and nothing here reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
                       args.log_format)  # fmt: skip
     if args.command == "bench":

@@ -58,7 +58,7 @@ class Daemon:
             for target in config.targets
         ]
         self.scheduler = ProbeScheduler(self.probers)
-        self.app = create_app(self.registry, lambda: self.probers, self.ready)
+        self.app = create_app(self.metrics.exposition, lambda: self.probers, self.ready)
         self.http = HttpServer(self.app, listen_address) if listen_address is not None else None
 
     def ready(self) -> bool:

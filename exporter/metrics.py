@@ -2,25 +2,43 @@
 
 Names and labels are part of the interface (dashboard, alert rules, chart
 use them); see the README's metrics table.
+
+Counters, gauges and infos live on a private registry and the histograms in
+HistogramFamily objects; one collector puts both on the injected registry, so
+anything reading that registry sees every metric. `/metrics` is rendered by
+`exposition()`, which formats the histograms itself (see histograms.py).
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import Target
-from exporter.histograms import HistogramCollector, HistogramFamily
+from exporter.histograms import HistogramFamily
 from exporter.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
 
 
+class _AllMetrics(Collector):
+    def __init__(self, scalars: CollectorRegistry, histograms: Iterable[HistogramFamily]) -> None:
+        self.scalars = scalars
+        self.histograms = list(histograms)
+
+    def collect(self) -> Iterable[Metric]:
+        return [*self.scalars.collect(), *(h.metric() for h in self.histograms)]
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        scalars = self._scalars = CollectorRegistry()
         self.phase_duration = HistogramFamily(
             "sandbox_phase_duration_seconds",
             "Duration of one lifecycle phase of a successful phase, in seconds.",
@@ -47,13 +65,13 @@ class Metrics:
             self.time_to_exec,
             self.image_pull_duration,
         )
-        registry.register(HistogramCollector(self._histograms))
+        registry.register(_AllMetrics(scalars, self._histograms))
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = TB) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+            return Counter(name, doc, labels, registry=scalars)
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = TB) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry)
+            return Gauge(name, doc, labels, registry=scalars)
 
         self.probes = counter(
             "sandbox_probes_total", "Probes run, by result (success/failure).", (*TB, "result")
@@ -82,19 +100,24 @@ class Metrics:
             "sandbox_orphans_removed_total",
             "Sandboxes of this exporter found left behind (earlier run or crash) and removed.",
         )
-        self.target_info = Info("sandbox_target", "What each target probes.", TB, registry=registry)
-        self.build_info = Info("sandbox_exporter_build", "Exporter build.", registry=registry)
+        self.target_info = Info("sandbox_target", "What each target probes.", TB, registry=scalars)
+        self.build_info = Info("sandbox_exporter_build", "Exporter build.", registry=scalars)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.reload_successful = Gauge(
             "sandbox_exporter_config_last_reload_successful",
             "1 if the last configuration load succeeded.",
-            registry=registry,
+            registry=scalars,
         )
         self.reload_success_time = Gauge(
             "sandbox_exporter_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully (Unix time).",
-            registry=registry,
+            registry=scalars,
         )
+
+    def exposition(self) -> bytes:
+        """Everything, in the Prometheus text format (0.0.4), for `/metrics`."""
+        histograms = "".join(h.render() for h in self._histograms)
+        return generate_latest(self._scalars) + histograms.encode()
 
     def config_loaded(self, ok: bool, when: float) -> None:
         self.reload_successful.set(1 if ok else 0)

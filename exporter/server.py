@@ -6,6 +6,7 @@ socket; `serve` puts it on a threaded server.
 
 from __future__ import annotations
 
+import gzip
 import html
 import socket
 import threading
@@ -15,7 +16,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from exporter import __version__
 
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
 
 
 def create_app(
-    registry: CollectorRegistry,
+    exposition: Callable[[], bytes],
     probers: Callable[[], Sequence[Prober]],
     ready: Callable[[], bool],
 ) -> WSGIApplication:
-    metrics_app = make_wsgi_app(registry)
+    """`exposition` renders /metrics (Metrics.exposition); the others feed the other pages."""
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
@@ -39,8 +40,7 @@ def create_app(
             return _text(start_response, "405 Method Not Allowed", f"{method} not allowed\n",
                          [("Allow", "GET, HEAD")])  # fmt: skip
         if path == "/metrics":
-            exposition: Iterable[bytes] = metrics_app(environ, start_response)
-            return exposition
+            return _metrics(exposition(), environ, start_response)
         if path == "/-/healthy":
             return _text(start_response, "200 OK", "Healthy\n")
         if path == "/-/ready":
@@ -55,6 +55,16 @@ def create_app(
         return _text(start_response, "404 Not Found", f"no such page: {path}\n")
 
     return app
+
+
+def _metrics(body: bytes, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+    if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+        body = gzip.compress(body, compresslevel=6)
+        headers.append(("Content-Encoding", "gzip"))
+    headers.append(("Content-Length", str(len(body))))
+    start_response("200 OK", headers)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
 def _text(

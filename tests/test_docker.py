@@ -17,7 +17,7 @@ from exporter.lifecycle import Phase, Reason
 from exporter.metrics import Metrics
 from exporter.prober import Prober
 from tests.conftest import TEST_IMAGE
-from tests.helpers import make_config
+from tests.helpers import make_config, scraped
 from tests.test_server import call
 
 pytestmark = pytest.mark.docker
@@ -52,10 +52,12 @@ def test_a_full_lifecycle_lands_in_metrics(docker_base_url: str, docker_client: 
     assert result.output.strip() == "hello"
     text = call(d.app, "/metrics")[2].decode()
     for phase in ("create", "start", "exec", "stop", "remove"):
-        line = f'sandbox_phase_duration_seconds_count{{backend="docker",phase="{phase}",target="docker"}} 1.0'
-        assert line in text
-    assert 'sandbox_probes_total{backend="docker",result="success",target="docker"} 1.0' in text
-    assert 'sandbox_backend_up{backend="docker",target="docker"} 1.0' in text
+        count = scraped(
+            text, "sandbox_phase_duration_seconds_count", phase=phase, **labels("docker")
+        )
+        assert count == 1, phase
+    assert scraped(text, "sandbox_probes_total", result="success", **labels("docker")) == 1
+    assert scraped(text, "sandbox_backend_up", **labels("docker")) == 1
     assert (
         d.registry.get_sample_value("sandbox_lifecycle_duration_seconds_count", labels("docker"))
         == 1

@@ -6,12 +6,10 @@ import gzip
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
-from prometheus_client import CollectorRegistry
-
 from exporter.daemon import Daemon
 from exporter.server import create_app, parse_listen_address
 from tests.fakes import FakeBackend, failing
-from tests.helpers import make_config
+from tests.helpers import make_config, scraped
 
 
 def call(app: Any, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:  # fmt: skip
@@ -46,15 +44,11 @@ def test_metrics_show_a_probe_run_through_the_app() -> None:
     text = body.decode()
     assert status.startswith("200")
     assert headers["Content-Type"].startswith("text/plain")
-    assert 'sandbox_probes_total{backend="docker",result="success",target="good"} 1.0' in text
-    assert (
-        'sandbox_phase_duration_seconds_count{backend="docker",phase="exec",target="good"} 1.0'
-        in text
-    )
-    assert (
-        'sandbox_probe_failures_total{backend="namespace",phase="exec",reason="error",target="bad"} 1.0'
-        in text
-    )
+    good = {"target": "good", "backend": "docker"}
+    bad = {"target": "bad", "backend": "namespace"}
+    assert scraped(text, "sandbox_probes_total", result="success", **good) == 1
+    assert scraped(text, "sandbox_phase_duration_seconds_count", phase="exec", **good) == 1
+    assert scraped(text, "sandbox_probe_failures_total", phase="exec", reason="error", **bad) == 1
     assert "sandbox_exporter_config_last_reload_successful 1.0" in text
     assert "sandbox_exporter_build_info{" in text
 
@@ -94,7 +88,7 @@ def test_landing_page_lists_targets_with_their_last_result() -> None:
 
 
 def test_unknown_path_and_method() -> None:
-    app = create_app(CollectorRegistry(), list, lambda: True)
+    app = create_app(lambda: b"", list, lambda: True)
     assert call(app, "/nope")[0].startswith("404")
     status, headers, _ = call(app, "/metrics", method="DELETE")
     assert status.startswith("405")
@@ -105,3 +99,25 @@ def test_listen_addresses() -> None:
     assert parse_listen_address(":9878") == ("", 9878)
     assert parse_listen_address("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen_address("[::1]:9878") == ("::1", 9878)
+
+
+def test_the_fast_exposition_says_exactly_what_the_registry_holds() -> None:
+    """/metrics formats histograms itself; it must agree with the registry's collectors."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    d = daemon(good=FakeBackend(), bad=FakeBackend(errors={"stop": failing()}))
+    for prober in d.probers * 3:
+        prober.run()
+
+    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    fast = samples(d.metrics.exposition().decode())
+    reference = samples(generate_latest(d.registry).decode())
+    assert fast == reference
+    assert len(fast) > 200

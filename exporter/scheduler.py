@@ -62,6 +62,10 @@ class ProbeScheduler:
         job = self._scheduler.get_job(name)
         return job.next_run_time if job is not None else None
 
+    def add_listener(self, callback: Any, mask: int) -> None:
+        """An APScheduler event listener (used by benchmarks/scheduling.py)."""
+        self._scheduler.add_listener(callback, mask)
+
     def shutdown(self) -> None:
         """Stop firing jobs; running probes go on (the caller waits for them)."""
         if self._scheduler.running:

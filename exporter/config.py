@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from exporter.backends import known_backends
+from exporter.discovery import podman_url
 from exporter.durations import format_duration, parse_duration
 
 DEFAULT_BUCKETS: tuple[float, ...] = tuple(float(b) for b in (
@@ -129,6 +130,12 @@ class DockerOptions(StrictModel):
     tmpfs_mb: int = Field(16, ge=0, le=4096, description="size of the writable /tmp; 0 for none")
 
 
+class PodmanOptions(DockerOptions):
+    """The same options as Docker; the default socket is Podman's (rootful or rootless)."""
+
+    base_url: str = Field(default_factory=podman_url)
+
+
 class NamespaceOptions(StrictModel):
     state_dir: str | None = None
     user_namespace: Literal["auto", "always", "never"] = "auto"
@@ -136,6 +143,7 @@ class NamespaceOptions(StrictModel):
 
 BACKEND_OPTIONS: dict[str, type[StrictModel]] = {
     "docker": DockerOptions,
+    "podman": PodmanOptions,
     "namespace": NamespaceOptions,
 }
 
@@ -183,6 +191,7 @@ class Target(Settings):
     name: str
     backend: str
     docker: DockerOptions | None = None
+    podman: PodmanOptions | None = None
     namespace: NamespaceOptions | None = None
 
     @field_validator("name")

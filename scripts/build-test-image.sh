@@ -2,8 +2,11 @@
 # Builds the probe image `sandbox-exporter/busybox:local` with no registry:
 # a rootfs holding Debian's static busybox, imported with `docker import`.
 # Uses the engine in DOCKER_HOST (or the default socket). Needs busybox-static.
+# CONTAINER_CLI picks another client, e.g. "podman --root DIR/storage ..."
+# (scripts/start-podman.sh writes the right one to DIR/podman-cmd).
 set -euo pipefail
 IMAGE=${1:-sandbox-exporter/busybox:local}
+eval "cli=(${CONTAINER_CLI:-docker})"
 BUSYBOX=$(command -v busybox) || { echo "busybox not found: apt-get install busybox-static" >&2; exit 1; }
 if ldd "$BUSYBOX" >/dev/null 2>&1; then
   echo "$BUSYBOX is dynamically linked; install busybox-static" >&2
@@ -19,6 +22,8 @@ for applet in $("$BUSYBOX" --list); do
 done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-tar -C "$rootfs" -c . | docker import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' - "$IMAGE" >/dev/null
-docker run --rm --network none "$IMAGE" echo hello | grep -qx hello
-echo "built $IMAGE"
+tar -C "$rootfs" -cf "$rootfs.tar" .
+"${cli[@]}" import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$rootfs.tar" "$IMAGE" >/dev/null
+rm -f "$rootfs.tar"
+"${cli[@]}" run --rm --network none "$IMAGE" echo hello | grep -qx hello
+echo "built $IMAGE with ${cli[0]}"

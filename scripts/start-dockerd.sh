@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Starts a private dockerd for a test run: its own socket, data and exec roots
-# under DIR, no iptables or bridge (probe sandboxes have no network). Prints
-# the DOCKER_HOST to use. Stop it with scripts/stop-dockerd.sh DIR.
+# under DIR, no iptables or bridge (probe sandboxes have no network). When
+# gVisor's runsc is installed it is registered as the runtime `runsc`, through
+# a wrapper that adds the flags it needs here (no network, no cgroups).
+# Prints the DOCKER_HOST to use. Stop it with scripts/stop-dockerd.sh DIR.
 set -euo pipefail
 DIR=${1:?usage: start-dockerd.sh DIR}
 mkdir -p "$DIR"
+runtimes=()
+if command -v runsc >/dev/null; then
+  printf '#!/bin/sh\nexec %s --network=none --ignore-cgroups "$@"\n' "$(command -v runsc)" >"$DIR/runsc"
+  chmod +x "$DIR/runsc"
+  runtimes=(--add-runtime "runsc=$DIR/runsc")
+fi
 start() {
   dockerd --host "unix://$DIR/docker.sock" --data-root "$DIR/data" --exec-root "$DIR/exec" \
     --pidfile "$DIR/docker.pid" --iptables=false --ip6tables=false --ip-masq=false \
-    --bridge=none "$@" >>"$DIR/dockerd.log" 2>&1 &
+    --bridge=none "${runtimes[@]}" "$@" >>"$DIR/dockerd.log" 2>&1 &
   local deadline=$((SECONDS + 60))
   while [ $SECONDS -lt $deadline ]; do
     if docker -H "unix://$DIR/docker.sock" version >/dev/null 2>&1; then return 0; fi

@@ -10,5 +10,4 @@ if [ -f "$DIR/docker.pid" ]; then
   kill -9 "$pid" 2>/dev/null
 fi
 # dockerd unmounts its layers on a clean stop; anything left must not block the removal
-grep -o " $DIR[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-rm -rf "$DIR"
+bash "$(dirname "$0")/remove-tree.sh" "$DIR"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, with its own set-up, on a fresh Debian machine (as root):
 # Debian packages, a virtualenv with the project and its dev tools, a private
-# dockerd (own socket, data and exec roots, stopped afterwards), the probe image
-# built locally, then lint, type checks and pytest. Extra arguments go to pytest.
+# dockerd (own socket, data and exec roots, gVisor's runsc registered) and
+# private Podman API services (own storage; one with runsc), all stopped
+# afterwards, the probe image built locally in both engines, then lint, type
+# checks and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(docker.io busybox-static util-linux hostname ca-certificates python3-venv)
+packages=(docker.io podman runsc busybox-static util-linux hostname curl ca-certificates python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -24,11 +26,23 @@ echo "== python environment"
 .venv/bin/python -m pip install -q -e '.[docker,dev]'
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
-trap 'echo "== stopping dockerd"; bash scripts/stop-dockerd.sh "$work"' EXIT
-echo "== starting dockerd in $work"
-DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work")
+stop() {
+  echo "== stopping dockerd and podman"
+  bash scripts/stop-podman.sh "$work/podman"
+  bash scripts/stop-dockerd.sh "$work/docker"
+  rm -rf "$work"
+}
+trap stop EXIT
+echo "== starting dockerd in $work/docker"
+DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work/docker")
 export DOCKER_HOST
 bash scripts/build-test-image.sh
+echo "== starting podman in $work/podman"
+SANDBOX_EXPORTER_PODMAN_URL=$(bash scripts/start-podman.sh "$work/podman")
+SANDBOX_EXPORTER_PODMAN_RUNSC_URL=unix://$work/podman/podman-runsc.sock
+export SANDBOX_EXPORTER_PODMAN_URL SANDBOX_EXPORTER_PODMAN_RUNSC_URL
+export CONTAINERS_CONF=$work/podman/containers.conf
+CONTAINER_CLI=$(cat "$work/podman/podman-cmd") bash scripts/build-test-image.sh
 
 echo "== lint and types"
 .venv/bin/ruff check .
@@ -36,5 +50,5 @@ echo "== lint and types"
 .venv/bin/mypy
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor
 .venv/bin/pytest "$@"

@@ -1,51 +1,93 @@
-"""Fixtures for the real engines. scripts/test.sh starts them; elsewhere they are skipped."""
+"""Fixtures for the real engines. scripts/test.sh starts them; elsewhere they are skipped.
+
+Engines are found where an operator's would be (DOCKER_HOST, Podman's
+socket), or where scripts/test.sh put them:
+  SANDBOX_EXPORTER_PODMAN_URL        Podman service, default OCI runtime
+  SANDBOX_EXPORTER_PODMAN_RUNSC_URL  Podman service started with --runtime runsc
+SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor makes a missing one a failure.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import structlog
 
 from exporter.backends.base import MANAGED_LABEL
-from exporter.discovery import docker_url, unix_socket_answers_ping
+from exporter.discovery import docker_url, podman_url, unix_socket_answers_ping
 
 TEST_IMAGE = os.environ.get("SANDBOX_EXPORTER_TEST_IMAGE", "sandbox-exporter/busybox:local")
 REQUIRED = {e for e in os.environ.get("SANDBOX_EXPORTER_REQUIRE", "").split(",") if e}
 
 
-def _unavailable(engine: str, reason: str) -> None:
-    """Skip, unless the test script said this engine must be there (then fail)."""
-    if engine in REQUIRED:
-        pytest.fail(f"{engine} is required for this run but {reason}")
+def unavailable(what: str, reason: str) -> None:
+    """Skip, unless the test script said this must be there (then fail)."""
+    if what in REQUIRED:
+        pytest.fail(f"{what} is required for this run but {reason}")
     pytest.skip(f"{reason} (scripts/test.sh starts one)")
 
 
-@pytest.fixture(scope="session")
-def docker_base_url() -> str:
-    url = docker_url()
+@dataclass
+class Engine:
+    """A Docker-API engine under test: its backend name, URL and a docker SDK client."""
+
+    backend: str
+    url: str
+    client: Any
+
+    def managed(self, **labels: str) -> list[Any]:
+        wanted = [f"{MANAGED_LABEL}=true", *(f"{k}={v}" for k, v in labels.items())]
+        return list(self.client.containers.list(all=True, filters={"label": wanted}))
+
+
+def _connect(backend: str, url: str) -> Iterator[Engine]:
     if not url.startswith("unix://") or not unix_socket_answers_ping(url.removeprefix("unix://")):
-        _unavailable("docker", f"no Docker engine answers at {url}")
-    return url
-
-
-@pytest.fixture(scope="session")
-def docker_client(docker_base_url: str) -> Iterator[Any]:
+        unavailable(backend, f"no {backend} engine answers at {url}")
     docker = pytest.importorskip("docker")
-    client = docker.DockerClient(base_url=docker_base_url)
+    client = docker.DockerClient(base_url=url)
     try:
         client.images.get(TEST_IMAGE)
     except docker.errors.ImageNotFound:
-        _unavailable("docker", f"test image {TEST_IMAGE} is missing (scripts/build-test-image.sh)")
-    yield client
-    leftovers = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+        unavailable(backend, f"test image {TEST_IMAGE} is missing (scripts/build-test-image.sh)")
+    engine = Engine(backend, url, client)
+    yield engine
+    leftovers = engine.managed()
     names = [c.name for c in leftovers]
     for container in leftovers:
         container.remove(force=True)
     client.close()
-    assert not names, f"managed containers left behind by the suite: {names}"
+    assert not names, f"managed containers left behind on {backend}: {names}"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    yield from _connect("docker", docker_url())
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[Engine]:
+    yield from _connect("podman", os.environ.get("SANDBOX_EXPORTER_PODMAN_URL") or podman_url())
+
+
+@pytest.fixture(scope="session", params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each Docker-API engine present, in turn."""
+    found: Engine = request.getfixturevalue(f"{request.param}_engine")
+    return found
+
+
+@pytest.fixture(scope="session")
+def docker_base_url(docker_engine: Engine) -> str:
+    return docker_engine.url
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_engine: Engine) -> Any:
+    return docker_engine.client
 
 
 @pytest.fixture(autouse=True)

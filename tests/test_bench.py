@@ -24,7 +24,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_backend_names_are_trimmed_case_insensitive_and_deduplicated() -> None:
     assert parse_backend_names(" Docker ,namespace,DOCKER,") == ["docker", "namespace"]
-    with pytest.raises(BenchError, match="unknown backend 'lxc'; known: docker, namespace"):
+    with pytest.raises(BenchError, match="unknown backend 'lxc'; known: docker, namespace, podman"):
         parse_backend_names("docker,lxc")
     with pytest.raises(BenchError, match="unknown backend 'k8s'"):
         parse_backend_names("k8s")  # an alias of kubernetes, which is not built yet
@@ -43,7 +43,7 @@ def test_nearest_rank_percentiles() -> None:
 
 def test_without_names_every_local_backend_and_the_image_override() -> None:
     targets = bench_targets(None, None, "img:2")
-    assert [t.backend for t in targets] == ["docker", "namespace"]
+    assert [t.backend for t in targets] == ["docker", "namespace", "podman"]
     assert all(t.image == "img:2" for t in targets)
     config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
     assert [t.name for t in bench_targets(config, ["namespace"], None)] == ["b"]

@@ -27,7 +27,8 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_valid(path: Path) -> None:
-    config = load_config(path, environ={"DOCKER_URL": "unix:///run/docker.sock"})
+    sockets = ("DOCKER_URL", "DOCKER_HOST", "PODMAN_URL", "PODMAN_RUNSC_URL")
+    config = load_config(path, environ={name: "unix:///run/x.sock" for name in sockets})
     assert config.targets
 
 
@@ -90,7 +91,7 @@ def test_env_references_are_substituted(tmp_path: Path) -> None:
         ("targets:\n  - {backend: namespace}\n", "targets[0].name: required but missing"),
         ("targets:\n  - {name: a}\n", "targets[0] (a).backend: required but missing"),
         ("targets:\n  - {name: a, backend: lxc}\n",
-         "targets[0] (a).backend: unknown backend 'lxc'; known: docker, namespace"),
+         "targets[0] (a).backend: unknown backend 'lxc'; known: docker, namespace, podman"),
         ("targets:\n  - {name: A B, backend: namespace}\n", "targets[0] (A B).name: must be 1-40"),
         ("targets:\n  - {name: a, backend: namespace}\n  - {name: a, backend: namespace}\n",
          "targets[1].name: 'a' is already the name of targets[0]"),

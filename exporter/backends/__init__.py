@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "docker": "exporter.backends.docker:DockerBackend",
+    "podman": "exporter.backends.podman:PodmanBackend",
     "namespace": "exporter.backends.namespace:NamespaceBackend",
 }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stops the Podman services start-podman.sh started in DIR and removes DIR.
+set -uo pipefail
+DIR=${1:?usage: stop-podman.sh DIR}
+for pidfile in "$DIR"/*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null
+  deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null
+done
+if [ -f "$DIR/podman-cmd" ]; then
+  # containers whose conmon outlived the service
+  CONTAINERS_CONF=$DIR/containers.conf eval "$(cat "$DIR/podman-cmd") rm -af -t 0" >/dev/null 2>&1
+fi
+# conmon lingers up to 5 minutes after each exec (--exit-delay 300)
+pkill -f "conmon .*$DIR/" 2>/dev/null
+bash "$(dirname "$0")/remove-tree.sh" "$DIR"

@@ -1,0 +1,47 @@
+"""`targets: auto` finds the engines that answer, each once."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.discovery import discover_targets, podman_url
+from tests.conftest import Engine
+
+
+def backends(found: list[dict[str, object]]) -> list[str]:
+    return [str(t["backend"]) for t in found]
+
+
+def test_podman_socket_is_found(podman_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    found = discover_targets()
+    assert backends(found) == ["podman", "namespace"]
+    assert found[0]["podman"] == {"base_url": podman_engine.url}
+
+
+def test_docker_and_podman_are_both_found(
+    docker_engine: Engine, podman_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
+    monkeypatch.setenv("DOCKER_HOST", docker_engine.url)
+    assert backends(discover_targets()) == ["docker", "podman", "namespace"]
+
+
+def test_podman_behind_docker_host_is_probed_once(
+    podman_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
+    monkeypatch.setenv("DOCKER_HOST", podman_engine.url)
+    assert backends(discover_targets()) == ["docker", "namespace"]
+
+
+def test_podman_default_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert podman_url({"CONTAINER_HOST": "unix:///x/p.sock"}) == "unix:///x/p.sock"
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert podman_url({}) == "unix:///run/podman/podman.sock"
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert (
+        podman_url({"XDG_RUNTIME_DIR": "/run/user/1000"})
+        == "unix:///run/user/1000/podman/podman.sock"
+    )

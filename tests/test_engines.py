@@ -1,0 +1,239 @@
+"""The Docker and Podman backends against the real engines scripts/test.sh starts.
+
+Every test here runs once per engine present (the `engine` fixture).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from exporter.backends.base import SandboxSpec
+from exporter.backends.docker import _split_image
+from exporter.daemon import Daemon
+from exporter.lifecycle import Phase, Reason
+from exporter.metrics import Metrics
+from exporter.prober import Prober, build_backend
+from tests.conftest import TEST_IMAGE, Engine
+from tests.helpers import make_config, scraped, wait_for
+from tests.test_server import call
+
+
+def engine_target(engine: Engine, name: str = "probe", **settings: Any) -> dict[str, Any]:
+    block = settings.pop("options", {})
+    return {
+        "name": name,
+        "backend": engine.backend,
+        "image": TEST_IMAGE,
+        "pull_policy": "never",
+        engine.backend: {"base_url": engine.url, **block},
+        **settings,
+    }
+
+
+def labels(engine: Engine, target: str = "probe") -> dict[str, str]:
+    return {"target": target, "backend": engine.backend}
+
+
+def test_a_full_lifecycle_lands_in_metrics(engine: Engine) -> None:
+    config = make_config(engine_target(engine))
+    d = Daemon(config, listen_address=None)
+    try:
+        result = d.probers[0].run()
+    finally:
+        d.shutdown()
+    assert result is not None
+    assert result.success, result.failure
+    assert result.output is not None
+    assert result.output.strip() == "hello"
+    text = call(d.app, "/metrics")[2].decode()
+    for phase in ("create", "start", "exec", "stop", "remove"):
+        count = scraped(text, "sandbox_phase_duration_seconds_count", phase=phase, **labels(engine))
+        assert count == 1, phase
+    assert scraped(text, "sandbox_probes_total", result="success", **labels(engine)) == 1
+    assert scraped(text, "sandbox_backend_up", **labels(engine)) == 1
+    assert (
+        d.registry.get_sample_value("sandbox_lifecycle_duration_seconds_count", labels(engine)) == 1
+    )
+    assert not engine.client.containers.list(all=True, filters={"name": result.sandbox})
+
+
+def test_the_container_is_hardened_and_labelled(engine: Engine) -> None:
+    target = make_config(engine_target(engine)).targets[0]
+    backend = build_backend(target)
+    name = "sandbox-exporter-probe-hardening"
+    spec = SandboxSpec(
+        name=name,
+        image=TEST_IMAGE,
+        labels={"sandbox-exporter.io/managed": "true", "sandbox-exporter.io/target": "probe"},
+        cpus=0.5,
+        memory_mb=128,
+        pids_limit=32,
+    )
+    backend.create(spec)
+    try:
+        backend.start(name)
+        answer = backend.exec(
+            name,
+            ["sh", "-c", "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status; "
+             "grep -c NoNewPrivs:.1 /proc/self/status; touch /probe 2>&1; echo $?"],
+        )  # fmt: skip
+        info = engine.client.api.inspect_container(name)
+    finally:
+        backend.remove(name)
+        backend.close()
+    host = info["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["PidsLimit"] == 32
+    assert host["Memory"] == 128 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert info["Config"]["Labels"]["sandbox-exporter.io/managed"] == "true"
+    lines = answer.output.split()
+    assert lines[0] == "65534", "runs as nobody"
+    assert lines[1:5] == ["CapEff:", "0000000000000000", "CapBnd:", "0000000000000000"], (
+        "no capabilities"
+    )
+    assert lines[5] == "1", "no new privileges"
+    assert lines[-1] != "0", "the root filesystem is read-only"
+
+
+def test_stop_is_prompt_thanks_to_the_keepalive(engine: Engine) -> None:
+    config = make_config(engine_target(engine, stop_grace="10s"))
+    d = Daemon(config, listen_address=None)
+    try:
+        result = d.probers[0].run()
+    finally:
+        d.shutdown()
+    assert result is not None
+    assert result.success
+    assert result.durations[Phase.STOP] < 3, "SIGTERM ends the keep-alive; no wait for the grace"
+
+
+def test_missing_image_with_pull_policy_never(engine: Engine) -> None:
+    config = make_config(engine_target(engine, image="sandbox-exporter/absent:nope"))
+    with capture_logs() as logs:
+        d = Daemon(config, listen_address=None)
+        result = d.probers[0].run()
+        d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.PULL, Reason.ERROR)
+    assert (
+        d.registry.get_sample_value(
+            "sandbox_probe_failures_total", {**labels(engine), "phase": "pull", "reason": "error"}
+        )
+        == 1
+    )
+    lines = [e for e in logs if e.get("outcome") == "failed"]
+    assert len(lines) == 1
+    assert "image 'sandbox-exporter/absent:nope' is not present" in lines[0]["error"]
+    assert "pull_policy is never" in lines[0]["error"]
+
+
+def test_unknown_runtime_is_a_failure_with_the_engine_message(engine: Engine) -> None:
+    config = make_config(engine_target(engine, options={"runtime": "no-such-runtime"}))
+    d = Daemon(config, listen_address=None)
+    result = d.probers[0].run()
+    d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
+    assert "runtime" in result.failure.message
+    assert not engine.client.containers.list(all=True, filters={"name": result.sandbox})
+
+
+@pytest.mark.parametrize("backend", ["docker", "podman"])
+def test_unreachable_engine_sets_backend_down(tmp_path: Any, backend: str) -> None:
+    nowhere = Engine(backend, f"unix://{tmp_path}/no.sock", None)
+    config = make_config(engine_target(nowhere, timeouts={"create": "5s"}))
+    d = Daemon(config, listen_address=None)
+    result = d.probers[0].run()
+    d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert result.failure.reason == Reason.UNAVAILABLE
+    assert d.registry.get_sample_value("sandbox_backend_up", labels(nowhere)) == 0
+
+
+def test_orphans_of_this_instance_and_target_only_are_removed(engine: Engine) -> None:
+    def leave(name: str, **extra: str) -> None:
+        engine.client.containers.create(
+            TEST_IMAGE,
+            ["true"],
+            name=name,
+            labels={
+                "sandbox-exporter.io/managed": "true",
+                "sandbox-exporter.io/target": "probe",
+                "sandbox-exporter.io/instance": "test-instance",
+                "sandbox-exporter.io/created-at": str(int(time.time()) - 3600),
+                **extra,
+            },
+        )
+
+    leave("sandbox-exporter-probe-orphan1")
+    leave("sandbox-exporter-probe-orphan2")
+    leave("sandbox-exporter-other-instance", **{"sandbox-exporter.io/instance": "someone-else"})
+    leave("sandbox-exporter-other-target", **{"sandbox-exporter.io/target": "other"})
+    engine.client.containers.create(TEST_IMAGE, ["true"], name="not-ours-at-all")
+    try:
+        target = make_config(engine_target(engine)).targets[0]
+        registry = CollectorRegistry()
+        prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+        result = prober.run()
+        prober.close()
+        assert result is not None
+        assert result.success
+        names = {c.name for c in engine.client.containers.list(all=True)}
+        assert "sandbox-exporter-probe-orphan1" not in names
+        assert "sandbox-exporter-probe-orphan2" not in names
+        assert {
+            "sandbox-exporter-other-instance",
+            "sandbox-exporter-other-target",
+            "not-ours-at-all",
+        } <= names
+        assert registry.get_sample_value("sandbox_orphans_removed_total", labels(engine)) == 2
+    finally:
+        for name in (
+            "sandbox-exporter-other-instance",
+            "sandbox-exporter-other-target",
+            "not-ours-at-all",
+        ):
+            engine.client.containers.get(name).remove(force=True)
+
+
+def test_image_references_split_into_repository_and_tag() -> None:
+    assert _split_image("busybox") == ("busybox", "latest")
+    assert _split_image("busybox:1.36") == ("busybox", "1.36")
+    assert _split_image("localhost:5000/team/img") == ("localhost:5000/team/img", "latest")
+    assert _split_image("localhost:5000/img:2") == ("localhost:5000/img", "2")
+    assert _split_image("img@sha256:abc") == ("img", "sha256:abc")
+
+
+def test_an_unknown_runtime_fails_that_target_and_the_exporter_keeps_going(engine: Engine) -> None:
+    config = make_config(
+        engine_target(engine, name="good", interval="2s"),
+        engine_target(engine, name="bad", interval="2s", options={"runtime": "no-such-runtime"}),
+    )
+    d = Daemon(config, listen_address=None)
+    d.start()
+    try:
+        wait_for(lambda: all(p.last_result for p in d.probers), timeout=60, what="both first runs")
+        good, bad = (p.last_result for p in d.probers)
+        assert good is not None
+        assert good.success
+        assert bad is not None
+        assert bad.failure is not None
+        assert (bad.failure.phase, bad.failure.reason) == (Phase.CREATE, Reason.ERROR)
+        assert d.ready()
+        text = call(d.app, "/metrics")[2].decode()
+        failed = {"phase": "create", "reason": "error", **labels(engine, "bad")}
+        assert (scraped(text, "sandbox_probe_failures_total", **failed) or 0) >= 1
+        assert scraped(text, "sandbox_probe_success", **labels(engine, "good")) == 1
+    finally:
+        d.shutdown()

@@ -17,13 +17,13 @@ from wsgiref.util import setup_testing_defaults
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import disable_created_metrics
 
 from benchmarks.common import machine_line, median, percentile
 from exporter.config import parse_config
+from exporter.daemon import Daemon
 from exporter.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult, Reason, failure_modes
 from exporter.metrics import Metrics
-from exporter.server import create_app
 
 
 def success(target: str, k: int) -> ProbeResult:
@@ -35,13 +35,13 @@ def success(target: str, k: int) -> ProbeResult:
 
 
 def populated(n: int) -> tuple[Any, Metrics, list[str]]:
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    """The daemon's own app and metrics (not started), with n Docker targets."""
     config = parse_config(
         {"targets": [{"name": f"target-{i}", "backend": "docker"} for i in range(n)]}
     )
+    daemon = Daemon(config, listen_address=None)
+    metrics = daemon.metrics
     for target in config.targets:
-        metrics.add_target(target)
         for k in range(20):  # observations spread over the buckets
             metrics.record(success(target.name, k))
         for phase, reason in failure_modes():  # every failure counter non-zero
@@ -52,7 +52,7 @@ def populated(n: int) -> tuple[Any, Metrics, list[str]]:
         metrics.skipped.labels(target.name, "docker").inc()
         metrics.orphans_removed.labels(target.name, "docker").inc()
     names = [t.name for t in config.targets]
-    return create_app(metrics.exposition, list, lambda: True), metrics, names
+    return daemon.app, metrics, names
 
 
 def scrape(app: Any, gzip_ok: bool) -> bytes:

@@ -1,4 +1,4 @@
-"""Command line: `run` (the daemon, the default), `bench` and `check-config`.
+"""Command line: `run` (the daemon, the default), `bench`, `probe`, `gc`, `check-config`.
 
 Every flag can also be set from the environment: `--config.file` is
 `SANDBOX_EXPORTER_CONFIG_FILE`, `--web.listen-address` is
@@ -19,7 +19,7 @@ from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
 
 ENV_PREFIX = "SANDBOX_EXPORTER_"
-COMMANDS = ("run", "bench", "check-config")
+COMMANDS = ("run", "bench", "probe", "gc", "check-config")
 
 
 def env_name(flag: str) -> str:
@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", parents=[common], help="run the exporter (the default)")
     _add(run, "--web.listen-address", ":9878", "address to serve /metrics on")
+    _add(run, "--web.config.file", None, "TLS and basic auth settings (exporter-toolkit format)")
+    _add(run, "--config.auto-reload-interval", None,
+         "re-read the config file this often when it changed, e.g. 30s")  # fmt: skip
+    probe = commands.add_parser("probe", parents=[common], help="run one lifecycle of a target now")
+    probe.add_argument("--target", required=True, help="the configured target's name")
+    probe.add_argument("--json", action="store_true", help="the result as JSON")
+    gc = commands.add_parser(
+        "gc", parents=[common], help="remove this exporter's sandboxes older than max_age"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
     bench = commands.add_parser(
         "bench",
@@ -113,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target in config.targets:
             print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s")
         return 0
-    return _run(config, args.web_listen_address)
+    if args.command in ("probe", "gc"):
+        from exporter.oneshot import collect_garbage, probe_once
+
+        if args.command == "probe":
+            return probe_once(config, args.target, as_json=args.json)
+        return collect_garbage(config, dry_run=args.dry_run)
+    return _run(config, args)
 
 
 def load_or_discover(path: str | None) -> Config:
@@ -122,18 +138,42 @@ def load_or_discover(path: str | None) -> Config:
     return parse_config({"targets": "auto"})
 
 
-def _run(config: Config, listen_address: str) -> int:
+def _run(config: Config, args: argparse.Namespace) -> int:
     from exporter.daemon import Daemon
+    from exporter.durations import parse_duration
     from exporter.server import parse_listen_address
+    from exporter.webconfig import WebConfig, WebConfigError
 
+    listen_address = args.web_listen_address
     try:
         parse_listen_address(listen_address)
     except ValueError as exc:
         print(f"--web.listen-address: {exc}", file=sys.stderr)
         return 1
+    auto_reload = None
+    if args.config_auto_reload_interval:
+        try:
+            auto_reload = parse_duration(args.config_auto_reload_interval)
+        except ValueError as exc:
+            print(f"--config.auto-reload-interval: {exc}", file=sys.stderr)
+            return 1
+        if not args.config_file:
+            print("--config.auto-reload-interval: needs --config.file", file=sys.stderr)
+            return 1
     try:
-        daemon = Daemon(config, listen_address=listen_address)
+        web_config = WebConfig(args.web_config_file) if args.web_config_file else None
+    except WebConfigError as exc:
+        print(f"--web.config.file: {exc}", file=sys.stderr)
+        return 1
+    path = args.config_file
+    try:
+        daemon = Daemon(
+            config,
+            listen_address=listen_address,
+            loader=(lambda: load_config(path)) if path else None,
+            web_config=web_config,
+        )
     except OSError as exc:
         print(f"--web.listen-address: cannot listen on {listen_address}: {exc}", file=sys.stderr)
         return 1
-    return daemon.run_until_signal()
+    return daemon.run_until_signal(auto_reload_interval=auto_reload)

@@ -158,6 +158,8 @@ class Settings(StrictModel):
     command: tuple[str, ...] = Field(("echo", "hello"), min_length=1)
     expect_output: str | None = "hello"
     stop_grace: PhaseDuration = 10.0
+    gc_interval: IntervalDuration = 600.0
+    max_age: IntervalDuration = 3600.0
     resources: Resources = Resources()
     timeouts: Timeouts = Timeouts()
     buckets: Annotated[tuple[float, ...], AfterValidator(_buckets)] = DEFAULT_BUCKETS
@@ -177,6 +179,21 @@ class Settings(StrictModel):
                 f"timeouts.stop ({format_duration(self.timeouts.stop)})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _max_age_beyond_a_run(self) -> Settings:
+        if self.max_age <= self.longest_run:
+            raise ValueError(
+                f"max_age ({format_duration(self.max_age)}) must be longer than the longest a "
+                f"run can take ({format_duration(self.longest_run)}: every timeout added up), "
+                "or the collector could remove a sandbox still in use"
+            )
+        return self
+
+    @property
+    def longest_run(self) -> float:
+        t = self.timeouts
+        return t.pull + t.create + t.start + t.exec + t.stop + 2 * t.remove
 
     @property
     def jitter_seconds(self) -> float:

@@ -11,8 +11,10 @@ anything reading that registry sees every metric. `/metrics` is rendered by
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
 from prometheus_client.core import Metric
@@ -153,6 +155,24 @@ class Metrics:
                 "interval_seconds": f"{target.interval:g}",
             }
         )
+
+    def remove_target(self, target: Target) -> None:
+        """Drop every series of `target` (a reload removed or relabelled it)."""
+        labels = (target.name, target.backend)
+        for family in self._histograms:
+            family.remove_where("target", target.name)
+        combos: list[tuple[Any, tuple[str, ...]]] = [
+            (self.probes, (*labels, "success")),
+            (self.probes, (*labels, "failure")),
+            *((self.failures, (*labels, str(p), str(r))) for p, r in failure_modes()),
+            *((metric, labels) for metric in (
+                self.success, self.last_run, self.last_success, self.in_progress, self.skipped,
+                self.backend_up, self.orphans_removed, self.target_info,
+            )),
+        ]  # fmt: skip
+        for metric, values in combos:
+            with contextlib.suppress(KeyError):
+                metric.remove(*values)
 
     def record(self, result: ProbeResult) -> None:
         """Count one finished run. A run cancelled by shutdown counts only its cleanup trouble."""

@@ -1,4 +1,5 @@
-"""APScheduler wiring: one interval job per target, first runs at start-up, staggered."""
+"""APScheduler wiring: per target one probe job (`id` = target name), first run at
+start-up, staggered, and one garbage-collection job (`gc:<name>`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from exporter.prober import Prober
 
 STAGGER_WINDOW_SECONDS = 10.0
+GC_PREFIX = "gc:"
 
 
 def first_run_offsets(probers: Sequence[Prober]) -> list[float]:
@@ -31,10 +33,11 @@ def first_run_offsets(probers: Sequence[Prober]) -> list[float]:
 class ProbeScheduler:
     """Runs every prober on its own interval; a slow target delays no other."""
 
-    def __init__(self, probers: Sequence[Prober]) -> None:
+    def __init__(self, probers: Sequence[Prober], *, max_workers: int | None = None) -> None:
         self.probers = {p.target.name: p for p in probers}
+        workers = max_workers or max(2 * len(probers), 4)
         self._scheduler: Any = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=max(len(probers), 1))},
+            executors={"default": ThreadPoolExecutor(max_workers=workers)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -44,15 +47,24 @@ class ProbeScheduler:
         start = now or datetime.now(UTC)
         probers = list(self.probers.values())
         for prober, offset in zip(probers, first_run_offsets(probers), strict=True):
-            target = prober.target
-            self._scheduler.add_job(
-                prober.run,
-                IntervalTrigger(seconds=target.interval, jitter=target.jitter_seconds or None),
-                id=target.name,
-                name=target.name,
-                next_run_time=start + timedelta(seconds=offset),
-            )
+            self._add_jobs(prober, start + timedelta(seconds=offset))
         self._scheduler.start()
+
+    def add(self, prober: Prober) -> None:
+        """Schedule a target added by a reload: first run now."""
+        self.probers[prober.target.name] = prober
+        self._add_jobs(prober, datetime.now(UTC))
+
+    def replace(self, prober: Prober) -> None:
+        """A changed target: the new prober takes over its jobs from the next run on."""
+        self.remove(prober.target.name)
+        self.add(prober)
+
+    def remove(self, name: str) -> None:
+        self.probers.pop(name, None)
+        for job_id in (name, GC_PREFIX + name):
+            if self._scheduler.get_job(job_id) is not None:
+                self._scheduler.remove_job(job_id)
 
     @property
     def running(self) -> bool:
@@ -70,6 +82,24 @@ class ProbeScheduler:
         """Stop firing jobs; running probes go on (the caller waits for them)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    def _add_jobs(self, prober: Prober, first_run: datetime) -> None:
+        target = prober.target
+        self._scheduler.add_job(
+            prober.run,
+            IntervalTrigger(seconds=target.interval, jitter=target.jitter_seconds or None),
+            id=target.name,
+            name=target.name,
+            next_run_time=first_run,
+            replace_existing=True,
+        )
+        self._scheduler.add_job(
+            prober.collect_garbage_safely,
+            IntervalTrigger(seconds=target.gc_interval),
+            id=GC_PREFIX + target.name,
+            name=GC_PREFIX + target.name,
+            replace_existing=True,
+        )
 
     def _on_skipped(self, event: Any) -> None:
         prober = self.probers.get(event.job_id)

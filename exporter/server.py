@@ -1,24 +1,25 @@
-"""HTTP: /metrics, /-/healthy, /-/ready and a landing page, as a WSGI app.
+"""HTTP: /metrics, /probe, /-/healthy, /-/ready, /-/reload and a landing page.
 
-`create_app` takes what it shows as arguments, so tests call it without a
-socket; `serve` puts it on a threaded server.
+`create_app` builds a WSGI app from what it shows (an ExporterState), so
+tests call it without a socket; HttpServer puts it on a threaded server.
 """
 
 from __future__ import annotations
 
 import gzip
-import html
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from exporter import __version__
+from exporter.landing import landing_page
+from exporter.probe_endpoint import handle_probe
+from exporter.webconfig import WebConfig
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -26,35 +27,66 @@ if TYPE_CHECKING:
     from exporter.prober import Prober
 
 
-def create_app(
-    exposition: Callable[[], bytes],
-    probers: Callable[[], Sequence[Prober]],
-    ready: Callable[[], bool],
-) -> WSGIApplication:
-    """`exposition` renders /metrics (Metrics.exposition); the others feed the other pages."""
+class ExporterState(Protocol):
+    """What the HTTP pages show and do; the Daemon is one."""
 
+    def exposition(self) -> bytes: ...
+
+    def current_probers(self) -> Sequence[Prober]: ...
+
+    def ready(self) -> bool: ...
+
+    def health(self) -> str | None:
+        """None when healthy, else why not."""
+
+    def reload(self) -> list[str]:
+        """Re-read the config; the problems that kept it out (empty: reloaded)."""
+
+
+def create_app(state: ExporterState) -> WSGIApplication:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/-/reload":
+            if method not in ("POST", "PUT"):
+                return _not_allowed(start_response, method, "POST, PUT")
+            problems = state.reload()
+            if problems:
+                return _text(start_response, "500 Internal Server Error",
+                             "config not reloaded; the running one is kept:\n"
+                             + "\n".join(problems) + "\n")  # fmt: skip
+            return _text(start_response, "200 OK", "config reloaded\n")
         if method not in ("GET", "HEAD"):
-            return _text(start_response, "405 Method Not Allowed", f"{method} not allowed\n",
-                         [("Allow", "GET, HEAD")])  # fmt: skip
+            return _not_allowed(start_response, method, "GET, HEAD")
         if path == "/metrics":
-            return _metrics(exposition(), environ, start_response)
+            return _metrics(state.exposition(), environ, start_response)
+        if path == "/probe":
+            probers = {p.target.name: p for p in state.current_probers()}
+            status, headers, body = handle_probe(environ, probers)
+            start_response(status, [*headers, ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/-/healthy":
-            return _text(start_response, "200 OK", "Healthy\n")
+            problem = state.health()
+            if problem is None:
+                return _text(start_response, "200 OK", "Healthy\n")
+            return _text(start_response, "503 Service Unavailable", f"Unhealthy: {problem}\n")
         if path == "/-/ready":
-            if ready():
+            if state.ready():
                 return _text(start_response, "200 OK", "Ready\n")
             return _text(start_response, "503 Service Unavailable", "Not ready\n")
         if path == "/":
-            body = landing_page(probers()).encode()
+            body = landing_page(state.current_probers()).encode()
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                                       ("Content-Length", str(len(body)))])  # fmt: skip
             return [body]
         return _text(start_response, "404 Not Found", f"no such page: {path}\n")
 
     return app
+
+
+def _not_allowed(start_response: StartResponse, method: str, allowed: str) -> list[bytes]:
+    return _text(start_response, "405 Method Not Allowed", f"{method} not allowed\n",
+                 [("Allow", allowed)])  # fmt: skip
 
 
 def _metrics(body: bytes, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
@@ -79,48 +111,6 @@ def _text(
     return [data]
 
 
-def landing_page(probers: Sequence[Prober]) -> str:
-    rows = []
-    for prober in probers:
-        target = prober.target
-        result = prober.last_result
-        if result is None:
-            outcome, reason, when, figure = "not run yet", "", "", ""
-        else:
-            outcome = "success" if result.success else "failure"
-            failures = [result.failure] if result.failure else result.cleanup_failures
-            reason = "; ".join(f"{f.phase} {f.reason}: {f.message}" for f in failures)
-            when = datetime.fromtimestamp(result.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            tte = result.time_to_exec
-            figure = f"{tte * 1000:.1f} ms" if tte is not None else ""
-        cells = (
-            target.name,
-            target.backend,
-            f"{target.interval:g}s",
-            outcome,
-            figure,
-            when,
-            reason,
-        )
-        rows.append(
-            f'<tr class="{html.escape(outcome.split()[0])}">'
-            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-            + "</tr>"
-        )
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>sandbox-exporter</title>
-<style>body{{font-family:sans-serif}} td,th{{padding:2px 10px;text-align:left}}
-.failure{{color:#b00}} .success{{color:#070}}</style></head>
-<body><h1>sandbox-exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
- &middot; <a href="/-/ready">Readiness</a></p>
-<table><tr><th>Target</th><th>Backend</th><th>Interval</th><th>Last result</th>
-<th>Time to exec</th><th>Finished</th><th>Failure</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -128,6 +118,21 @@ class _QuietHandler(WSGIRequestHandler):
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    web_config: WebConfig | None = None
+    handshake_timeout = 10.0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: TLS handshake with the settings current now."""
+        settings = self.web_config.current() if self.web_config is not None else None
+        if settings is not None and settings.ssl_context is not None:
+            request.settimeout(self.handshake_timeout)
+            try:
+                request = settings.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
 
 class _ThreadingServer6(_ThreadingServer):
@@ -142,12 +147,28 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class HttpServer:
-    """The app on a threaded server in a background thread."""
+def require_auth(app: WSGIApplication, web_config: WebConfig) -> WSGIApplication:
+    """Basic auth on every path, with the users of the current web config."""
 
-    def __init__(self, app: WSGIApplication, address: str) -> None:
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if web_config.current().authorized(environ.get("HTTP_AUTHORIZATION")):
+            return app(environ, start_response)
+        return _text(start_response, "401 Unauthorized", "Unauthorized\n",
+                     [("WWW-Authenticate", 'Basic realm="sandbox-exporter"')])  # fmt: skip
+
+    return guarded
+
+
+class HttpServer:
+    """The app on a threaded server in a background thread, TLS and auth per web config."""
+
+    def __init__(
+        self, app: WSGIApplication, address: str, web_config: WebConfig | None = None
+    ) -> None:
         host, port = parse_listen_address(address)
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        if web_config is not None:
+            app = require_auth(app, web_config)
         self._server = make_server(
             host or "0.0.0.0",  # noqa: S104 - an exporter listens on all interfaces by default
             port,
@@ -155,6 +176,8 @@ class HttpServer:
             server_class=server_class,
             handler_class=_QuietHandler,
         )
+        self._server.web_config = web_config
+        self.tls = web_config is not None and web_config.current().ssl_context is not None
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property

@@ -7,13 +7,14 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 from exporter.daemon import Daemon
-from exporter.server import create_app, parse_listen_address
+from exporter.server import parse_listen_address
 from tests.fakes import FakeBackend, failing
 from tests.helpers import make_config, scraped
 
 
 def call(app: Any, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:  # fmt: skip
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method}
+    path, _, query = path.partition("?")
+    environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": method}
     for key, value in (headers or {}).items():
         environ["HTTP_" + key.upper().replace("-", "_")] = value
     setup_testing_defaults(environ)
@@ -88,7 +89,7 @@ def test_landing_page_lists_targets_with_their_last_result() -> None:
 
 
 def test_unknown_path_and_method() -> None:
-    app = create_app(lambda: b"", list, lambda: True)
+    app = daemon(good=FakeBackend(), bad=FakeBackend()).app
     assert call(app, "/nope")[0].startswith("404")
     status, headers, _ = call(app, "/metrics", method="DELETE")
     assert status.startswith("405")

@@ -1,0 +1,201 @@
+"""Hot reload: targets added, removed, changed; a bad config kept out."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import load_config
+from exporter.daemon import Daemon
+from tests.fakes import FakeBackend
+from tests.helpers import scraped, wait_for
+
+ROOT = Path(__file__).parent.parent
+
+
+def write(path: Path, *targets: str) -> None:
+    path.write_text("instance: reload-test\ntargets:\n" + "".join(f"  - {t}\n" for t in targets))
+
+
+A = "{name: a, backend: namespace, interval: 1h}"
+B = "{name: b, backend: namespace, interval: 1h}"
+B_CHANGED = "{name: b, backend: namespace, interval: 2h, buckets: [0.5, 1, 2]}"
+C = "{name: c, backend: namespace, interval: 1h}"
+
+
+class Fakes(dict[str, FakeBackend]):
+    def get(self, name: str, default: Any = None) -> FakeBackend:
+        return self.setdefault(name, FakeBackend())
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
+    path = tmp_path / "config.yaml"
+    write(path, A, B)
+    d = Daemon(load_config(path), listen_address=None, backends=Fakes(),
+               loader=lambda: load_config(path))  # fmt: skip
+    d.start()
+    wait_for(lambda: d.probers[0].last_result, what="a's first run")
+    yield d, path
+    d.shutdown()
+
+
+def series(d: Daemon, target: str) -> float | None:
+    return d.registry.get_sample_value(
+        "sandbox_probes_total", {"target": target, "backend": "namespace", "result": "success"}
+    )
+
+
+def test_added_removed_and_changed_targets_take_effect(daemon: tuple[Daemon, Path]) -> None:
+    d, path = daemon
+    a_prober = d.probers[0]
+    a_next = d.scheduler.next_run_time("a")
+    write(path, A, B_CHANGED, C)
+    assert d.reload() == []
+    assert [p.target.name for p in d.probers] == ["a", "b", "c"]
+    assert d.probers[0] is a_prober, "an unchanged target keeps its prober"
+    assert d.scheduler.next_run_time("a") == a_next, "and its schedule"
+    assert d.probers[1].target.interval == 7200
+    wait_for(lambda: series(d, "c") == 1, what="the added target's first run")
+    # b's buckets changed: its histograms start again with the new boundaries
+    text = d.exposition().decode()
+    assert scraped(text, "sandbox_phase_duration_seconds_bucket", target="b", backend="namespace",
+                   phase="exec", le="0.5") is not None  # fmt: skip
+    assert scraped(text, "sandbox_phase_duration_seconds_bucket", target="b", backend="namespace",
+                   phase="exec", le="0.005") is None  # fmt: skip
+
+    write(path, A, C)
+    assert d.reload() == []
+    assert series(d, "b") is None, "a removed target's series disappear"
+    assert 'target="b"' not in d.exposition().decode()
+    assert d.scheduler.next_run_time("b") is None
+    assert d.registry.get_sample_value("sandbox_exporter_config_last_reload_successful") == 1
+
+
+def test_a_bad_config_is_refused_and_the_running_one_kept(daemon: tuple[Daemon, Path]) -> None:
+    d, path = daemon
+    path.write_text("targets:\n  - {name: a, backend: lxc}\n")
+    problems = d.reload()
+    assert problems == [f"{path}: targets[0] (a).backend: unknown backend 'lxc'; known: docker, "
+                        "namespace, podman"]  # fmt: skip
+    assert [p.target.name for p in d.probers] == ["a", "b"]
+    assert d.registry.get_sample_value("sandbox_exporter_config_last_reload_successful") == 0
+    assert d.scheduler.next_run_time("a") is not None
+
+
+def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write(path, "{name: a, backend: namespace, interval: 1h, command: [echo, hello]}")
+    old_backend = FakeBackend(hang={"exec"})
+    backends = {"a": old_backend}
+    d = Daemon(load_config(path), listen_address=None, backends=backends,
+               loader=lambda: load_config(path))  # fmt: skip
+    d.start()
+    try:
+        wait_for(lambda: old_backend.entered.get("exec"), what="the old run in exec")
+        backends["a"] = FakeBackend()
+        write(path, "{name: a, backend: namespace, interval: 1h, command: [echo, hi], "
+                    "expect_output: hi}")  # fmt: skip
+        assert d.reload() == []
+        assert d.probers[0].busy, "the new prober shares the old run's guard"
+        old_backend.release.set()
+        wait_for(lambda: not d.probers[0].busy, what="the old run to end")
+        assert (
+            d.registry.get_sample_value(
+                "sandbox_probes_total", {"target": "a", "backend": "namespace", "result": "success"}
+            )
+            == 1
+        ), "the old run completed under the old command and was counted"
+        assert d.probers[0].target.command == ("echo", "hi")
+    finally:
+        old_backend.release.set()
+        d.shutdown()
+
+
+class Process:
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
+             "--web.listen-address", "127.0.0.1:0", *extra],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self.logs: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        listening = wait_for(lambda: self.event("listening"), timeout=30, what="listening")
+        self.url = f"http://{listening['address']}"
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.logs.append(json.loads(line))
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in reversed(self.logs) if e.get("event") == name), None)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def successes(self, target: str) -> float | None:
+        return scraped(self.metrics(), "sandbox_probes_total", target=target,
+                       backend="namespace", result="success")  # fmt: skip
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.mark.namespace
+def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    state = f"namespace: {{state_dir: '{tmp_path}/state'}}"
+    a = f"{{name: a, backend: namespace, interval: 1h, {state}}}"
+    b = f"{{name: b, backend: namespace, interval: 1h, {state}}}"
+    write(path, a)
+    process = Process(path)
+    try:
+        wait_for(lambda: process.successes("a") == 1, what="a's first run")
+        write(path, a, b)  # add
+        process.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: process.successes("b") == 1, what="b added and run")
+        write(path, b.replace("1h", "2h"))  # remove a, change b
+        process.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: process.successes("a") is None, what="a's series gone")
+        reloaded = process.event("config reloaded")
+        assert reloaded is not None
+        assert (reloaded["removed"], reloaded["changed"]) == (["a"], ["b"])
+        path.write_text("targets: [\n")  # invalid
+        process.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: process.event("config reload failed; the running config is kept"),
+                 what="the refusal")  # fmt: skip
+        text = process.metrics()
+        assert scraped(text, "sandbox_exporter_config_last_reload_successful") == 0
+        assert scraped(text, "sandbox_probes_total", target="b", backend="namespace",
+                       result="success") is not None  # fmt: skip
+    finally:
+        assert process.stop() == 0
+
+
+@pytest.mark.namespace
+def test_the_config_file_is_watched_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    state = f"namespace: {{state_dir: '{tmp_path}/state'}}"
+    write(path, f"{{name: a, backend: namespace, interval: 1h, {state}}}")
+    process = Process(path, "--config.auto-reload-interval", "200ms")
+    try:
+        wait_for(lambda: process.successes("a") == 1, what="a's first run")
+        write(path, f"{{name: a, backend: namespace, interval: 1h, {state}}}",
+              f"{{name: w, backend: namespace, interval: 1h, {state}}}")  # fmt: skip
+        wait_for(lambda: process.successes("w") == 1, what="w picked up without a signal")
+    finally:
+        assert process.stop() == 0

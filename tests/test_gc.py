@@ -1,0 +1,97 @@
+"""Garbage collection of this exporter's old sandboxes, on the real engines, and `gc`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.cli import main
+from exporter.metrics import Metrics
+from exporter.prober import Prober
+from tests.conftest import TEST_IMAGE, Engine
+from tests.helpers import make_config
+
+HOUR = 3600
+
+
+def leave(engine: Engine, name: str, age: float, **labels: str) -> None:
+    engine.client.containers.create(
+        TEST_IMAGE, ["true"], name=name,
+        labels={
+            "sandbox-exporter.io/managed": "true",
+            "sandbox-exporter.io/target": "probe",
+            "sandbox-exporter.io/instance": "gc-test",
+            "sandbox-exporter.io/created-at": str(int(time.time() - age)),
+            **labels,
+        },
+    )  # fmt: skip
+
+
+@pytest.fixture
+def scene(engine: Engine) -> Any:
+    leave(engine, "sandbox-exporter-probe-old", 2 * HOUR)
+    leave(engine, "sandbox-exporter-probe-young", 60)
+    leave(engine, "sandbox-exporter-probe-theirs", 2 * HOUR,
+          **{"sandbox-exporter.io/instance": "another-exporter"})  # fmt: skip
+    engine.client.containers.create(TEST_IMAGE, ["true"], name="unlabelled-old")
+    yield engine
+    for name in ("sandbox-exporter-probe-old", "sandbox-exporter-probe-young",
+                 "sandbox-exporter-probe-theirs", "unlabelled-old"):  # fmt: skip
+        for container in engine.client.containers.list(all=True, filters={"name": f"^{name}$"}):
+            container.remove(force=True)
+
+
+def names(engine: Engine) -> set[str]:
+    return {c.name for c in engine.client.containers.list(all=True)}
+
+
+def target_dict(engine: Engine) -> dict[str, Any]:
+    return {"name": "probe", "backend": engine.backend, "max_age": "1h",
+            engine.backend: {"base_url": engine.url}}  # fmt: skip
+
+
+def test_only_this_instances_old_sandboxes_are_collected(scene: Engine) -> None:
+    engine = scene
+    target = make_config(target_dict(engine)).targets[0]
+    registry = CollectorRegistry()
+    prober = Prober(target, "gc-test", Metrics(registry), stopping=threading.Event())
+    removed = prober.collect_garbage()
+    prober.close()
+    assert [s.name for s in removed] == ["sandbox-exporter-probe-old"]
+    left = names(engine)
+    assert "sandbox-exporter-probe-old" not in left
+    assert {
+        "sandbox-exporter-probe-young",
+        "sandbox-exporter-probe-theirs",
+        "unlabelled-old",
+    } <= left
+    assert (
+        registry.get_sample_value(
+            "sandbox_orphans_removed_total", {"target": "probe", "backend": engine.backend}
+        )
+        == 1
+    )
+
+
+def test_the_gc_command_lists_then_removes(
+    scene: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = scene
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"instance: gc-test\ntargets:\n  - {{name: probe, backend: {engine.backend}, max_age: 1h, "
+        f"{engine.backend}: {{base_url: '{engine.url}'}}}}\n"
+    )
+    assert main(["gc", "--dry-run", "--config.file", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "probe: would remove sandbox-exporter-probe-old" in out
+    assert "young" not in out
+    assert "sandbox-exporter-probe-old" in names(engine)
+    assert main(["gc", "--config.file", str(config)]) == 0
+    assert "probe: removed sandbox-exporter-probe-old" in capsys.readouterr().out
+    assert "sandbox-exporter-probe-old" not in names(engine)

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from exporter.backends.base import SandboxSpec
 from exporter.backends.docker import _split_image
 from exporter.daemon import Daemon
-from exporter.lifecycle import Phase, Reason
+from exporter.lifecycle import Phase, ProbeResult, Reason
 from exporter.metrics import Metrics
 from exporter.prober import Prober, build_backend
 from tests.conftest import TEST_IMAGE, Engine
@@ -40,14 +40,19 @@ def labels(engine: Engine, target: str = "probe") -> dict[str, str]:
     return {"target": target, "backend": engine.backend}
 
 
-def test_a_full_lifecycle_lands_in_metrics(engine: Engine) -> None:
-    config = make_config(engine_target(engine))
-    d = Daemon(config, listen_address=None)
+def run_once(engine: Engine, **settings: Any) -> tuple[Daemon, ProbeResult]:
+    """One scheduled-style run of a one-target daemon (not started), then its shutdown."""
+    d = Daemon(make_config(engine_target(engine, **settings)), listen_address=None)
     try:
         result = d.probers[0].run()
     finally:
         d.shutdown()
     assert result is not None
+    return d, result
+
+
+def test_a_full_lifecycle_lands_in_metrics(engine: Engine) -> None:
+    d, result = run_once(engine)
     assert result.success, result.failure
     assert result.output is not None
     assert result.output.strip() == "hello"
@@ -104,24 +109,14 @@ def test_the_container_is_hardened_and_labelled(engine: Engine) -> None:
 
 
 def test_stop_is_prompt_thanks_to_the_keepalive(engine: Engine) -> None:
-    config = make_config(engine_target(engine, stop_grace="10s"))
-    d = Daemon(config, listen_address=None)
-    try:
-        result = d.probers[0].run()
-    finally:
-        d.shutdown()
-    assert result is not None
+    _, result = run_once(engine, stop_grace="10s")
     assert result.success
     assert result.durations[Phase.STOP] < 3, "SIGTERM ends the keep-alive; no wait for the grace"
 
 
 def test_missing_image_with_pull_policy_never(engine: Engine) -> None:
-    config = make_config(engine_target(engine, image="sandbox-exporter/absent:nope"))
     with capture_logs() as logs:
-        d = Daemon(config, listen_address=None)
-        result = d.probers[0].run()
-        d.shutdown()
-    assert result is not None
+        d, result = run_once(engine, image="sandbox-exporter/absent:nope")
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase.PULL, Reason.ERROR)
     assert (
@@ -137,11 +132,7 @@ def test_missing_image_with_pull_policy_never(engine: Engine) -> None:
 
 
 def test_unknown_runtime_is_a_failure_with_the_engine_message(engine: Engine) -> None:
-    config = make_config(engine_target(engine, options={"runtime": "no-such-runtime"}))
-    d = Daemon(config, listen_address=None)
-    result = d.probers[0].run()
-    d.shutdown()
-    assert result is not None
+    _, result = run_once(engine, options={"runtime": "no-such-runtime"})
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
     assert "runtime" in result.failure.message
@@ -151,11 +142,7 @@ def test_unknown_runtime_is_a_failure_with_the_engine_message(engine: Engine) ->
 @pytest.mark.parametrize("backend", ["docker", "podman"])
 def test_unreachable_engine_sets_backend_down(tmp_path: Any, backend: str) -> None:
     nowhere = Engine(backend, f"unix://{tmp_path}/no.sock", None)
-    config = make_config(engine_target(nowhere, timeouts={"create": "5s"}))
-    d = Daemon(config, listen_address=None)
-    result = d.probers[0].run()
-    d.shutdown()
-    assert result is not None
+    d, result = run_once(nowhere, timeouts={"create": "5s"})
     assert result.failure is not None
     assert result.failure.reason == Reason.UNAVAILABLE
     assert d.registry.get_sample_value("sandbox_backend_up", labels(nowhere)) == 0

@@ -15,7 +15,7 @@ import trustme
 from exporter.daemon import Daemon
 from exporter.webconfig import WebConfig, WebConfigError
 from tests.fakes import FakeBackend
-from tests.helpers import make_config
+from tests.helpers import make_config, wait_for
 
 PASSWORD = "s3cret"
 
@@ -51,6 +51,7 @@ def serve(path: Path) -> Daemon:
     d = Daemon(config, listen_address="127.0.0.1:0", backends={"fake": FakeBackend()},
                web_config=WebConfig(path))  # fmt: skip
     d.start()
+    wait_for(lambda: d.probers[0].last_result, what="the first run")  # quiet before the test
     return d
 
 

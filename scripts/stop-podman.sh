@@ -10,10 +10,14 @@ for pidfile in "$DIR"/*.pid; do
   while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   kill -9 "$pid" 2>/dev/null
 done
+# conmon lingers up to 5 minutes after each exec (--exit-delay 300), and when it
+# exits it runs `podman container cleanup`, which mounts the storage again:
+# kill it outright, so no cleanup starts behind our back.
+pkill -9 -f "conmon .*$DIR/" 2>/dev/null
 if [ -f "$DIR/podman-cmd" ]; then
-  # containers whose conmon outlived the service
   CONTAINERS_CONF=$DIR/containers.conf eval "$(cat "$DIR/podman-cmd") rm -af -t 0" >/dev/null 2>&1
 fi
-# conmon lingers up to 5 minutes after each exec (--exit-delay 300)
-pkill -f "conmon .*$DIR/" 2>/dev/null
+deadline=$((SECONDS + 15))
+while pgrep -f "podman .*$DIR/" >/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+pkill -9 -f "podman .*$DIR/" 2>/dev/null
 bash "$(dirname "$0")/remove-tree.sh" "$DIR"

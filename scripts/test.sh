@@ -27,10 +27,13 @@ echo "== python environment"
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
 stop() {
+  local status=$?  # the run's own; a cleanup hiccup must not change it, only be shown
+  set +e
   echo "== stopping dockerd and podman"
-  bash scripts/stop-podman.sh "$work/podman"
-  bash scripts/stop-dockerd.sh "$work/docker"
+  bash scripts/stop-podman.sh "$work/podman" || echo "warning: podman's directory was not fully removed" >&2
+  bash scripts/stop-dockerd.sh "$work/docker" || echo "warning: dockerd's directory was not fully removed" >&2
   rm -rf "$work"
+  exit "$status"
 }
 trap stop EXIT
 echo "== starting dockerd in $work/docker"

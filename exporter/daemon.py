@@ -58,6 +58,7 @@ class Daemon:
         self._loader = loader
         self._reload_lock = threading.Lock()
         self._started = False
+        self._serving = False
         self.probers = [self._prober(target) for target in config.targets]
         self.scheduler = ProbeScheduler(self.probers)
         self.app = create_app(self)
@@ -113,11 +114,16 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self) -> None:
-        if self.http is not None:
+    def serve(self) -> None:
+        """Start answering HTTP (start() does this too, if it has not been done)."""
+        if self.http is not None and not self._serving:
             self.http.start()
+            self._serving = True
             host, port = self.http.address
             self.log.info("listening", address=f"{host}:{port}", tls=self.http.tls)
+
+    def start(self) -> None:
+        self.serve()
         self.scheduler.start()
         self._started = True
         self.log.info(
@@ -140,7 +146,7 @@ class Daemon:
                 clean = False
                 self.log.error("probe still running at shutdown", target=prober.target.name)
             prober.close()
-        if self.http is not None:
+        if self.http is not None and self._serving:
             self.http.stop()
         self.log.info("stopped", clean=clean)
         return clean

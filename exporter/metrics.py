@@ -92,6 +92,9 @@ class Metrics:
             "When the last successful probe finished (Unix time); 0 if none yet.",
         )
         self.in_progress = gauge("sandbox_probe_in_progress", "1 while a probe is running.")
+        self.interval = gauge(
+            "sandbox_probe_interval_seconds", "The configured interval between probes (for alerts)."
+        )
         self.skipped = counter(
             "sandbox_probe_skipped_total", "Scheduled runs skipped because the previous still ran."
         )
@@ -147,6 +150,7 @@ class Metrics:
             self.orphans_removed,
         ):
             metric.labels(*labels)
+        self.interval.labels(*labels).set(target.interval)
         self.target_info.labels(*labels).info(
             {
                 "image": target.image if target.backend != "namespace" else "",
@@ -167,7 +171,7 @@ class Metrics:
             *((self.failures, (*labels, str(p), str(r))) for p, r in failure_modes()),
             *((metric, labels) for metric in (
                 self.success, self.last_run, self.last_success, self.in_progress, self.skipped,
-                self.backend_up, self.orphans_removed, self.target_info,
+                self.backend_up, self.orphans_removed, self.target_info, self.interval,
             )),
         ]  # fmt: skip
         for metric, values in combos:

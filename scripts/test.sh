@@ -4,12 +4,13 @@
 # dockerd (own socket, data and exec roots, gVisor's runsc registered) and
 # private Podman API services (own storage; one with runsc), all stopped
 # afterwards, the probe image built locally in both engines, then lint, type
-# checks and pytest. Extra arguments go to pytest.
+# checks, the dashboard generator check and pytest (which starts its own
+# Prometheus for the dashboard and rules tests). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(docker.io podman runsc busybox-static util-linux hostname curl ca-certificates python3-venv)
+packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -47,11 +48,12 @@ export SANDBOX_EXPORTER_PODMAN_URL SANDBOX_EXPORTER_PODMAN_RUNSC_URL
 export CONTAINERS_CONF=$work/podman/containers.conf
 CONTAINER_CLI=$(cat "$work/podman/podman-cmd") bash scripts/build-test-image.sh
 
-echo "== lint and types"
+echo "== lint, types, generated dashboard"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus
 .venv/bin/pytest "$@"

@@ -1,0 +1,382 @@
+"""Generates grafana/sandbox-exporter.json, the dashboard for sandbox-exporter.
+
+    python grafana/dashboard.py            # rewrite the JSON
+    python grafana/dashboard.py --check    # exit 1 if the committed JSON differs
+
+Plain Python (no SDK): every panel's query is in one place, so the tests can
+send each of them to a real Prometheus. Importable into Grafana 10+; the
+datasource is an `__inputs` entry chosen at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).with_name("sandbox-exporter.json")
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'target=~"$target", backend=~"$backend"'
+SEL_PHASE = SEL + ', phase=~"$phase"'
+SLO_THRESHOLDS = {
+    "mode": "absolute",
+    "steps": [
+        {"color": "green", "value": None},
+        {"color": "orange", "value": 1},
+        {"color": "red", "value": 5},
+    ],
+}
+
+
+def panel(
+    title: str,
+    description: str,
+    queries: list[tuple[str, str]],
+    *,
+    kind: str = "timeseries",
+    unit: str = "s",
+    width: int = 8,
+    height: int = 8,
+    thresholds: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    fmt: str = "time_series",
+) -> dict[str, Any]:
+    """One panel; `queries` are (PromQL, legend) pairs."""
+    defaults: dict[str, Any] = {"unit": unit}
+    if thresholds is not None:
+        defaults["thresholds"] = thresholds
+        if kind == "timeseries":
+            defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"w": width, "h": height},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options or {},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DS,
+                "expr": expr,
+                "legendFormat": legend,
+                "format": fmt,
+            }
+            for i, (expr, legend) in enumerate(queries)
+        ],
+    }
+
+
+def row(title: str) -> dict[str, Any]:
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"w": 24, "h": 1},
+        "panels": [],
+    }
+
+
+def quantile_panel(q: str, title: str) -> dict[str, Any]:
+    return panel(
+        f"{title} per phase",
+        f"The {title} duration of each lifecycle phase per target, over 5-minute windows "
+        "(recorded by target_phase:sandbox_phase_duration_seconds:"
+        f"{q}_5m). Lines at 1 s and 5 s mark the SLO edges.",
+        [
+            (
+                f"target_phase:sandbox_phase_duration_seconds:{q}_5m{{{SEL_PHASE}}}",
+                "{{target}} {{phase}}",
+            )
+        ],
+        thresholds=SLO_THRESHOLDS,
+    )
+
+
+def panels() -> list[dict[str, Any]]:
+    return [
+        row("Latency"),
+        quantile_panel("p50", "p50"),
+        quantile_panel("p95", "p95"),
+        quantile_panel("p99", "p99"),
+        panel(
+            "Time to exec",
+            "Create + start + exec of successful probes: what an agent waits before its first "
+            "command runs. p50 and p95 over 5 minutes.",
+            [
+                (f"target:sandbox_time_to_exec_seconds:p50_5m{{{SEL}}}", "{{target}} p50"),
+                (f"target:sandbox_time_to_exec_seconds:p95_5m{{{SEL}}}", "{{target}} p95"),
+            ],
+            thresholds=SLO_THRESHOLDS,
+            width=12,
+        ),
+        panel(
+            "Whole lifecycle",
+            "All five phases of successful probes, create to remove. p50 and p95 over 5 minutes.",
+            [
+                (f"target:sandbox_lifecycle_duration_seconds:p50_5m{{{SEL}}}", "{{target}} p50"),
+                (f"target:sandbox_lifecycle_duration_seconds:p95_5m{{{SEL}}}", "{{target}} p95"),
+            ],
+            thresholds=SLO_THRESHOLDS,
+            width=12,
+        ),
+        panel(
+            "Phase duration distribution",
+            "How the durations of the selected phases and targets spread over the histogram "
+            "buckets: a second mode or a lengthening tail shows before the p95 moves.",
+            [
+                (
+                    f"sum by (le) (increase(sandbox_phase_duration_seconds_bucket{{{SEL_PHASE}}}"
+                    "[$__rate_interval]))",
+                    "{{le}}",
+                )
+            ],
+            kind="heatmap",
+            width=24,
+            fmt="heatmap",
+            options={"calculate": False, "yAxis": {"unit": "s"}, "cellGap": 1},
+        ),
+        row("Reliability"),
+        panel(
+            "Success ratio",
+            "Share of probe lifecycles that succeeded, per target, over 15 minutes.",
+            [(f"1 - target:sandbox_probe_failure_ratio:ratio_15m{{{SEL}}}", "{{target}}")],
+            unit="percentunit",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "red", "value": None},
+                    {"color": "orange", "value": 0.8},
+                    {"color": "green", "value": 0.99},
+                ],
+            },
+        ),
+        panel(
+            "Failures by phase and reason",
+            "Failed probes in each interval, by the phase that failed and why: timeout, "
+            "unavailable (engine unreachable), error (the engine refused; see the log), "
+            "exec_mismatch (wrong output or exit code), cleanup (stop or remove failed).",
+            [
+                (
+                    "sum by (target, phase, reason) "
+                    f"(increase(sandbox_probe_failures_total{{{SEL}}}[$__rate_interval]))",
+                    "{{target}} {{phase}} {{reason}}",
+                )
+            ],
+            unit="short",
+            width=16,
+        ),
+        panel(
+            "Time since last success",
+            "Seconds since each target's last successful probe. More than a few intervals "
+            "means the target is failing or not being probed.",
+            [(f"time() - sandbox_probe_last_success_timestamp_seconds{{{SEL}}}", "{{target}}")],
+            kind="stat",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "green", "value": None},
+                    {"color": "orange", "value": 300},
+                    {"color": "red", "value": 900},
+                ],
+            },
+        ),
+        panel(
+            "Backend up",
+            "1 when the target's engine answered at the last attempt, 0 when it could not be "
+            "reached.",
+            [(f"sandbox_backend_up{{{SEL}}}", "{{target}}")],
+            kind="stat",
+            unit="bool_on_off",
+            thresholds={
+                "mode": "absolute",
+                "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            },
+        ),
+        panel(
+            "Probes in progress and skipped",
+            "Probes running now (1 per target at most), and scheduled runs skipped because "
+            "the previous run of the target had not finished: a sign of phases near their "
+            "timeouts.",
+            [
+                (f"sum by (target) (sandbox_probe_in_progress{{{SEL}}})", "{{target}} running"),
+                (
+                    "sum by (target) "
+                    f"(increase(sandbox_probe_skipped_total{{{SEL}}}[$__rate_interval]))",
+                    "{{target}} skipped",
+                ),
+            ],
+            unit="short",
+        ),
+        panel(
+            "Orphans removed",
+            "Sandboxes of this exporter found left behind (crash, failed cleanup) and removed. "
+            "A steady count means cleanup is failing upstream.",
+            [
+                (
+                    f"sum by (target) (increase(sandbox_orphans_removed_total{{{SEL}}}"
+                    "[$__rate_interval]))",
+                    "{{target}}",
+                )
+            ],
+            unit="short",
+        ),
+        panel(
+            "Image pulls",
+            "Pulls the probes had to make (timed apart from the lifecycle), and their p95 "
+            "duration. Pulls should be rare: each one is a missing image on the engine.",
+            [
+                (
+                    f"sum by (target) (increase(sandbox_image_pull_duration_seconds_count{{{SEL}}}"
+                    "[$__rate_interval]))",
+                    "{{target}} pulls",
+                ),
+                (
+                    "histogram_quantile(0.95, sum by (le, target) (rate("
+                    f"sandbox_image_pull_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                    "{{target}} p95",
+                ),
+            ],
+            unit="short",
+        ),
+        row("Exporter"),
+        panel(
+            "Config reload",
+            "1 when the exporter's last configuration load succeeded; 0 means a new config "
+            "was refused and the previous one is still running.",
+            [("sandbox_exporter_config_last_reload_successful", "{{instance}}")],
+            kind="stat",
+            unit="bool_yes_no",
+            thresholds={
+                "mode": "absolute",
+                "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            },
+        ),
+        panel(
+            "Targets",
+            "What each target probes: backend, image, runtime, pull policy and interval.",
+            [(f"sandbox_target_info{{{SEL}}}", "")],
+            kind="table",
+            unit="none",
+            width=16,
+            fmt="table",
+        ),
+    ]
+
+
+def layout(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Place panels left to right, wrapping at 24 columns; rows start a new line."""
+    x = y = line_height = 0
+    for pid, item in enumerate(items, start=1):
+        grid = item["gridPos"]
+        if item["type"] == "row" or x + grid["w"] > 24:
+            x, y = 0, y + line_height
+            line_height = 0
+        grid.update({"x": x, "y": y})
+        item["id"] = pid
+        x += grid["w"]
+        line_height = max(line_height, grid["h"])
+        if item["type"] == "row":
+            x, y, line_height = 0, y + grid["h"], 0
+    return items
+
+
+def variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "refresh": 2,
+        "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    return {
+        "__inputs": [
+            {
+                "name": "DS_PROMETHEUS",
+                "label": "Prometheus",
+                "type": "datasource",
+                "pluginId": "prometheus",
+                "pluginName": "Prometheus",
+            }
+        ],
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        ],
+        "uid": "sandbox-exporter",
+        "title": "Sandbox lifecycle",
+        "description": "Create, start, exec, stop and remove of real sandboxes, per target "
+        "and phase, from sandbox-exporter.",
+        "tags": ["sandbox-exporter", "sandboxes"],
+        "schemaVersion": 38,
+        "version": 1,
+        "editable": True,
+        "timezone": "",
+        "refresh": "1m",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "${DS_PROMETHEUS}", "value": "${DS_PROMETHEUS}"},
+                },
+                variable("target", "Target", "label_values(sandbox_target_info, target)"),
+                variable(
+                    "backend",
+                    "Backend",
+                    'label_values(sandbox_target_info{target=~"$target"}, backend)',
+                ),
+                {
+                    "name": "phase",
+                    "label": "Phase",
+                    "type": "custom",
+                    "query": "create,start,exec,stop,remove",
+                    "multi": True,
+                    "includeAll": True,
+                    "allValue": ".*",
+                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                    "options": [],
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": layout(panels()),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if OUTPUT.read_text() != text:
+            print(f"{OUTPUT} is not what grafana/dashboard.py makes: run it", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""The Grafana dashboard and the Prometheus rules: checked by promtool, and every
+query sent to a real Prometheus scraping the exporter while it runs real probes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from structlog.testing import capture_logs
+
+from exporter.config import DEFAULT_BUCKETS
+from exporter.daemon import Daemon
+from grafana import dashboard
+from tests.conftest import TEST_IMAGE, Engine, unavailable
+from tests.fakes import FakeBackend
+from tests.helpers import make_config, wait_for
+
+ROOT = Path(__file__).parent.parent
+RULES = ROOT / "config" / "prometheus"
+RULE_FILES = sorted(RULES.glob("*.rules.yml"))
+NAME = re.compile(r"\b(?:[a-z_]+:[a-z0-9_:]+|sandbox_[a-z0-9_]+)\b")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        unavailable("prometheus", f"{name} is not installed (Debian package prometheus)")
+    assert path is not None
+    return path
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query of every panel."""
+    return [
+        (p["title"], t["expr"])
+        for p in dashboard.dashboard()["panels"]
+        for t in p.get("targets", [])
+    ]
+
+
+def rules() -> list[dict[str, Any]]:
+    return [
+        r for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]
+    ]
+
+
+def test_the_committed_dashboard_is_what_the_generator_makes() -> None:
+    assert (ROOT / "grafana" / "sandbox-exporter.json").read_text() == dashboard.render()
+
+
+def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
+    board = dashboard.dashboard()
+    assert board["__inputs"][0]["pluginId"] == "prometheus"
+    assert [v["name"] for v in board["templating"]["list"]] == [
+        "datasource",
+        "target",
+        "backend",
+        "phase",
+    ]
+    for item in board["panels"]:
+        if item["type"] == "row":
+            continue
+        assert len(item["description"]) > 40, item["title"]
+        assert item["fieldConfig"]["defaults"]["unit"], item["title"]
+        assert item["datasource"]["uid"] == "${datasource}"
+    latency = [
+        p for p in board["panels"] if p["title"].startswith(("p50", "p95", "p99", "Time to"))
+    ]
+    assert all(p["fieldConfig"]["defaults"]["unit"] == "s" for p in latency)
+    steps = latency[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps[1:]] == [1, 5], "thresholds at the SLO edges"
+
+
+def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
+    config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
+    d = Daemon(config, listen_address=None, backends={"a": FakeBackend(), "b": FakeBackend()})
+    exposed = {line.split("{")[0].split(" ")[0] for line in d.exposition().decode().splitlines()
+               if line and not line.startswith("#")}  # fmt: skip
+    recorded = {r["record"] for r in rules() if "record" in r}
+    used = {name for _, expr in dashboard_queries() for name in NAME.findall(expr)}
+    used |= {name for r in rules() for name in NAME.findall(r["expr"])}
+    for name in sorted(used):
+        assert name in exposed or name in recorded, (
+            f"{name} is used but neither exposed nor recorded"
+        )
+
+
+def test_promtool_checks_every_rules_file() -> None:
+    done = subprocess.run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("SUCCESS") == len(RULE_FILES)
+
+
+def test_promtool_unit_tests_of_every_alert() -> None:
+    tests = sorted((RULES / "tests").glob("*.yml"))
+    done = subprocess.run([tool("promtool"), "test", "rules", *map(str, tests)],
+                          capture_output=True, text=True, check=False, cwd=RULES / "tests")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", "".join(t.read_text() for t in tests)))
+    assert tested == {r["alert"] for r in rules() if "alert" in r}, "every alert has a test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, exporter: str) -> None:
+        rules_dir = workdir / "rules"
+        rules_dir.mkdir()
+        for f in RULE_FILES:  # the same rules, evaluated every second instead of every 30
+            (rules_dir / f.name).write_text(f.read_text().replace("interval: 30s", "interval: 1s"))
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in sorted(rules_dir.iterdir())],
+            "scrape_configs": [{"job_name": "sandbox-exporter",
+                                "static_configs": [{"targets": [exporter]}]}],
+        }  # fmt: skip
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("w"),
+        )  # fmt: skip
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.api("query", query=expr)
+        assert answer["status"] == "success", (expr, answer)
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def try_query(self, expr: str) -> list[dict[str, Any]]:
+        try:
+            return self.query(expr)
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def bucket_width(value: float) -> float:
+    bounds = [0.0, *DEFAULT_BUCKETS]
+    for low, high in itertools.pairwise(bounds):
+        if low < value <= high:
+            return high - low
+    return math.inf
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path, docker_engine: Engine
+) -> Iterator[tuple[Daemon, Prometheus, list[Any]]]:
+    tool("prometheus")
+    state = {"state_dir": str(tmp_path / "ns")}
+    config = make_config(
+        {"name": "ns", "backend": "namespace", "interval": "1s", "jitter": "0s", "namespace": state},
+        {"name": "ns-bad", "backend": "namespace", "interval": "1s", "jitter": "0s",
+         "command": ["echo", "bye"], "namespace": state},
+        {"name": "docker", "backend": "docker", "interval": "1s", "jitter": "0s",
+         "image": TEST_IMAGE, "pull_policy": "never", "docker": {"base_url": docker_engine.url}},
+    )  # fmt: skip
+    with capture_logs() as logs:
+        d = Daemon(config, listen_address="127.0.0.1:0")
+        d.serve()
+        host, port = d.http.address if d.http else ("", 0)
+        prometheus = Prometheus(tmp_path, f"{host}:{port}")
+        try:
+            # the first scrape sees every counter at zero: no run is missed by increase()
+            wait_for(lambda: prometheus.try_query('up{job="sandbox-exporter"} == 1'), timeout=60,
+                     what="Prometheus scraping the exporter")  # fmt: skip
+            d.start()
+            yield d, prometheus, logs
+        finally:
+            d.shutdown()
+            prometheus.stop()
+
+
+def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_durations(
+    running: tuple[Daemon, Prometheus, list[Any]],
+) -> None:
+    d, prometheus, logs = running
+    target = 'target="ns", backend="namespace"'
+    wait_for(lambda: prometheus.try_query(f'sandbox_probes_total{{{target}, result="success"}} >= 25'),
+             timeout=120, what="25 successful runs scraped")  # fmt: skip
+    wait_for(lambda: prometheus.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
+             and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m"),
+             timeout=60, what="the recording rules evaluated")  # fmt: skip
+    d.scheduler.shutdown()
+    for prober in d.probers:
+        assert prober.wait_idle(60)
+    scraped_total = d.registry.get_sample_value(
+        "sandbox_phase_duration_seconds_count",
+        {"target": "ns", "backend": "namespace", "phase": "start"},
+    )
+    wait_for(lambda: prometheus.try_query(
+        f'sandbox_phase_duration_seconds_count{{{target}, phase="start"}} == {scraped_total}'),
+        timeout=30, what="the last runs scraped")  # fmt: skip
+
+    substitutions = {"$target": ".*", "$backend": ".*", "$phase": ".*", "$__rate_interval": "1m"}
+    for title, expr in dashboard_queries():
+        for variable, value in substitutions.items():
+            expr = expr.replace(variable, value)
+        assert prometheus.query(expr), f"panel {title!r}: no data for {expr}"
+
+    health = prometheus.api("rules")["data"]["groups"]
+    assert all(rule["health"] == "ok" for group in health for rule in group["rules"]), health
+
+    for phase in ("start", "exec"):
+        raw = [e["duration_seconds"] for e in logs
+               if e.get("event") == "phase" and e.get("target") == "ns" and e.get("phase") == phase]  # fmt: skip
+        assert len(raw) >= 25
+        for q in (0.5, 0.95):
+            answer = prometheus.query(
+                f"histogram_quantile({q}, sum by (le) (increase("
+                f'sandbox_phase_duration_seconds_bucket{{{target}, phase="{phase}"}}[10m])))'
+            )
+            estimate = float(answer[0]["value"][1])
+            exact = nearest_rank(raw, q)
+            assert abs(estimate - exact) <= bucket_width(exact), (phase, q, estimate, exact)
+
+    ratio = prometheus.query('target:sandbox_probe_failure_ratio:ratio_15m{target="ns-bad"}')
+    assert float(ratio[0]["value"][1]) == 1.0, "the failing target shows as failing"

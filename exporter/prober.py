@@ -69,6 +69,8 @@ class Prober:
         self.record_results = True  # off once a reload has dropped this target's series
         self._backend = backend
         self._orphans_swept = False
+        self._leftovers: set[str] = set()  # sandboxes whose removal failed; retried
+        self._leftovers_lock = threading.Lock()
         self.guard = guard or threading.Lock()
         self._log = (logger or structlog.get_logger("exporter")).bind(
             target=target.name, backend=target.backend
@@ -156,9 +158,32 @@ class Prober:
             self._log.info("orphan removed", sandbox=sandbox.name, created_at=sandbox.created_at)
         return removed
 
+    def remove_leftovers(self) -> None:
+        """Retry removing sandboxes whose cleanup failed (engine down, say); counted as
+        orphans when it works. Runs before each run and each collection."""
+        with self._leftovers_lock:
+            if self._leftovers:
+                self._remove_leftovers(self._get_backend())
+
+    def _remove_leftovers(self, backend: Backend) -> None:
+        for name in sorted(self._leftovers):
+            try:
+                call_with_timeout(
+                    functools.partial(backend.remove, name),
+                    self.target.timeouts.remove,
+                    name=f"{self.target.name}:leftover",
+                )
+            except Exception as exc:  # noqa: BLE001 - kept for the next attempt
+                self._log.warning("leftover removal failed", sandbox=name, error=describe(exc))
+                continue
+            self._leftovers.discard(name)
+            self.metrics.orphans_removed.labels(*self.labels).inc()
+            self._log.info("leftover removed", sandbox=name)
+
     def collect_garbage_safely(self) -> None:
         """The periodic collection: never raises."""
         try:
+            self.remove_leftovers()
             self.collect_garbage()
         except Exception as exc:  # noqa: BLE001 - logged; the next collection tries again
             self._log.warning("garbage collection failed", error=describe(exc))
@@ -182,9 +207,14 @@ class Prober:
             backend = self._get_backend()
             if not self._orphans_swept:
                 self._sweep_orphans()
-            return LifecycleRunner(backend, self.target, self.instance, logger=log).run(
+            self.remove_leftovers()
+            result = LifecycleRunner(backend, self.target, self.instance, logger=log).run(
                 cancel=self.stopping
             )
+            if any(f.phase is Phase.REMOVE for f in result.cleanup_failures):
+                with self._leftovers_lock:
+                    self._leftovers.add(result.sandbox)
+            return result
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
             log.error("probe could not run", error=describe(exc))
             now = time.time()

@@ -112,6 +112,9 @@ def _text(
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A client that sends nothing (or trickles) gives up its thread after this.
+    timeout = 30.0
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 

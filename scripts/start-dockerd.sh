@@ -14,6 +14,15 @@ if command -v runsc >/dev/null; then
   runtimes=(--add-runtime "runsc=$DIR/runsc")
 fi
 start() {
+  # A dockerd (and its containerd) killed earlier may linger as zombies where
+  # nothing reaps them; dockerd trusts a pid file whose process still exists.
+  for pidfile in "$DIR/docker.pid" "$DIR/exec/containerd/containerd.pid"; do
+    [ -f "$pidfile" ] || continue
+    old=$(cat "$pidfile")
+    if ! kill -0 "$old" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null)" = Z ]; then
+      rm -f "$pidfile"
+    fi
+  done
   dockerd --host "unix://$DIR/docker.sock" --data-root "$DIR/data" --exec-root "$DIR/exec" \
     --pidfile "$DIR/docker.pid" --iptables=false --ip6tables=false --ip-masq=false \
     --bridge=none "${runtimes[@]}" "$@" >>"$DIR/dockerd.log" 2>&1 &

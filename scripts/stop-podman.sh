@@ -3,12 +3,7 @@
 set -uo pipefail
 DIR=${1:?usage: stop-podman.sh DIR}
 for pidfile in "$DIR"/*.pid; do
-  [ -f "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
-  kill "$pid" 2>/dev/null
-  deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-  kill -9 "$pid" 2>/dev/null
+  [ -f "$pidfile" ] && bash "$(dirname "$0")/wait-exit.sh" "$(cat "$pidfile")" 30
 done
 # conmon lingers up to 5 minutes after each exec (--exit-delay 300), and when it
 # exits it runs `podman container cleanup`, which mounts the storage again:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).parent.parent
 
 class ExporterProcess:
     def __init__(self, config: Path) -> None:
+        self.config = config
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
              "--web.listen-address", "127.0.0.1:0"],
@@ -124,3 +125,29 @@ def test_default_run_without_a_config_probes_what_it_finds(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "docker: backend docker" in done.stdout
     assert "namespace: backend namespace" in done.stdout
+
+
+def test_sigkill_mid_probe_then_restart_removes_the_orphan(
+    exporter: ExporterProcess, docker_client: Any
+) -> None:
+    mine = {"label": "sandbox-exporter.io/instance=daemon-test"}
+    wait_for(
+        lambda: docker_client.containers.list(filters=mine), timeout=60, what="a probe in flight"
+    )
+    exporter.proc.kill()  # SIGKILL: no cleanup at all
+    exporter.proc.wait(timeout=30)
+    left = docker_client.containers.list(all=True, filters=mine)
+    assert len(left) == 1, "the killed exporter left its sandbox"
+    restarted = ExporterProcess(exporter.config)
+    try:
+        labels = {"target": "docker", "backend": "docker"}
+        wait_for(lambda: restarted.sample("sandbox_orphans_removed_total", **labels) == 1,
+                 timeout=60, what="the orphan removed at start-up and counted")  # fmt: skip
+        assert left[0].name not in {c.name for c in docker_client.containers.list(all=True)}
+        removed = restarted.event("orphan removed")
+        assert removed is not None
+        assert removed["sandbox"] == left[0].name
+    finally:
+        restarted.proc.send_signal(signal.SIGTERM)
+        assert restarted.proc.wait(timeout=60) == 0
+    assert docker_client.containers.list(all=True, filters=mine) == []

@@ -1,0 +1,258 @@
+"""Faults on a real dockerd that each test starts for itself, then stops, kills
+(SIGKILL) or freezes (SIGSTOP): what the metrics and logs say, that /metrics
+keeps answering, and that no managed container is left once the engine is back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from exporter.backends.base import SandboxSpec
+from exporter.backends.docker import DockerBackend
+from exporter.config import Config, Settings, Target, parse_config
+from exporter.daemon import Daemon
+from exporter.lifecycle import Phase, Reason
+from tests.conftest import TEST_IMAGE, unavailable
+from tests.helpers import wait_for
+from tests.test_server import call
+
+ROOT = Path(__file__).parent.parent
+FAST = {"create": "3s", "start": "3s", "exec": "3s", "stop": "3s", "remove": "3s", "pull": "3s"}
+
+
+class PrivateDockerd:
+    """A dockerd of the test's own, which the test may stop, kill, freeze and restart."""
+
+    def __init__(self, directory: Path, disk_mb: int | None = None) -> None:
+        self.directory = directory
+        if disk_mb is not None:  # its data root on a small filesystem of its own
+            (directory / "data").mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs",
+                            str(directory / "data")], check=True)  # fmt: skip
+        self.url = self.start()
+        env = {**os.environ, "DOCKER_HOST": self.url}
+        subprocess.run(["bash", str(ROOT / "scripts" / "build-test-image.sh")], env=env,
+                       check=True, capture_output=True)  # fmt: skip
+        # a clean stop writes the image store out: a SIGKILL seconds after an import
+        # can otherwise lose the image, which is not the fault under test
+        self.stop()
+        self.start()
+
+    def start(self) -> str:
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "start-dockerd.sh"), str(self.directory)],
+                              check=False, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    @property
+    def pid(self) -> int:
+        return int((self.directory / "docker.pid").read_text())
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self) -> None:
+        pid = self.pid
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60,
+                 what="dockerd to exit")  # fmt: skip
+
+    def client(self) -> Any:
+        import docker
+
+        return docker.DockerClient(base_url=self.url)
+
+    def managed(self, instance: str) -> list[Any]:
+        client = self.client()
+        try:
+            return list(
+                client.containers.list(
+                    all=True, filters={"label": f"sandbox-exporter.io/instance={instance}"}
+                )
+            )
+        finally:
+            client.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def dockerd(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[PrivateDockerd]:
+    if os.geteuid() != 0:
+        unavailable("docker", "a private dockerd needs root")
+    # short: containerd's sockets live below it, and a socket path has 108 bytes at most
+    directory = Path(tempfile.mkdtemp(prefix="sxf-", dir="/tmp"))
+    engine = PrivateDockerd(directory, getattr(request, "param", None))
+    yield engine
+    with contextlib.suppress(OSError, ValueError):
+        engine.signal(signal.SIGCONT)
+    subprocess.run(["bash", str(ROOT / "scripts" / "stop-dockerd.sh"), str(engine.directory)],
+                   check=False, capture_output=True)  # fmt: skip
+
+
+def target(url: str) -> Target:
+    config = parse_config({"instance": "fault-test", "targets": [{
+        "name": "faulty", "backend": "docker", "image": TEST_IMAGE, "pull_policy": "never",
+        "interval": "1s", "jitter": "0s", "timeouts": FAST, "stop_grace": "1s",
+        "max_age": "30s", "docker": {"base_url": url},
+    }]})  # fmt: skip
+    return config.targets[0]
+
+
+def sample(d: Daemon, name: str, **labels: str) -> float:
+    return (
+        d.registry.get_sample_value(name, {"target": "faulty", "backend": "docker", **labels})
+        or 0.0
+    )
+
+
+def daemon(t: Target, backend: Any = None) -> Daemon:
+    config = Config(instance="fault-test", defaults=Settings(), targets=(t,))
+    return Daemon(config, listen_address=None, backends={"faulty": backend} if backend else None)
+
+
+def test_engine_stopped_between_probes_then_back(dockerd: PrivateDockerd) -> None:
+    d = daemon(target(dockerd.url))
+    d.start()
+    try:
+        wait_for(lambda: sample(d, "sandbox_probes_total", result="success") >= 1, what="a success")
+        dockerd.stop()
+        wait_for(lambda: sample(d, "sandbox_probe_failures_total", phase="create",
+                                reason="unavailable") >= 2, timeout=30, what="failures")  # fmt: skip
+        assert sample(d, "sandbox_backend_up") == 0
+        assert call(d.app, "/metrics")[0].startswith("200"), "/metrics keeps answering"
+        before = sample(d, "sandbox_probes_total", result="success")
+        dockerd.start()
+        wait_for(lambda: sample(d, "sandbox_probes_total", result="success") > before,
+                 timeout=60, what="recovery without a restart")  # fmt: skip
+        assert sample(d, "sandbox_backend_up") == 1
+    finally:
+        d.shutdown()
+    assert dockerd.managed("fault-test") == []
+
+
+class Sabotaged(DockerBackend):
+    """The real Docker backend; on the first call of one phase it signals dockerd first."""
+
+    def __init__(self, t: Target, engine: PrivateDockerd, phase: str, signum: int) -> None:
+        super().__init__(t)
+        self.engine = engine
+        self.phase = phase
+        self.signum = signum
+        self.done = threading.Event()
+
+    def _strike(self, phase: str) -> None:
+        if phase == self.phase and not self.done.is_set():
+            self.done.set()
+            self.engine.signal(self.signum)
+            if self.signum == signal.SIGKILL:
+                wait_for(lambda: _zombie(self.engine.pid), what="dockerd dead")
+
+    def create(self, spec: SandboxSpec) -> None:
+        self._strike("create")
+        super().create(spec)
+
+    def start(self, name: str) -> None:
+        self._strike("start")
+        super().start(name)
+
+    def exec(self, name: str, command: list[str]) -> Any:
+        self._strike("exec")
+        return super().exec(name, command)
+
+    def stop(self, name: str, grace_seconds: float) -> None:
+        self._strike("stop")
+        super().stop(name, grace_seconds)
+
+    def remove(self, name: str) -> None:
+        self._strike("remove")
+        super().remove(name)
+
+
+@pytest.mark.parametrize("phase", ["create", "start", "exec", "stop", "remove"])
+def test_engine_killed_in_each_phase(dockerd: PrivateDockerd, phase: str) -> None:
+    t = target(dockerd.url)
+    d = daemon(t, Sabotaged(t, dockerd, phase, signal.SIGKILL))
+    prober = d.probers[0]
+    try:
+        result = prober.run()
+        assert result is not None
+        assert result.failure is not None
+        assert result.failure.phase == Phase(phase)
+        assert result.failure.reason == Reason.UNAVAILABLE
+        assert sample(d, "sandbox_probe_failures_total", phase=phase, reason="unavailable") == 1
+        assert sample(d, "sandbox_backend_up") == 0
+        dockerd.start()
+        again = prober.run()  # first retries the removal that failed, then probes
+        assert again is not None
+        assert again.success, again.failure
+    finally:
+        d.shutdown()
+    assert dockerd.managed("fault-test") == [], "the half-made container is gone"
+
+
+def test_engine_frozen_mid_phase(dockerd: PrivateDockerd) -> None:
+    t = target(dockerd.url)
+    d = daemon(t, Sabotaged(t, dockerd, "start", signal.SIGSTOP))
+    threads_before = threading.active_count()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    peak = {"threads": 0, "fds": 0}
+
+    def watch() -> bool:
+        peak["threads"] = max(peak["threads"], threading.active_count())
+        peak["fds"] = max(peak["fds"], len(os.listdir("/proc/self/fd")))
+        return sample(d, "sandbox_probe_skipped_total") >= 3 and sample(
+            d, "sandbox_probe_failures_total", phase="create", reason="unavailable") >= 2  # fmt: skip
+
+    d.start()
+    try:
+        wait_for(lambda: sample(d, "sandbox_probe_failures_total", phase="start", reason="timeout") == 1,
+                 timeout=30, what="the start phase timing out")  # fmt: skip
+        wait_for(watch, timeout=60, what="several intervals frozen")
+        assert peak["threads"] <= threads_before + 15, peak
+        assert peak["fds"] <= fds_before + 30, peak
+        assert call(d.app, "/metrics")[0].startswith("200")
+        dockerd.signal(signal.SIGCONT)
+        before = sample(d, "sandbox_probes_total", result="success")
+        wait_for(lambda: sample(d, "sandbox_probes_total", result="success") > before,
+                 timeout=60, what="recovery after SIGCONT")  # fmt: skip
+    finally:
+        dockerd.signal(signal.SIGCONT)
+        d.shutdown()
+    wait_for(lambda: dockerd.managed("fault-test") == [], timeout=30, what="everything cleaned up")
+
+
+@pytest.mark.parametrize("dockerd", [64], indirect=True)
+def test_a_full_disk_on_the_engine_is_a_failure_with_the_engines_message(
+    dockerd: PrivateDockerd,
+) -> None:
+    data = dockerd.directory / "data"
+    free = os.statvfs(data)
+    with (data / "filler").open("wb") as filler, contextlib.suppress(OSError):  # fill it up
+        filler.write(bytes(free.f_bavail * free.f_frsize + (1 << 20)))
+    d = daemon(target(dockerd.url))
+    with capture_logs() as logs:
+        result = d.probers[0].run()
+    d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
+    assert "no space left on device" in result.failure.message
+    assert any("no space left on device" in str(e.get("error")) for e in logs)
+    (data / "filler").unlink()
+    assert dockerd.managed("fault-test") == []

@@ -10,7 +10,8 @@ import gzip
 import socket
 import ssl
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -43,7 +44,30 @@ class ExporterState(Protocol):
         """Re-read the config; the problems that kept it out (empty: reloaded)."""
 
 
-def create_app(state: ExporterState) -> WSGIApplication:
+class RenderCache:
+    """One rendering of /metrics serves every scrape within `max_age` seconds, and only
+    one rendering runs at a time: a flood of scrapes costs one render a second, not
+    one per request, and leaves the CPU to the probes whose timing it would skew."""
+
+    def __init__(self, render: Callable[[], bytes], max_age: float = 1.0) -> None:
+        self._render = render
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._body: bytes | None = None
+        self._at = 0.0
+
+    def get(self) -> bytes:
+        with self._lock:
+            now = time.monotonic()
+            if self._body is None or now - self._at >= self._max_age:
+                self._body = self._render()
+                self._at = now
+            return self._body
+
+
+def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplication:
+    rendered = RenderCache(state.exposition, metrics_max_age)
+
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
@@ -59,7 +83,7 @@ def create_app(state: ExporterState) -> WSGIApplication:
         if method not in ("GET", "HEAD"):
             return _not_allowed(start_response, method, "GET, HEAD")
         if path == "/metrics":
-            return _metrics(state.exposition(), environ, start_response)
+            return _metrics(rendered.get(), environ, start_response)
         if path == "/probe":
             probers = {p.target.name: p for p in state.current_probers()}
             status, headers, body = handle_probe(environ, probers)

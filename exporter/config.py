@@ -141,10 +141,33 @@ class NamespaceOptions(StrictModel):
     user_namespace: Literal["auto", "always", "never"] = "auto"
 
 
+class KubernetesOptions(StrictModel):
+    kubeconfig: str | None = Field(None, description="none: in-cluster, else $KUBECONFIG/~/.kube")
+    context: str | None = None
+    namespace: str = "sandbox-exporter-probes"
+    create_namespace: bool = False
+    runtime_class: str | None = None
+    node_selector: dict[str, str] = {}
+    tolerations: tuple[dict[str, Any], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class: str | None = None
+    network_policy: bool = Field(False, description="a deny-all NetworkPolicy for each probe pod")
+    run_as_user: int = Field(65534, ge=1)
+    keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):
+            raise ValueError(f"must be a DNS label (lowercase letters, digits, '-'), got {value!r}")
+        return value
+
+
 BACKEND_OPTIONS: dict[str, type[StrictModel]] = {
     "docker": DockerOptions,
     "podman": PodmanOptions,
     "namespace": NamespaceOptions,
+    "kubernetes": KubernetesOptions,
 }
 
 
@@ -210,6 +233,7 @@ class Target(Settings):
     docker: DockerOptions | None = None
     podman: PodmanOptions | None = None
     namespace: NamespaceOptions | None = None
+    kubernetes: KubernetesOptions | None = None
 
     @field_validator("name")
     @classmethod
@@ -225,6 +249,7 @@ class Target(Settings):
     @classmethod
     def _backend(cls, value: object) -> str:
         name = value.strip().lower() if isinstance(value, str) else value
+        name = {"k8s": "kubernetes"}.get(name, name) if isinstance(name, str) else name
         if name not in known_backends():
             raise ValueError(f"unknown backend {value!r}; known: {', '.join(known_backends())}")
         assert isinstance(name, str)

@@ -24,7 +24,7 @@ fi
 echo "== python environment"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[docker,dev]'
+.venv/bin/python -m pip install -q -e '.[docker,kubernetes,dev]'
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
 stop() {

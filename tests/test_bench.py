@@ -24,7 +24,9 @@ ROOT = Path(__file__).parent.parent
 
 def test_backend_names_are_trimmed_case_insensitive_and_deduplicated() -> None:
     assert parse_backend_names(" Docker ,namespace,DOCKER,") == ["docker", "namespace"]
-    with pytest.raises(BenchError, match="unknown backend 'lxc'; known: docker, namespace, podman"):
+    with pytest.raises(
+        BenchError, match="unknown backend 'lxc'; known: docker, kubernetes, namespace, podman"
+    ):
         parse_backend_names("docker,lxc")
     with pytest.raises(BenchError, match="unknown backend 'k8s'"):
         parse_backend_names("k8s")  # an alias of kubernetes, which is not built yet

@@ -14,7 +14,7 @@ from exporter.daemon import Daemon
 from exporter.lifecycle import LifecycleRunner
 config = parse_config({"targets": [{"name": "ns", "backend": "namespace"}]})
 daemon = Daemon(config, listen_address=None)
-print(",".join(sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules)))
+print(",".join(sorted(m for m in ("docker", "requests", "urllib3", "kubernetes") if m in sys.modules)))
 """
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "docker": "exporter.backends.docker:DockerBackend",
+    "kubernetes": "exporter.backends.kubernetes:KubernetesBackend",
     "podman": "exporter.backends.podman:PodmanBackend",
     "namespace": "exporter.backends.namespace:NamespaceBackend",
 }

@@ -1,0 +1,190 @@
+"""The Kubernetes backend, driving the real `kubernetes` client against the API-server
+double in fake_kubernetes.py; and against a real cluster when KUBECONFIG points at one."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from exporter.config import parse_config
+from exporter.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
+from exporter.metrics import Metrics
+from exporter.prober import Prober
+from tests.fake_kubernetes import FakeKubernetes
+
+pytest.importorskip("kubernetes")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKubernetes]:
+    server = FakeKubernetes()
+    yield server
+    server.close()
+
+
+def prober(kubeconfig: str, registry: CollectorRegistry | None = None, **settings: Any) -> Prober:
+    options = {"kubeconfig": kubeconfig, "network_policy": True, **settings.pop("options", {})}
+    config = parse_config({"instance": "k8s-test", "targets": [{
+        "name": "k8s", "backend": "k8s", "image": "busybox:1.36",
+        "timeouts": {"create": "5s", "start": "5s", "exec": "5s", "stop": "5s", "remove": "5s"},
+        "stop_grace": "1s", "kubernetes": options, **settings,
+    }]})  # fmt: skip
+    return Prober(config.targets[0], "k8s-test", Metrics(registry or CollectorRegistry()),
+                  stopping=threading.Event())  # fmt: skip
+
+
+def run(p: Prober) -> ProbeResult:
+    try:
+        result = p.run()
+    finally:
+        p.close()
+    assert result is not None
+    return result
+
+
+@pytest.fixture
+def kubeconfig(fake: FakeKubernetes, tmp_path: Path) -> str:
+    return fake.kubeconfig(str(tmp_path / "kubeconfig"))
+
+
+def test_a_full_lifecycle_on_the_api_server_double(fake: FakeKubernetes, kubeconfig: str) -> None:
+    registry = CollectorRegistry()
+    result = run(prober(kubeconfig, registry, options={"runtime_class": "gvisor"}))
+    assert result.success, result.failure
+    assert set(result.durations) == set(LIFECYCLE)
+    assert result.output == "hello\n"
+    assert fake.exec_commands == [["echo", "hello"]]
+    labels = {"target": "k8s", "backend": "kubernetes"}
+    assert registry.get_sample_value("sandbox_probes_total", {**labels, "result": "success"}) == 1
+    assert fake.pods == {}, "the pod is gone"
+    assert fake.policies == {}, "and its NetworkPolicy"
+    methods = [m for m, p in fake.requests if "/pods" in p or "networkpolicies" in p]
+    assert methods.count("DELETE") == 2
+    # start and stop watch from a resourceVersion; nothing polls
+    watches = [p for m, p in fake.requests if m == "GET" and "watch=true" in p]
+    assert len(watches) == 2, "one watch for start, one for stop"
+    assert all("resourceVersion=" in p for p in watches)
+
+
+def test_the_pod_is_restricted_and_labelled(fake: FakeKubernetes, kubeconfig: str) -> None:
+    run(prober(kubeconfig, options={"runtime_class": "gvisor", "priority_class": "probes",
+                                    "node_selector": {"pool": "sandbox"},
+                                    "tolerations": [{"key": "sandbox", "operator": "Exists"}],
+                                    "image_pull_secrets": ["registry"]}))  # fmt: skip
+    pod = next(obj for _, _, kind, obj in fake.events if kind == "ADDED")
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never"
+    assert spec["runtimeClassName"] == "gvisor"
+    assert spec["priorityClassName"] == "probes"
+    assert spec["nodeSelector"] == {"pool": "sandbox"}
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "256Mi"}
+    labels = pod["metadata"]["labels"]
+    assert labels["sandbox-exporter.io/managed"] == "true"
+    assert labels["sandbox-exporter.io/instance"] == "k8s-test"
+    assert pod["metadata"]["name"].startswith("sandbox-exporter-k8s-")
+
+
+@pytest.mark.parametrize(
+    ("fault", "phase", "reason", "message"),
+    [
+        ("forbidden", "create", "error", 'cannot create resource "pods"'),
+        ("quota", "create", "error", "exceeded quota"),
+        ("image_pull", "start", "error", "ErrImagePull: failed to pull image"),
+        ("unschedulable", "start", "error", "unschedulable: 0/3 nodes are available: 3 Insufficient cpu"),
+        ("crash", "start", "error", "container exited (Error, exit code 1)"),
+    ],
+)  # fmt: skip
+def test_failures_operators_meet(
+    fake: FakeKubernetes, kubeconfig: str, fault: str, phase: str, reason: str, message: str
+) -> None:
+    fake.faults[fault] = True
+    with capture_logs() as logs:
+        result = run(prober(kubeconfig))
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason(reason))
+    assert message in result.failure.message
+    assert any(message in str(e.get("error")) for e in logs), "one log line says what happened"
+    assert fake.pods == {}
+    assert fake.policies == {}
+
+
+def test_slow_scheduling_is_a_start_timeout(fake: FakeKubernetes, kubeconfig: str) -> None:
+    fake.faults["slow_scheduling"] = 3
+    result = run(prober(kubeconfig, timeouts={"start": "1s"}))
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.START, Reason.TIMEOUT)
+    assert fake.pods == {}
+
+
+def test_a_missing_namespace_and_creating_it(fake: FakeKubernetes, kubeconfig: str) -> None:
+    result = run(prober(kubeconfig, options={"namespace": "elsewhere"}))
+    assert result.failure is not None
+    assert 'namespaces "elsewhere" not found' in result.failure.message
+    created = run(prober(kubeconfig, options={"namespace": "elsewhere", "create_namespace": True}))
+    assert created.success, created.failure
+    assert "elsewhere" in fake.namespaces
+
+
+def test_a_wrong_exit_code_is_an_exec_mismatch(fake: FakeKubernetes, kubeconfig: str) -> None:
+    result = run(prober(kubeconfig, command=["sh", "-c", "exit 3"], expect_output=None))
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.EXEC, Reason.EXEC_MISMATCH)
+    assert "exit code 3" in result.failure.message
+
+
+def test_an_unreachable_api_server(fake: FakeKubernetes, kubeconfig: str) -> None:
+    fake.stop()
+    registry = CollectorRegistry()
+    result = run(prober(kubeconfig, registry))
+    assert result.failure is not None
+    assert result.failure.reason == Reason.UNAVAILABLE
+    assert (
+        registry.get_sample_value("sandbox_backend_up", {"target": "k8s", "backend": "kubernetes"})
+        == 0
+    )
+
+
+def test_orphans_of_this_instance_are_removed(fake: FakeKubernetes, kubeconfig: str) -> None:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    for name, instance in (("sandbox-exporter-k8s-old", "k8s-test"), ("theirs", "another")):
+        api.create_namespaced_pod("sandbox-exporter-probes", {  # type: ignore[arg-type]
+            "metadata": {"name": name, "labels": {
+                "sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": instance,
+                "sandbox-exporter.io/target": "k8s", "sandbox-exporter.io/created-at": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        })  # fmt: skip
+    registry = CollectorRegistry()
+    result = run(prober(kubeconfig, registry))
+    assert result.success
+    assert [name for _, name in fake.pods] == ["theirs"]
+    labels = {"target": "k8s", "backend": "kubernetes"}
+    assert registry.get_sample_value("sandbox_orphans_removed_total", labels) == 1
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KUBECONFIG"), reason="KUBECONFIG does not point at a cluster"
+)
+def test_a_real_cluster() -> None:
+    """Runs unchanged against kind, k3s or any cluster KUBECONFIG names (image must be pullable)."""
+    registry = CollectorRegistry()
+    result = run(prober(os.environ["KUBECONFIG"], registry,
+                        options={"create_namespace": True, "network_policy": False},
+                        timeouts={"start": "120s"}))  # fmt: skip
+    assert result.success, result.failure

@@ -19,7 +19,6 @@ from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
 
 ENV_PREFIX = "SANDBOX_EXPORTER_"
-COMMANDS = ("run", "bench", "probe", "gc", "check-config")
 
 
 def env_name(flag: str) -> str:

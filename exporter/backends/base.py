@@ -12,7 +12,7 @@ the runner can clean up even when `create` itself failed half-way or timed out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 MANAGED_LABEL = "sandbox-exporter.io/managed"
@@ -28,10 +28,6 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The engine could not be reached at all (socket refused, daemon down)."""
-
-
-class ImageNotPresent(BackendError):
-    """The image is missing and the pull policy forbids pulling it."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,6 @@ class ManagedSandbox:
     target: str
     instance: str
     created_at: float | None
-    details: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -68,7 +68,6 @@ class DockerBackend:
         # The HTTP timeout bounds every socket read, so a call the runner has
         # abandoned (frozen engine) still ends and frees its thread.
         self._http_timeout = max(timeouts.create, timeouts.start, timeouts.exec, timeouts.remove)
-        self._pull_timeout = timeouts.pull
         self._client: Any = None
 
     @property
@@ -189,7 +188,6 @@ class DockerBackend:
                     target=labels.get(TARGET_LABEL, ""),
                     instance=labels.get(INSTANCE_LABEL, ""),
                     created_at=float(created) if created and created.isdigit() else None,
-                    details={"id": item["Id"], "state": item.get("State", "")},
                 )
             )
         return out

@@ -113,10 +113,15 @@ def test_failures_operators_meet(
     fake: FakeKubernetes, kubeconfig: str, fault: str, phase: str, reason: str, message: str
 ) -> None:
     fake.faults[fault] = True
+    registry = CollectorRegistry()
     with capture_logs() as logs:
-        result = run(prober(kubeconfig))
+        result = run(prober(kubeconfig, registry))
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason(reason))
+    labels = {"target": "k8s", "backend": "kubernetes"}
+    assert registry.get_sample_value("sandbox_probe_failures_total",
+                                     {**labels, "phase": phase, "reason": reason}) == 1  # fmt: skip
+    assert registry.get_sample_value("sandbox_probe_success", labels) == 0
     assert message in result.failure.message
     assert any(message in str(e.get("error")) for e in logs), "one log line says what happened"
     assert fake.pods == {}
@@ -157,6 +162,20 @@ def test_an_unreachable_api_server(fake: FakeKubernetes, kubeconfig: str) -> Non
         registry.get_sample_value("sandbox_backend_up", {"target": "k8s", "backend": "kubernetes"})
         == 0
     )
+
+
+def test_a_policy_left_without_its_pod_is_collected(fake: FakeKubernetes, kubeconfig: str) -> None:
+    from kubernetes import client, config
+
+    api = client.NetworkingV1Api(config.new_client_from_config(config_file=kubeconfig))
+    api.create_namespaced_network_policy("sandbox-exporter-probes", {  # type: ignore[arg-type]
+        "metadata": {"name": "sandbox-exporter-k8s-lonely", "labels": {
+            "sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": "k8s-test",
+            "sandbox-exporter.io/target": "k8s", "sandbox-exporter.io/created-at": "1"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    })  # fmt: skip
+    assert run(prober(kubeconfig)).success
+    assert fake.policies == {}
 
 
 def test_orphans_of_this_instance_are_removed(fake: FakeKubernetes, kubeconfig: str) -> None:

@@ -207,15 +207,21 @@ class KubernetesBackend:
         selector = f"{MANAGED_LABEL}=true,{INSTANCE_LABEL}={instance},{TARGET_LABEL}={target}"
         pods = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
                           label_selector=selector)  # fmt: skip
-        found = []
-        for pod in pods.items:
-            labels = pod.metadata.labels or {}
+        objects = list(pods.items)
+        if self.options.network_policy:  # a policy whose Pod never came, or is gone
+            policies = self._call("list networkpolicies",
+                                  self.networking.list_namespaced_network_policy,
+                                  self.namespace, label_selector=selector)  # fmt: skip
+            objects += policies.items
+        found: dict[str, ManagedSandbox] = {}
+        for obj in objects:
+            labels = obj.metadata.labels or {}
             created = labels.get(CREATED_LABEL, "")
-            found.append(ManagedSandbox(
-                name=pod.metadata.name, target=target, instance=instance,
+            found.setdefault(obj.metadata.name, ManagedSandbox(
+                name=obj.metadata.name, target=target, instance=instance,
                 created_at=float(created) if created.isdigit() else None,
             ))  # fmt: skip
-        return found
+        return list(found.values())
 
     def close(self) -> None:
         if self._api_client is not None:

@@ -31,7 +31,13 @@ def probe_once(config: Config, name: str, *, as_json: bool = False) -> int:
         print(f"--target: unknown target {name!r}; configured: {names}", file=sys.stderr)
         return 2
     stopping = threading.Event()
-    prober = Prober(target, config.instance, Metrics(CollectorRegistry()), stopping=stopping)
+    prober = Prober(
+        target,
+        config.instance,
+        Metrics(CollectorRegistry()),
+        stopping=stopping,
+        sweep_at_start=False,
+    )  # a daemon of this instance may be probing now
     try:
         result = prober.run_now()
     except KeyboardInterrupt:

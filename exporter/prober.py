@@ -56,9 +56,14 @@ class Prober:
         backend: Backend | None = None,
         logger: Any = None,
         guard: threading.Lock | None = None,
+        sweep_at_start: bool = True,
     ) -> None:
         """`guard` is the target's no-overlap lock; a reload hands the old one on, so a
-        run of the old configuration and one of the new never overlap."""
+        run of the old configuration and one of the new never overlap.
+
+        `sweep_at_start=False` for a one-off run beside a daemon of the same instance
+        (the `probe` command): the start-up sweep would take the daemon's sandbox
+        in flight for an orphan."""
         self.target = target
         self.instance = instance
         self.metrics = metrics
@@ -68,7 +73,7 @@ class Prober:
         self.last_attempt: float | None = None
         self.record_results = True  # off once a reload has dropped this target's series
         self._backend = backend
-        self._orphans_swept = False
+        self._orphans_swept = not sweep_at_start
         self._leftovers: set[str] = set()  # sandboxes whose removal failed; retried
         self._leftovers_lock = threading.Lock()
         self.guard = guard or threading.Lock()

@@ -68,3 +68,25 @@ def test_health_turns_bad_when_a_target_is_not_run_or_the_scheduler_dies() -> No
         assert b"the scheduler is not running" in body
     finally:
         d.shutdown()
+
+
+def test_probe_beside_a_running_daemon_leaves_its_sandbox_alone() -> None:
+    """`probe` must not take a sandbox of the same instance for an orphan."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from exporter.backends.base import ManagedSandbox
+    from exporter.metrics import Metrics
+    from exporter.prober import Prober
+
+    in_flight = ManagedSandbox(
+        "sandbox-exporter-fake-daemons", "fake", "test-instance", time.time()
+    )
+    backend = FakeBackend(orphans=[in_flight])
+    target = make_config({"name": "fake", "backend": "namespace"}).targets[0]
+    oneshot = Prober(target, "test-instance", Metrics(CollectorRegistry()),
+                     stopping=threading.Event(), backend=backend, sweep_at_start=False)  # fmt: skip
+    assert oneshot.run_now() is not None
+    assert "sandbox-exporter-fake-daemons" not in backend.called("remove")
+    assert not backend.called("list_managed")

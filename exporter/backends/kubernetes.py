@@ -22,6 +22,8 @@ create_namespace: true.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from typing import Any
 
@@ -56,12 +58,8 @@ def _api_error(exc: Exception, doing: str) -> BackendError:
     """The cluster's own message; unreachable API servers are `unavailable`."""
     if isinstance(exc, ApiException):
         message = exc.reason or ""
-        try:
-            import json
-
+        with contextlib.suppress(ValueError):
             message = json.loads(exc.body or "{}").get("message") or message
-        except ValueError:
-            pass
         if exc.status == 0 or exc.status is None:
             return BackendUnavailable(f"{doing}: cannot reach the API server: {message}")
         return BackendError(f"{doing}: API server answered {exc.status}: {message}")
@@ -115,9 +113,17 @@ class KubernetesBackend:
     def networking(self) -> Any:
         return client.NetworkingV1Api(self._client())
 
-    def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, doing: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
+    ) -> Any:
+        """`fn(*args, **kwargs)`, its errors in the cluster's words; with `missing_ok`,
+        None when the object is not there (404)."""
         try:
             return fn(*args, **kwargs)
+        except ApiException as exc:
+            if missing_ok and exc.status == 404:
+                return None
+            raise _api_error(exc, doing) from exc
         except Exception as exc:
             raise _api_error(exc, doing) from exc
 
@@ -171,16 +177,10 @@ class KubernetesBackend:
         return ExecResult(code if code is not None else -1, output)
 
     def stop(self, name: str, grace_seconds: float) -> None:
-        try:
-            deleted = self.core.delete_namespaced_pod(
-                name, self.namespace, grace_period_seconds=int(grace_seconds)
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise _api_error(exc, "delete pod") from exc
-        except Exception as exc:
-            raise _api_error(exc, "delete pod") from exc
+        deleted = self._call("delete pod", self.core.delete_namespaced_pod, name, self.namespace,
+                             grace_period_seconds=int(grace_seconds), missing_ok=True)  # fmt: skip
+        if deleted is None:
+            return
         rv = getattr(getattr(deleted, "metadata", None), "resource_version", None)
         for pod in self._watch_pod(name, rv, int(self.timeouts.stop) + 1):
             if pod is None:
@@ -190,13 +190,8 @@ class KubernetesBackend:
 
     def remove(self, name: str) -> None:
         if self.options.network_policy:
-            try:
-                self.networking.delete_namespaced_network_policy(name, self.namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise _api_error(exc, "delete networkpolicy") from exc
-            except Exception as exc:
-                raise _api_error(exc, "delete networkpolicy") from exc
+            self._call("delete networkpolicy", self.networking.delete_namespaced_network_policy,
+                       name, self.namespace, missing_ok=True)  # fmt: skip
         if self._exists(name):
             self.stop(name, 0)
         self._rv.pop(name, None)
@@ -230,24 +225,15 @@ class KubernetesBackend:
     # -- helpers ----------------------------------------------------------------------
 
     def _ensure_namespace(self) -> None:
-        try:
-            self.core.read_namespace(self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, "read namespace") from exc
+        if self._call("read namespace", self.core.read_namespace, self.namespace,
+                      missing_ok=True) is None:  # fmt: skip
             body = client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
             self._call("create namespace", self.core.create_namespace, body)
 
     def _exists(self, name: str) -> bool:
-        try:
-            self.core.read_namespaced_pod(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise _api_error(exc, "read pod") from exc
-        except Exception as exc:
-            raise _api_error(exc, "read pod") from exc
-        return True
+        pod = self._call("read pod", self.core.read_namespaced_pod, name, self.namespace,
+                         missing_ok=True)  # fmt: skip
+        return pod is not None
 
     def _watch_pod(self, name: str, rv: str | None, seconds: int) -> Any:
         """Yield the Pod at each change (None once deleted), from resourceVersion `rv`."""

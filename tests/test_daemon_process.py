@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_IMAGE
 from tests.helpers import wait_for
+from tests.process import ROOT, ExporterProcess
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).parent.parent
-
-
-class ExporterProcess:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
-             "--web.listen-address", "127.0.0.1:0"],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self.logs: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        listening = wait_for(lambda: self.event("listening"), timeout=30, what="listening log line")
-        self.url = f"http://{listening['address']}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.logs.append(json.loads(line))
-            except ValueError:
-                self.logs.append({"event": "unparsed", "line": line})
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.logs if e.get("event") == name), None)
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return float(s.value)
-        return None
 
 
 @pytest.fixture

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
-import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +13,7 @@ from exporter.config import load_config
 from exporter.daemon import Daemon
 from tests.fakes import FakeBackend
 from tests.helpers import scraped, wait_for
-
-ROOT = Path(__file__).parent.parent
+from tests.process import ExporterProcess
 
 
 def write(path: Path, *targets: str) -> None:
@@ -121,38 +115,9 @@ def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
         d.shutdown()
 
 
-class Process:
-    def __init__(self, config: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
-             "--web.listen-address", "127.0.0.1:0", *extra],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self.logs: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        listening = wait_for(lambda: self.event("listening"), timeout=30, what="listening")
-        self.url = f"http://{listening['address']}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.logs.append(json.loads(line))
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.logs) if e.get("event") == name), None)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            return str(response.read().decode())
-
-    def successes(self, target: str) -> float | None:
-        return scraped(self.metrics(), "sandbox_probes_total", target=target,
-                       backend="namespace", result="success")  # fmt: skip
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+def successes(process: ExporterProcess, target: str) -> float | None:
+    return scraped(process.metrics(), "sandbox_probes_total", target=target,
+                   backend="namespace", result="success")  # fmt: skip
 
 
 @pytest.mark.namespace
@@ -162,15 +127,15 @@ def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
     a = f"{{name: a, backend: namespace, interval: 1h, {state}}}"
     b = f"{{name: b, backend: namespace, interval: 1h, {state}}}"
     write(path, a)
-    process = Process(path)
+    process = ExporterProcess(path)
     try:
-        wait_for(lambda: process.successes("a") == 1, what="a's first run")
+        wait_for(lambda: successes(process, "a") == 1, what="a's first run")
         write(path, a, b)  # add
         process.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: process.successes("b") == 1, what="b added and run")
+        wait_for(lambda: successes(process, "b") == 1, what="b added and run")
         write(path, b.replace("1h", "2h"))  # remove a, change b
         process.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: process.successes("a") is None, what="a's series gone")
+        wait_for(lambda: successes(process, "a") is None, what="a's series gone")
         reloaded = process.event("config reloaded")
         assert reloaded is not None
         assert (reloaded["removed"], reloaded["changed"]) == (["a"], ["b"])
@@ -193,11 +158,11 @@ def test_the_config_file_is_watched_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     state = f"namespace: {{state_dir: '{tmp_path}/state'}}"
     write(path, f"{{name: a, backend: namespace, interval: 1h, {state}}}")
-    process = Process(path, "--config.auto-reload-interval", "200ms")
+    process = ExporterProcess(path, "--config.auto-reload-interval", "200ms")
     try:
-        wait_for(lambda: process.successes("a") == 1, what="a's first run")
+        wait_for(lambda: successes(process, "a") == 1, what="a's first run")
         write(path, f"{{name: a, backend: namespace, interval: 1h, {state}}}",
               f"{{name: w, backend: namespace, interval: 1h, {state}}}")  # fmt: skip
-        wait_for(lambda: process.successes("w") == 1, what="w picked up without a signal")
+        wait_for(lambda: successes(process, "w") == 1, what="w picked up without a signal")
     finally:
         assert process.stop() == 0

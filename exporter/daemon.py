@@ -21,7 +21,8 @@ from exporter.config import Config, ConfigError, Target
 from exporter.metrics import Metrics
 from exporter.prober import Prober
 from exporter.scheduler import STAGGER_WINDOW_SECONDS, ProbeScheduler
-from exporter.server import HttpServer, create_app
+from exporter.server import create_app
+from exporter.web_process import ServingOptions, WebProcess
 from exporter.webconfig import WebConfig
 
 
@@ -46,8 +47,10 @@ class Daemon:
         logger: Any = None,
         loader: Callable[[], Config] | None = None,
         web_config: WebConfig | None = None,
+        serving: ServingOptions | None = None,
     ) -> None:
-        """`loader` re-reads the config for a reload (none: reload is refused)."""
+        """`loader` re-reads the config for a reload (none: reload is refused).
+        `listen_address` None: no HTTP at all (tests call `app` directly)."""
         self.config = config
         self.log = logger or structlog.get_logger("exporter")
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -64,7 +67,9 @@ class Daemon:
         self.app = create_app(self)
         self.web_config = web_config
         self.http = (
-            HttpServer(self.app, listen_address, web_config) if listen_address is not None else None
+            WebProcess(self.app, self.exposition, listen_address, web_config, serving, self.log)
+            if listen_address is not None
+            else None
         )
 
     # -- what the HTTP pages ask -------------------------------------------------
@@ -146,7 +151,7 @@ class Daemon:
                 clean = False
                 self.log.error("probe still running at shutdown", target=prober.target.name)
             prober.close()
-        if self.http is not None and self._serving:
+        if self.http is not None:
             self.http.stop()
         self.log.info("stopped", clean=clean)
         return clean

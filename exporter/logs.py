@@ -10,11 +10,14 @@ import structlog
 
 LogFormat = Literal["json", "logfmt", "console"]
 LEVELS = ("debug", "info", "warning", "error")
+_current: tuple[str, LogFormat] = ("info", "json")
 
 
 def configure_logging(
     level: str = "info", fmt: LogFormat = "json", stream: TextIO | None = None
 ) -> None:
+    global _current
+    _current = (level, fmt)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -34,3 +37,8 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def current_logging() -> tuple[str, LogFormat]:
+    """The level and format last configured, for a child process to log alike."""
+    return _current

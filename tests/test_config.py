@@ -174,3 +174,13 @@ def test_bad_listen_address_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     good = write(tmp_path, "targets:\n  - {name: floor, backend: namespace}\n")
     assert main(["run", "--config.file", str(good), "--web.listen-address", "nine"]) == 1
     assert "--web.listen-address" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nice", ["25", "-1", "ten"])
+def test_bad_web_nice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nice: str
+) -> None:
+    good = write(tmp_path, "targets:\n  - {name: floor, backend: namespace}\n")
+    assert main(["run", "--config.file", str(good), "--web.listen-address", "127.0.0.1:0",
+                 "--web.nice", nice]) == 1  # fmt: skip
+    assert "--web.nice" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""WSGI responses both HTTP sides send: plain text, /metrics (gzip when asked), and the
+cache that lets a flood of scrapes cost one rendering a second.
+
+Light on purpose: the web process imports it, and nothing of the probing side.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+
+# prometheus_client.exposition.CONTENT_TYPE_PLAIN_0_0_4 (a test checks they agree),
+# written out so that the web process does not import prometheus_client
+CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Rendered:
+    """One rendering of /metrics, and its gzip form, compressed once when first asked."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._gzipped: bytes | None = None
+        self._lock = threading.Lock()
+
+    def gzipped(self) -> bytes:
+        with self._lock:
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self.body, compresslevel=6)
+            return self._gzipped
+
+
+class RenderCache:
+    """One rendering serves every scrape within `max_age` seconds, and only one
+    rendering runs at a time: a flood of scrapes costs one render a second, not one
+    per request."""
+
+    def __init__(self, render: Callable[[], bytes], max_age: float = 1.0) -> None:
+        self._render = render
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._rendered: Rendered | None = None
+        self._at = 0.0
+
+    def get(self) -> Rendered:
+        with self._lock:
+            now = time.monotonic()
+            if self._rendered is None or now - self._at >= self._max_age:
+                self._rendered = Rendered(self._render())
+                self._at = now
+            return self._rendered
+
+
+def metrics(
+    rendered: Rendered, environ: WSGIEnvironment, start_response: StartResponse
+) -> list[bytes]:
+    headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+    body = rendered.body
+    if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+        body = rendered.gzipped()
+        headers.append(("Content-Encoding", "gzip"))
+    headers.append(("Content-Length", str(len(body))))
+    start_response("200 OK", headers)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def text(
+    start_response: StartResponse,
+    status: str,
+    body: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    data = body.encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
+    start_response(status, headers + (extra or []))
+    return [data]

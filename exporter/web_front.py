@@ -1,0 +1,294 @@
+"""The web process: answers HTTP clients apart from the probes, so that serving them
+never takes the interpreter (or, at its lower priority, the CPU) a probe is timed on.
+
+It serves /metrics from a rendering at most `metrics_max_age` old (fetched from
+the exporter at most once in that time, gzipped once), does TLS and basic auth,
+and forwards every other request to the exporter, which alone knows its
+targets. Forwarded requests are rationed (a rate and a number in flight) so a
+flood of them cannot reach the probing side either; beyond that a client gets
+429. It exits when the exporter's end of the bridge closes.
+
+Started by web_process.WebProcess as `python -m exporter.web_front`, with the
+listening socket and the bridge socket as inherited file descriptors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from exporter import frames, responses
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from exporter.webconfig import WebConfig
+
+# the parts of a request the exporter's app reads; never the process environment,
+# which wsgiref copies into every request's environ
+FORWARDED_KEYS = frozenset({
+    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH",
+    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "wsgi.url_scheme",
+})  # fmt: skip
+METRICS_FETCH_TIMEOUT = 10.0
+
+
+class BridgeClosed(Exception):
+    """The exporter is gone (or going): nothing more can be asked of it."""
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Answer:
+    ready: threading.Event = field(default_factory=threading.Event)
+    message: tuple[dict[str, Any], bytes] | None = None
+
+
+class Bridge:
+    """Questions to the exporter, each answered by id, from as many threads as ask."""
+
+    def __init__(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
+        self._sock = sock
+        self._on_closed = on_closed
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Answer] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        threading.Thread(target=self._read, name="bridge", daemon=True).start()
+
+    def ask(
+        self, header: dict[str, Any], timeout: float | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        answer = _Answer()
+        with self._lock:
+            if self._closed:
+                raise BridgeClosed("the exporter has closed the bridge")
+            ident = next(self._ids)
+            self._pending[ident] = answer
+        try:
+            try:
+                with self._send_lock:
+                    frames.send(self._sock, {**header, "id": ident})
+            except OSError as exc:
+                raise BridgeClosed(f"the exporter cannot be reached: {exc}") from None
+            if not answer.ready.wait(timeout):
+                raise TimeoutError(f"the exporter did not answer within {timeout:g}s")
+            if answer.message is None:
+                raise BridgeClosed("the exporter closed the bridge before answering")
+            return answer.message
+        finally:
+            with self._lock:
+                self._pending.pop(ident, None)
+
+    def _read(self) -> None:
+        try:
+            while (message := frames.receive(self._sock)) is not None:
+                with self._lock:
+                    answer = self._pending.get(message[0].get("id", 0))
+                if answer is not None:
+                    answer.message = message
+                    answer.ready.set()
+        except (OSError, ValueError, frames.FrameError):
+            pass  # a broken bridge is a closed one
+        with self._lock:
+            self._closed = True
+            waiting = list(self._pending.values())
+        for answer in waiting:
+            answer.ready.set()
+        self._on_closed()
+
+
+class RequestBudget:
+    """At most `rate` forwarded requests a second (bursts up to `burst`) and at most
+    `in_flight` at once; the rest are refused, not queued."""
+
+    def __init__(self, rate: float, burst: int, in_flight: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._tokens -= 1
+            return True
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in environ.items()
+        if isinstance(value, str) and (key in FORWARDED_KEYS or key.startswith("HTTP_"))
+    }
+
+
+def front_app(
+    bridge: Bridge, budget: RequestBudget, metrics_max_age: float = 1.0
+) -> WSGIApplication:
+    def fetch_metrics() -> bytes:
+        header, body = bridge.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
+        if not str(header.get("status", "")).startswith("200"):
+            raise UpstreamError(str(header.get("status")), body.decode(errors="replace"))
+        return body
+
+    cache = responses.RenderCache(fetch_metrics, metrics_max_age)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD") in (
+            "GET",
+            "HEAD",
+        ):
+            try:
+                rendered = cache.get()
+            except UpstreamError as exc:
+                return responses.text(start_response, exc.status, f"{exc}\n")
+            except (BridgeClosed, TimeoutError) as exc:
+                return responses.text(start_response, "503 Service Unavailable", f"{exc}\n")
+            return responses.metrics(rendered, environ, start_response)
+        if not budget.acquire():
+            return responses.text(start_response, "429 Too Many Requests",
+                                  "too many requests to the exporter; try again shortly\n",
+                                  [("Retry-After", "1")])  # fmt: skip
+        try:
+            header, body = bridge.ask({"kind": "request", "environ": forwarded_environ(environ)})
+        except BridgeClosed as exc:
+            return responses.text(start_response, "503 Service Unavailable", f"{exc}\n")
+        finally:
+            budget.release()
+        start_response(str(header["status"]), [(str(k), str(v)) for k, v in header["headers"]])
+        return [body]
+
+    return app
+
+
+def require_auth(app: WSGIApplication, web_config: WebConfig) -> WSGIApplication:
+    """Basic auth on every path, with the users of the current web config."""
+
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if web_config.current().authorized(environ.get("HTTP_AUTHORIZATION")):
+            return app(environ, start_response)
+        return responses.text(start_response, "401 Unauthorized", "Unauthorized\n",
+                              [("WWW-Authenticate", 'Basic realm="sandbox-exporter"')])  # fmt: skip
+
+    return guarded
+
+
+class _Handler(WSGIRequestHandler):
+    server: FrontServer
+
+    def setup(self) -> None:
+        # a client that sends nothing (or trickles) gives up its thread after this
+        self.request.settimeout(self.server.read_timeout)
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FrontServer(ThreadingMixIn, WSGIServer):
+    """A threaded WSGI server on a socket that is already listening (the exporter's)."""
+
+    daemon_threads = True
+    handshake_timeout = 10.0
+
+    def __init__(
+        self, listener: socket.socket, web_config: WebConfig | None, read_timeout: float
+    ) -> None:
+        self.address_family = listener.family
+        super().__init__(listener.getsockname()[:2], _Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.server_address = listener.getsockname()
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.web_config = web_config
+        self.read_timeout = read_timeout
+        self.setup_environ()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the connection's own thread: TLS handshake with the settings current now."""
+        settings = self.web_config.current() if self.web_config is not None else None
+        if settings is not None and settings.ssl_context is not None:
+            request.settimeout(self.handshake_timeout)
+            try:
+                request = settings.ssl_context.wrap_socket(request, server_side=True)
+            except OSError:  # ssl.SSLError among them
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m exporter.web_front")
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--bridge-fd", type=int, required=True)
+    parser.add_argument("--web-config")
+    parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--read-timeout", type=float, default=30.0)
+    parser.add_argument("--metrics-max-age", type=float, default=1.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # the exporter handles these for the whole program; it stops this process itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if args.nice:
+        os.nice(args.nice)
+    listener = socket.socket(fileno=args.listen_fd)
+    bridge_socket = socket.socket(fileno=args.bridge_fd)
+    web_config = None
+    if args.web_config:
+        from exporter.logs import configure_logging
+        from exporter.webconfig import WebConfig
+
+        configure_logging(args.log_level, args.log_format)
+        web_config = WebConfig(args.web_config)  # checked by the exporter before it started us
+    bridge = Bridge(bridge_socket, on_closed=lambda: os._exit(0))
+    app = front_app(bridge, RequestBudget(args.rate, args.burst, args.in_flight),
+                    args.metrics_max_age)  # fmt: skip
+    if web_config is not None:
+        app = require_auth(app, web_config)
+    server = FrontServer(listener, web_config, args.read_timeout)
+    server.set_app(app)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The web process: HTTP is served apart from the probes, at a lower priority, restarted
+when it dies, gone when the exporter is, and rationed where it reaches the exporter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from exporter import responses
+from exporter.daemon import Daemon
+from exporter.web_front import RequestBudget, forwarded_environ
+from exporter.web_process import ServingOptions
+from tests.fakes import FakeBackend
+from tests.helpers import make_config, wait_for
+from tests.process import ExporterProcess
+
+
+def serve(options: ServingOptions | None = None) -> Daemon:
+    config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
+    d = Daemon(config, listen_address="127.0.0.1:0", backends={"fake": FakeBackend()},
+               serving=options)  # fmt: skip
+    d.start()
+    return d
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    d = serve()
+    yield d
+    d.shutdown()
+
+
+def get(d: Daemon, path: str) -> tuple[int, dict[str, str], bytes]:
+    host, port = d.http.address if d.http else ("", 0)
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def web_pid(d: Daemon) -> int:
+    assert d.http is not None
+    return int(wait_for(lambda: d.http.pid if d.http else None, what="the web process"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def web_child(parent: int) -> int | None:
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if b"exporter.web_front" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
+def test_http_is_served_by_a_process_of_its_own_at_a_lower_priority(daemon: Daemon) -> None:
+    status, headers, body = get(daemon, "/metrics")
+    assert status == 200
+    assert headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert b"sandbox_probes_total" in body
+    pid = web_pid(daemon)
+    assert pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    # what only the exporter knows is forwarded to it
+    assert get(daemon, "/-/healthy")[0] == 200
+    status, _, body = get(daemon, "/probe?target=fake")
+    assert status == 200
+    assert b"sandbox_probe_success" in body
+    assert get(daemon, "/probe?target=nope")[0] == 404
+
+
+def test_a_killed_web_process_is_started_again(daemon: Daemon) -> None:
+    first = web_pid(daemon)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: daemon.http and daemon.http.pid not in (None, first), timeout=15,
+             what="a new web process")  # fmt: skip
+    assert daemon.http is not None
+    assert daemon.http.restarts == 1
+    assert get(daemon, "/metrics")[0] == 200  # same address: the socket stayed bound
+
+
+def test_the_web_process_goes_with_the_exporter(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("targets:\n  - {name: fake, backend: namespace, interval: 1h}\n")
+    exporter = ExporterProcess(config)
+    child = wait_for(lambda: web_child(exporter.proc.pid), what="the web process")
+    assert alive(child)
+    exporter.proc.kill()  # kill -9: no chance to stop it in an orderly way
+    exporter.proc.wait()
+    wait_for(lambda: not alive(child), timeout=10, what="the web process to exit")
+
+
+def test_requests_forwarded_to_the_exporter_are_rationed() -> None:
+    d = serve(ServingOptions(forwarded_per_second=0.01, forwarded_burst=3))
+    try:
+        assert [get(d, "/-/healthy")[0] for _ in range(3)] == [200] * 3
+        status, headers, _ = get(d, "/-/healthy")
+        assert status == 429
+        assert headers["Retry-After"] == "1"
+        assert get(d, "/metrics")[0] == 200  # served by the web process: not rationed
+    finally:
+        d.shutdown()
+
+
+def test_request_budget_counts_rate_and_requests_in_flight() -> None:
+    budget = RequestBudget(rate=0.001, burst=5, in_flight=2)
+    assert budget.acquire()
+    assert budget.acquire()
+    assert not budget.acquire(), "a third at once is over the in-flight bound"
+    budget.release()
+    assert budget.acquire()
+    budget.release()
+    budget.release()
+    assert budget.acquire()
+    budget.release()
+    assert budget.acquire()
+    budget.release()
+    assert not budget.acquire(), "five in the burst, then the rate (one in 1000 s)"
+
+
+def test_the_process_environment_is_never_forwarded() -> None:
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/probe", "QUERY_STRING": "target=a",
+               "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": "10", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+               "PATH": "/usr/bin", "wsgi.input": object()}  # fmt: skip
+    assert forwarded_environ(environ) == {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/probe",
+        "QUERY_STRING": "target=a",
+        "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": "10",
+    }
+
+
+def test_content_type_is_the_prometheus_text_format() -> None:
+    assert responses.CONTENT_TYPE_PLAIN_0_0_4 == CONTENT_TYPE_PLAIN_0_0_4
+
+
+def test_a_port_in_use_fails_at_start_up() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = make_config({"name": "fake", "backend": "namespace"})
+        with pytest.raises(OSError, match="in use"):
+            Daemon(config, listen_address=f"127.0.0.1:{port}")

@@ -146,3 +146,27 @@ def test_a_backend_whose_sdk_is_missing_fails_with_the_install_hint(monkeypatch:
     assert result is not None
     assert result.failure is not None
     assert "pip install 'sandbox-exporter[namespace]'" in result.failure.message
+
+
+def test_run_threads_end_with_their_runs() -> None:
+    """The threads alive are the runs in progress: none is kept once its run is over,
+    so the count cannot creep up over hours as an ever-growing pool's would."""
+    config = make_config(
+        *({"name": f"t{i}", "backend": "namespace", "interval": "1h"} for i in range(8))
+    )
+    backends = {f"t{i}": FakeBackend(costs={"exec": 0.05}) for i in range(8)}
+    d = Daemon(config, listen_address=None, backends=backends)
+    before = {t.ident for t in threading.enumerate()}
+    d.scheduler.start(now=datetime.now(UTC) - timedelta(seconds=10))  # all due at once
+
+    def extra_threads() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t.ident not in before and t.name != "APScheduler"]  # fmt: skip
+
+    try:
+        wait_for(lambda: all(b.called("remove") for b in backends.values()), what="a run each")
+        assert all(p.wait_idle(10) for p in d.probers)
+        wait_for(lambda: not extra_threads(), what="every run's thread to end")
+        assert d.scheduler.running
+    finally:
+        d.scheduler.shutdown()

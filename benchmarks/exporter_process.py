@@ -15,13 +15,13 @@ ROOT = Path(__file__).parent.parent
 
 
 class ExporterProcess:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *extra: str) -> None:
         self._config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
         json.dump(config, self._config)  # JSON is YAML
         self._config.close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config.file", self._config.name,
-             "--web.listen-address", "127.0.0.1:0"],
+             "--web.listen-address", "127.0.0.1:0", *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.logs: list[dict[str, Any]] = []

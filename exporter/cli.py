@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[common], help="run the exporter (the default)")
     _add(run, "--web.listen-address", ":9878", "address to serve /metrics on")
     _add(run, "--web.config.file", None, "TLS and basic auth settings (exporter-toolkit format)")
+    _add(
+        run,
+        "--web.max-scrapes-per-second",
+        "50",
+        "answers to /metrics a second, at most; more clients wait their turn (0: no limit)",
+    )
     _add(run, "--web.nice", "10",
          "niceness the web process adds to the exporter's (0-19): under CPU contention the "
          "probes, whose timings are the product, come before answering HTTP")  # fmt: skip
@@ -161,6 +167,14 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         print(f"--web.nice: expected a whole number from 0 to 19, got {args.web_nice!r}",
               file=sys.stderr)  # fmt: skip
         return 1
+    try:
+        scrapes = float(args.web_max_scrapes_per_second)
+        if not 0 <= scrapes < float("inf"):
+            raise ValueError
+    except ValueError:
+        print("--web.max-scrapes-per-second: expected a number, 0 or more, got "
+              f"{args.web_max_scrapes_per_second!r}", file=sys.stderr)  # fmt: skip
+        return 1
     auto_reload = None
     if args.config_auto_reload_interval:
         try:
@@ -183,7 +197,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
             listen_address=listen_address,
             loader=(lambda: load_config(path)) if path else None,
             web_config=web_config,
-            serving=ServingOptions(nice=nice),
+            serving=ServingOptions(nice=nice, scrapes_per_second=scrapes),
         )
     except OSError as exc:
         print(f"--web.listen-address: cannot listen on {listen_address}: {exc}", file=sys.stderr)

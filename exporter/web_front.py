@@ -2,11 +2,12 @@
 never takes the interpreter (or, at its lower priority, the CPU) a probe is timed on.
 
 It serves /metrics from a rendering at most `metrics_max_age` old (fetched from
-the exporter at most once in that time, gzipped once), does TLS and basic auth,
-and forwards every other request to the exporter, which alone knows its
-targets. Forwarded requests are rationed (a rate and a number in flight) so a
-flood of them cannot reach the probing side either; beyond that a client gets
-429. It exits when the exporter's end of the bridge closes.
+the exporter at most once in that time, gzipped once), paced to a number of
+answers a second; does TLS and basic auth; and forwards every other request to
+the exporter, which alone knows its targets. Forwarded requests are rationed (a
+rate and a number in flight) so a flood of them cannot reach the probing side
+either; beyond that a client gets 429. It exits when the exporter's end of the
+bridge closes.
 
 Started by web_process.WebProcess as `python -m exporter.web_front`, with the
 listening socket and the bridge socket as inherited file descriptors.
@@ -142,6 +143,40 @@ class RequestBudget:
         self._slots.release()
 
 
+class Pacer:
+    """Spaces answers at least 1/rate seconds apart (rate 0: no limit). A flood of
+    clients then waits its turn, as latency rather than errors, instead of taking
+    the CPU the probes are timed on; a client that would wait longer than
+    `max_wait` is refused at once (429)."""
+
+    def __init__(
+        self,
+        rate: float,
+        max_wait: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._gap = 1.0 / rate if rate > 0 else 0.0
+        self._max_wait = max_wait
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def admit(self) -> bool:
+        if not self._gap:
+            return True
+        with self._lock:
+            now = self._clock()
+            turn = max(now, self._next)
+            if turn - now > self._max_wait:
+                return False
+            self._next = turn + self._gap
+        if turn > now:
+            self._sleep(turn - now)  # this client's turn comes then: pacing, not polling
+        return True
+
+
 def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
     return {
         key: value
@@ -151,8 +186,10 @@ def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
 
 
 def front_app(
-    bridge: Bridge, budget: RequestBudget, metrics_max_age: float = 1.0
+    bridge: Bridge, budget: RequestBudget, metrics_max_age: float = 1.0, pacer: Pacer | None = None
 ) -> WSGIApplication:
+    pacer = pacer or Pacer(0)
+
     def fetch_metrics() -> bytes:
         header, body = bridge.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
         if not str(header.get("status", "")).startswith("200"):
@@ -166,6 +203,10 @@ def front_app(
             "GET",
             "HEAD",
         ):
+            if not pacer.admit():
+                return responses.text(start_response, "429 Too Many Requests",
+                                      "too many scrapes; try again shortly\n",
+                                      [("Retry-After", "1")])  # fmt: skip
             try:
                 rendered = cache.get()
             except UpstreamError as exc:
@@ -256,6 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--read-timeout", type=float, default=30.0)
     parser.add_argument("--metrics-max-age", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--scrapes-per-second", type=float, default=0.0)
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--log-level", default="info")
@@ -281,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         web_config = WebConfig(args.web_config)  # checked by the exporter before it started us
     bridge = Bridge(bridge_socket, on_closed=lambda: os._exit(0))
     app = front_app(bridge, RequestBudget(args.rate, args.burst, args.in_flight),
-                    args.metrics_max_age)  # fmt: skip
+                    args.metrics_max_age, Pacer(args.scrapes_per_second))  # fmt: skip
     if web_config is not None:
         app = require_auth(app, web_config)
     server = FrontServer(listener, web_config, args.read_timeout)

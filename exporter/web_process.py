@@ -39,7 +39,9 @@ RESTART_BACKOFF_MAX = 30.0
 @dataclass(frozen=True)
 class ServingOptions:
     """How the web process serves. `nice` is added to the exporter's own niceness:
-    under CPU contention the probes, whose timing is the product, come first."""
+    under CPU contention the probes, whose timing is the product, come first.
+    `scrapes_per_second` paces /metrics (0: unpaced): with a flood of scrapes the
+    web process would otherwise take a whole core that the engines need."""
 
     nice: int = 10
     read_timeout: float = 30.0
@@ -47,6 +49,7 @@ class ServingOptions:
     forwarded_per_second: float = 50.0
     forwarded_burst: int = 100
     forwarded_in_flight: int = 32
+    scrapes_per_second: float = 50.0
 
 
 def listen(address: str) -> socket.socket:
@@ -126,6 +129,7 @@ class WebProcess:
             "--metrics-max-age", str(o.metrics_max_age), "--rate", str(o.forwarded_per_second),
             "--burst", str(o.forwarded_burst), "--in-flight", str(o.forwarded_in_flight),
             "--log-level", level, "--log-format", fmt,
+            "--scrapes-per-second", str(o.scrapes_per_second),
         ]  # fmt: skip
         if self._web_config is not None:
             command += ["--web-config", str(self._web_config.path)]

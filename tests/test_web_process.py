@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,9 +18,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from exporter import responses
 from exporter.daemon import Daemon
-from exporter.web_front import RequestBudget, forwarded_environ
+from exporter.web_front import Pacer, RequestBudget, forwarded_environ
 from exporter.web_process import ServingOptions
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, FakeClock
 from tests.helpers import make_config, wait_for
 from tests.process import ExporterProcess
 
@@ -157,3 +159,32 @@ def test_a_port_in_use_fails_at_start_up() -> None:
         config = make_config({"name": "fake", "backend": "namespace"})
         with pytest.raises(OSError, match="in use"):
             Daemon(config, listen_address=f"127.0.0.1:{port}")
+
+
+def test_pacer_spaces_answers_and_refuses_what_would_wait_too_long() -> None:
+    clock = FakeClock()
+    waits: list[float] = []
+    pacer = Pacer(rate=10, max_wait=0.35, clock=clock, sleep=waits.append)
+    assert [pacer.admit() for _ in range(4)] == [True, True, True, True]
+    assert waits == pytest.approx([0.1, 0.2, 0.3])  # the first at once, then 0.1 s apart
+    assert not pacer.admit(), "a fifth would wait 0.4 s, over max_wait"
+    clock.advance(1.0)
+    assert pacer.admit()
+    assert Pacer(rate=0).admit(), "rate 0: unpaced"
+
+
+def test_a_flood_of_scrapes_is_paced_not_refused() -> None:
+    d = serve(ServingOptions(scrapes_per_second=20))
+    try:
+        statuses: list[int] = []
+        began = time.monotonic()
+        threads = [threading.Thread(target=lambda: statuses.append(get(d, "/metrics")[0]))
+                   for _ in range(12)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [200] * 12
+        assert time.monotonic() - began >= 11 / 20, "12 answers, 1/20 s apart at least"
+    finally:
+        d.shutdown()

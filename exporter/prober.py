@@ -171,19 +171,26 @@ class Prober:
                 self._remove_leftovers(self._get_backend())
 
     def _remove_leftovers(self, backend: Backend) -> None:
-        for name in sorted(self._leftovers):
+        target, timeout = self.target.name, self.target.timeouts.remove
+        try:  # only what is still there is removed, and counted
+            listed = call_with_timeout(lambda: backend.list_managed(self.instance, target),
+                                       timeout, name=f"{target}:leftover-list")  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - kept for the next attempt
+            self._log.warning("leftover listing failed", error=describe(exc))
+            return
+        for gone in self._leftovers - {s.name for s in listed}:
+            self._leftovers.discard(gone)
+            self._log.info("leftover already gone", sandbox=gone)
+        for sandbox in sorted(self._leftovers):
             try:
-                call_with_timeout(
-                    functools.partial(backend.remove, name),
-                    self.target.timeouts.remove,
-                    name=f"{self.target.name}:leftover",
-                )
+                call_with_timeout(functools.partial(backend.remove, sandbox), timeout,
+                                  name=f"{target}:leftover")  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - kept for the next attempt
-                self._log.warning("leftover removal failed", sandbox=name, error=describe(exc))
+                self._log.warning("leftover removal failed", sandbox=sandbox, error=describe(exc))
                 continue
-            self._leftovers.discard(name)
+            self._leftovers.discard(sandbox)
             self.metrics.orphans_removed.labels(*self.labels).inc()
-            self._log.info("leftover removed", sandbox=name)
+            self._log.info("leftover removed", sandbox=sandbox)
 
     def collect_garbage_safely(self) -> None:
         """The periodic collection: never raises."""

@@ -23,6 +23,7 @@ from exporter.config import Config, Settings, Target, parse_config
 from exporter.daemon import Daemon
 from exporter.lifecycle import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
+from tests.engine_proxy import KillingProxy
 from tests.helpers import wait_for
 from tests.test_server import call
 
@@ -204,6 +205,43 @@ def test_engine_killed_in_each_phase(dockerd: PrivateDockerd, phase: str) -> Non
     finally:
         d.shutdown()
     assert dockerd.managed("fault-test") == [], "the half-made container is gone"
+
+
+@pytest.mark.parametrize("phase", ["create", "start", "exec", "stop", "remove"])
+def test_engine_killed_mid_phase_before_it_answers(dockerd: PrivateDockerd, phase: str) -> None:
+    """The engine has the phase's request and has done its work (a container made,
+    started, stopped, removed...) and dies as it starts to answer: the exporter is
+    never told, and must still clean up whatever now exists."""
+
+    def kill() -> None:
+        dockerd.signal(signal.SIGKILL)
+        wait_for(lambda: _zombie(dockerd.pid), what="dockerd dead")
+
+    proxy = KillingProxy(dockerd.directory / "proxy.sock",
+                         Path(dockerd.url.removeprefix("unix://")), kill)  # fmt: skip
+    d = daemon(target(proxy.url))
+    prober = d.probers[0]
+    try:
+        proxy.arm(phase)
+        result = prober.run()
+        assert proxy.struck.is_set(), "the engine died before answering"
+        assert result is not None
+        assert result.failure is not None
+        assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason.UNAVAILABLE)
+        assert sample(d, "sandbox_probe_failures_total", phase=phase, reason="unavailable") == 1
+        assert sample(d, "sandbox_backend_up") == 0
+        dockerd.start()
+        # the work was done: a container exists that the exporter was never told of
+        # (or, killed answering the remove, it is already gone)
+        assert len(dockerd.managed("fault-test")) == (0 if phase == "remove" else 1)
+        again = prober.run()  # first retries the removal that failed, then probes
+        assert again is not None
+        assert again.success, again.failure
+        assert sample(d, "sandbox_orphans_removed_total") == (0 if phase == "remove" else 1)
+    finally:
+        d.shutdown()
+        proxy.close()
+    assert dockerd.managed("fault-test") == [], "whatever the engine made is gone"
 
 
 def test_engine_frozen_mid_phase(dockerd: PrivateDockerd) -> None:

@@ -15,7 +15,11 @@ ROOT = Path(__file__).parent.parent
 
 
 class ExporterProcess:
-    def __init__(self, config: dict[str, Any], *extra: str) -> None:
+    def __init__(
+        self, config: dict[str, Any], *extra: str, keep_events: set[str] | None = None
+    ) -> None:
+        """`keep_events`: keep only these log events (a long run logs millions of lines)."""
+        self._keep = keep_events
         self._config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
         json.dump(config, self._config)  # JSON is YAML
         self._config.close()
@@ -41,7 +45,8 @@ class ExporterProcess:
             except ValueError:
                 entry = {"event": "unparsed", "line": line}
             entry["_seen"] = time.monotonic()
-            self.logs.append(entry)
+            if self._keep is None or entry.get("event") in self._keep | {"listening"}:
+                self.logs.append(entry)
 
     def status(self, field: str) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -17,4 +17,8 @@ echo "### bench (p50/p95 per backend)"; .venv/bin/sandbox-exporter bench -i 30 -
 echo "### measurement overhead"; "$py" benchmarks/overhead.py -n 40; echo
 echo "### /metrics cost"; "$py" benchmarks/metrics_cost.py; echo
 echo "### footprint"; "$py" benchmarks/footprint.py --idle 30; echo
-echo "### scheduling accuracy"; "$py" benchmarks/scheduling.py --seconds 60
+echo "### scheduling accuracy"; "$py" benchmarks/scheduling.py --seconds 60; echo
+command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
+echo "### /metrics under load"; "$py" benchmarks/load.py --seconds 15; echo
+echo "### soak (benchmarks/soak.py --minutes 60 for the hour in BENCHMARKS.md)"
+"$py" benchmarks/soak.py --minutes 5

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from exporter.backends.base import SandboxSpec
 from exporter.backends.docker import DockerBackend
-from exporter.config import Config, Settings, Target, parse_config
+from exporter.config import Config, DockerOptions, Settings, Target, parse_config
 from exporter.daemon import Daemon
 from exporter.lifecycle import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
@@ -294,3 +294,51 @@ def test_a_full_disk_on_the_engine_is_a_failure_with_the_engines_message(
     assert any("no space left on device" in str(e.get("error")) for e in logs)
     (data / "filler").unlink()
     assert dockerd.managed("fault-test") == []
+
+
+def test_a_read_only_engine_store_is_a_failure_with_the_engines_message(
+    dockerd: PrivateDockerd,
+) -> None:
+    # where the engine keeps its containers, made read-only under it (the rest of its
+    # store is busy: it cannot be remounted read-only as a whole)
+    containers = dockerd.directory / "data" / "containers"
+    subprocess.run(["mount", "--bind", str(containers), str(containers)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(containers)], check=True)
+        d = daemon(target(dockerd.url))
+        with capture_logs() as logs:
+            result = d.probers[0].run()
+        d.shutdown()
+    finally:
+        subprocess.run(["umount", str(containers)], check=True)
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
+    assert "read-only file system" in result.failure.message
+    assert any("read-only file system" in str(e.get("error")) for e in logs)
+    assert dockerd.managed("fault-test") == []
+
+
+def test_a_permission_error_in_the_engine_is_a_failure_with_the_engines_message(
+    docker_base_url: str, docker_client: Any
+) -> None:
+    """The OCI runtime is refused (EACCES) starting the sandbox's process."""
+    t = target(docker_base_url).model_copy(
+        update={"docker": DockerOptions(base_url=docker_base_url, keepalive=("/etc/passwd",))}
+    )
+    d = daemon(t)
+    with capture_logs() as logs:
+        result = d.probers[0].run()
+    d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.START, Reason.ERROR)
+    assert "permission denied" in result.failure.message
+    assert any("permission denied" in str(e.get("error")) for e in logs)
+    assert sample(d, "sandbox_probe_failures_total", phase="start", reason="error") == 1
+    assert (
+        docker_client.containers.list(
+            all=True, filters={"label": "sandbox-exporter.io/instance=fault-test"}
+        )
+        == []
+    )

@@ -127,6 +127,20 @@ def daemon(t: Target, backend: Any = None) -> Daemon:
     return Daemon(config, listen_address=None, backends={"faulty": backend} if backend else None)
 
 
+def failed_once(d: Daemon, phase: Phase, words: str) -> None:
+    """One run fails in `phase` with reason error, the engine's `words` in its result
+    and its log line; and counted."""
+    with capture_logs() as logs:
+        result = d.probers[0].run()
+    d.shutdown()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (phase, Reason.ERROR)
+    assert words in result.failure.message
+    assert any(words in str(e.get("error")) for e in logs)
+    assert sample(d, "sandbox_probe_failures_total", phase=str(phase), reason="error") == 1
+
+
 def test_engine_stopped_between_probes_then_back(dockerd: PrivateDockerd) -> None:
     d = daemon(target(dockerd.url))
     d.start()
@@ -283,15 +297,7 @@ def test_a_full_disk_on_the_engine_is_a_failure_with_the_engines_message(
     free = os.statvfs(data)
     with (data / "filler").open("wb") as filler, contextlib.suppress(OSError):  # fill it up
         filler.write(bytes(free.f_bavail * free.f_frsize + (1 << 20)))
-    d = daemon(target(dockerd.url))
-    with capture_logs() as logs:
-        result = d.probers[0].run()
-    d.shutdown()
-    assert result is not None
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
-    assert "no space left on device" in result.failure.message
-    assert any("no space left on device" in str(e.get("error")) for e in logs)
+    failed_once(daemon(target(dockerd.url)), Phase.CREATE, "no space left on device")
     (data / "filler").unlink()
     assert dockerd.managed("fault-test") == []
 
@@ -305,17 +311,9 @@ def test_a_read_only_engine_store_is_a_failure_with_the_engines_message(
     subprocess.run(["mount", "--bind", str(containers), str(containers)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(containers)], check=True)
-        d = daemon(target(dockerd.url))
-        with capture_logs() as logs:
-            result = d.probers[0].run()
-        d.shutdown()
+        failed_once(daemon(target(dockerd.url)), Phase.CREATE, "read-only file system")
     finally:
         subprocess.run(["umount", str(containers)], check=True)
-    assert result is not None
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
-    assert "read-only file system" in result.failure.message
-    assert any("read-only file system" in str(e.get("error")) for e in logs)
     assert dockerd.managed("fault-test") == []
 
 
@@ -326,16 +324,7 @@ def test_a_permission_error_in_the_engine_is_a_failure_with_the_engines_message(
     t = target(docker_base_url).model_copy(
         update={"docker": DockerOptions(base_url=docker_base_url, keepalive=("/etc/passwd",))}
     )
-    d = daemon(t)
-    with capture_logs() as logs:
-        result = d.probers[0].run()
-    d.shutdown()
-    assert result is not None
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.START, Reason.ERROR)
-    assert "permission denied" in result.failure.message
-    assert any("permission denied" in str(e.get("error")) for e in logs)
-    assert sample(d, "sandbox_probe_failures_total", phase="start", reason="error") == 1
+    failed_once(daemon(t), Phase.START, "permission denied")
     assert (
         docker_client.containers.list(
             all=True, filters={"label": "sandbox-exporter.io/instance=fault-test"}

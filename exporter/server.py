@@ -49,8 +49,8 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
             problems = state.reload()
             if problems:
                 return responses.text(start_response, "500 Internal Server Error",
-                             "config not reloaded; the running one is kept:\n"
-                             + "\n".join(problems) + "\n")  # fmt: skip
+                                      "config not reloaded; the running one is kept:\n"
+                                      + "\n".join(problems) + "\n")  # fmt: skip
             return responses.text(start_response, "200 OK", "config reloaded\n")
         if method not in ("GET", "HEAD"):
             return _not_allowed(start_response, method, "GET, HEAD")
@@ -84,7 +84,7 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
 
 def _not_allowed(start_response: StartResponse, method: str, allowed: str) -> list[bytes]:
     return responses.text(start_response, "405 Method Not Allowed", f"{method} not allowed\n",
-                 [("Allow", allowed)])  # fmt: skip
+                          [("Allow", allowed)])  # fmt: skip
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

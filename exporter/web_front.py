@@ -307,9 +307,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # the exporter handles these for the whole program; it stops this process itself
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The exporter handles these for both processes (a terminal's Ctrl-C, or systemd
+    # stopping the whole cgroup, reaches this one too) and stops this one once it has
+    # wound down, by closing the bridge; /metrics is served until then.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     if args.nice:
         os.nice(args.nice)
     listener = socket.socket(fileno=args.listen_fd)

@@ -188,3 +188,21 @@ def test_a_flood_of_scrapes_is_paced_not_refused() -> None:
         assert time.monotonic() - began >= 11 / 20, "12 answers, 1/20 s apart at least"
     finally:
         d.shutdown()
+
+
+def test_signals_are_the_exporters_to_handle(tmp_path: Path) -> None:
+    """A SIGTERM that reaches the web process too (systemd stops the whole cgroup) is
+    left to the exporter, which stops it once it has wound down."""
+    config = tmp_path / "config.yaml"
+    config.write_text("targets:\n  - {name: fake, backend: namespace, interval: 1h}\n")
+    exporter = ExporterProcess(config)
+    assert exporter.sample("sandbox_probes_total", result="success") is not None  # serving
+    child = web_child(exporter.proc.pid)
+    assert child is not None
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(child, signum)
+    exporter.metrics()
+    assert alive(child)
+    assert web_child(exporter.proc.pid) == child, "the same web process, not a new one"
+    assert exporter.stop() == 0
+    wait_for(lambda: not alive(child), timeout=10, what="the web process to exit")

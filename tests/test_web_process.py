@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,24 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.fixture
+def started() -> Iterator[Callable[[Path], ExporterProcess]]:
+    """Starts `sandbox-exporter run` on a one-target config; kills what is left after."""
+    processes: list[ExporterProcess] = []
+
+    def start(directory: Path) -> ExporterProcess:
+        config = directory / "config.yaml"
+        config.write_text("targets:\n  - {name: fake, backend: namespace, interval: 1h}\n")
+        processes.append(ExporterProcess(config))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
 def web_child(parent: int) -> int | None:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
@@ -96,10 +114,10 @@ def test_a_killed_web_process_is_started_again(daemon: Daemon) -> None:
     assert get(daemon, "/metrics")[0] == 200  # same address: the socket stayed bound
 
 
-def test_the_web_process_goes_with_the_exporter(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text("targets:\n  - {name: fake, backend: namespace, interval: 1h}\n")
-    exporter = ExporterProcess(config)
+def test_the_web_process_goes_with_the_exporter(
+    started: Callable[[Path], ExporterProcess], tmp_path: Path
+) -> None:
+    exporter = started(tmp_path)
     child = wait_for(lambda: web_child(exporter.proc.pid), what="the web process")
     assert alive(child)
     exporter.proc.kill()  # kill -9: no chance to stop it in an orderly way
@@ -190,12 +208,12 @@ def test_a_flood_of_scrapes_is_paced_not_refused() -> None:
         d.shutdown()
 
 
-def test_signals_are_the_exporters_to_handle(tmp_path: Path) -> None:
+def test_signals_are_the_exporters_to_handle(
+    started: Callable[[Path], ExporterProcess], tmp_path: Path
+) -> None:
     """A SIGTERM that reaches the web process too (systemd stops the whole cgroup) is
     left to the exporter, which stops it once it has wound down."""
-    config = tmp_path / "config.yaml"
-    config.write_text("targets:\n  - {name: fake, backend: namespace, interval: 1h}\n")
-    exporter = ExporterProcess(config)
+    exporter = started(tmp_path)
     assert exporter.sample("sandbox_probes_total", result="success") is not None  # serving
     child = web_child(exporter.proc.pid)
     assert child is not None

@@ -66,11 +66,10 @@ class Daemon:
         self.scheduler = ProbeScheduler(self.probers)
         self.app = create_app(self)
         self.web_config = web_config
-        self.http = (
-            WebProcess(self.app, self.exposition, listen_address, web_config, serving, self.log)
-            if listen_address is not None
-            else None
-        )
+        self.http: WebProcess | None = None
+        if listen_address is not None:
+            self.http = WebProcess(self.app, self.exposition, listen_address, web_config, serving,
+                                   self.log, on_restart=self.metrics.web_restarts.inc)  # fmt: skip
 
     # -- what the HTTP pages ask -------------------------------------------------
 

@@ -118,6 +118,11 @@ class Metrics:
             "When the configuration was last loaded successfully (Unix time).",
             registry=scalars,
         )
+        self.web_restarts = Counter(
+            "sandbox_exporter_web_process_restarts_total",
+            "Times the web process that answers HTTP died and was started again.",
+            registry=scalars,
+        )
 
     def exposition(self) -> bytes:
         """Everything, in the Prometheus text format (0.0.4), for `/metrics`."""

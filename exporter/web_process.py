@@ -76,6 +76,7 @@ class WebProcess:
         web_config: WebConfig | None = None,
         options: ServingOptions | None = None,
         logger: Any = None,
+        on_restart: Callable[[], None] = lambda: None,
     ) -> None:
         self._app = app
         self._exposition = exposition
@@ -83,6 +84,7 @@ class WebProcess:
         self._web_config = web_config
         self.tls = web_config is not None and web_config.current().ssl_context is not None
         self._log = logger or structlog.get_logger("exporter")
+        self._on_restart = on_restart
         self._listener = listen(address)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -173,6 +175,7 @@ class WebProcess:
                 if self._stopping.is_set():
                     return
                 self.restarts += 1
+                self._on_restart()
                 self._log.error("web process exited; starting another", exit_status=status)
             failures = failures + 1 if time.monotonic() - began < 60 else 1
             self._stopping.wait(min(0.5 * 2 ** (failures - 1), RESTART_BACKOFF_MAX))

@@ -186,10 +186,8 @@ def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
 
 
 def front_app(
-    bridge: Bridge, budget: RequestBudget, metrics_max_age: float = 1.0, pacer: Pacer | None = None
+    bridge: Bridge, budget: RequestBudget, metrics_max_age: float, pacer: Pacer
 ) -> WSGIApplication:
-    pacer = pacer or Pacer(0)
-
     def fetch_metrics() -> bytes:
         header, body = bridge.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
         if not str(header.get("status", "")).startswith("200"):
@@ -293,15 +291,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--bridge-fd", type=int, required=True)
     parser.add_argument("--web-config")
-    parser.add_argument("--nice", type=int, default=0)
-    parser.add_argument("--read-timeout", type=float, default=30.0)
-    parser.add_argument("--metrics-max-age", type=float, default=1.0)
-    parser.add_argument("--rate", type=float, default=50.0)
-    parser.add_argument("--scrapes-per-second", type=float, default=0.0)
-    parser.add_argument("--burst", type=int, default=100)
-    parser.add_argument("--in-flight", type=int, default=32)
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--log-format", default="json")
+    # no defaults: web_process.ServingOptions holds them, and always passes every one
+    for flag, kind in (("--nice", int), ("--read-timeout", float), ("--metrics-max-age", float),
+                       ("--rate", float), ("--scrapes-per-second", float), ("--burst", int),
+                       ("--in-flight", int)):  # fmt: skip
+        parser.add_argument(flag, type=kind, required=True)
+    parser.add_argument("--log-level", required=True)
+    parser.add_argument("--log-format", required=True)
     return parser.parse_args(argv)
 
 

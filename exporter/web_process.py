@@ -90,7 +90,6 @@ class WebProcess:
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._bridge: socket.socket | None = None
-        self.restarts = 0
         self._supervisor = threading.Thread(target=self._supervise, name="web", daemon=True)
 
     @property
@@ -174,7 +173,6 @@ class WebProcess:
                     self._process = self._bridge = None
                 if self._stopping.is_set():
                     return
-                self.restarts += 1
                 self._on_restart()
                 self._log.error("web process exited; starting another", exit_status=status)
             failures = failures + 1 if time.monotonic() - began < 60 else 1

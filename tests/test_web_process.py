@@ -110,7 +110,6 @@ def test_a_killed_web_process_is_started_again(daemon: Daemon) -> None:
     wait_for(lambda: daemon.http and daemon.http.pid not in (None, first), timeout=15,
              what="a new web process")  # fmt: skip
     assert daemon.http is not None
-    assert daemon.http.restarts == 1
     assert daemon.registry.get_sample_value("sandbox_exporter_web_process_restarts_total") == 1
     assert get(daemon, "/metrics")[0] == 200  # same address: the socket stayed bound
 

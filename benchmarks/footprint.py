@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_line
-from exporter.backends import known_backends
+from exporter.backends import known_names
 
 ROOT = Path(__file__).parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,7 +41,7 @@ def kb_field(path: str, name: str) -> float:
 def web_process(parent: int) -> int:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            if b"exporter.web_front" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"exporter.web.front_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     raise RuntimeError("no web process")
 
@@ -108,7 +108,7 @@ def main() -> int:
     url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     docker: dict[str, object] = {"name": "docker", "backend": "docker", "docker": {"base_url": url}}
     others: list[dict[str, object]] = [
-        {"name": n, "backend": n} for n in known_backends() if n != "docker"
+        {"name": n, "backend": n} for n in known_names() if n != "docker"
     ]
     every = [docker, *others]
     print("footprint of an idle daemon (one probe per target run at start-up, then idle)")
@@ -116,7 +116,7 @@ def main() -> int:
     print(f"{'config':<54}{'RSS MB':>10}{'web RSS':>10}{'PSS sum':>10}{'CPU':>10}  "
           f"(after {args.idle:g} s idle; CPU over that time, both processes)")  # fmt: skip
     measure("docker only", [docker], args.idle, args.image)
-    measure(f"every backend ({', '.join(known_backends())})", every, args.idle, args.image)
+    measure(f"every backend ({', '.join(known_names())})", every, args.idle, args.image)
     measure("namespace only", [{"name": "ns", "backend": "namespace"}], args.idle, args.image)
     return 0
 

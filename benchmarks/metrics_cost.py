@@ -22,8 +22,8 @@ from prometheus_client import disable_created_metrics
 from benchmarks.common import machine_line, median, percentile
 from exporter.config import parse_config
 from exporter.daemon import Daemon
-from exporter.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult, Reason, failure_modes
-from exporter.metrics import Metrics
+from exporter.metrics.families import Metrics
+from exporter.probing.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult, Reason, failure_modes
 
 
 def success(target: str, k: int) -> ProbeResult:

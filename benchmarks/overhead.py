@@ -23,10 +23,11 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_line, median
-from exporter.backends.docker import DockerBackend
-from exporter.config import DEFAULT_KEEPALIVE, parse_config
-from exporter.lifecycle import LIFECYCLE, LifecycleRunner
+from exporter.backends.docker import DEFAULT_KEEPALIVE
+from exporter.config import parse_config
 from exporter.logs import configure_logging
+from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from exporter.probing.prober import calls_for
 
 PHASES = [str(p) for p in LIFECYCLE]
 
@@ -131,8 +132,8 @@ def main() -> int:
                            "targets": [{"name": "overhead", "backend": "docker",
                                         "docker": {"base_url": url}}]})  # fmt: skip
     target = config.targets[0]
-    backend = DockerBackend(target)
-    runner = LifecycleRunner(backend, target, "overhead-bench")
+    calls = calls_for(target)
+    runner = LifecycleRunner(calls, target, "overhead-bench")
     minimal = MinimalClient(url.removeprefix("unix://"), args.image)
     exporter_runs: list[dict[str, float]] = []
     minimal_runs: list[dict[str, float]] = []
@@ -145,7 +146,7 @@ def main() -> int:
             return 1
         exporter_runs.append({str(p): d for p, d in result.durations.items()})
         minimal_runs.append(minimal.lifecycle())
-    backend.close()
+    calls.close()
 
     print("measurement overhead: exporter (docker SDK, runner, threads) vs minimal raw client")
     print(machine_line())

@@ -38,7 +38,7 @@ def main() -> int:
         "targets": [{"name": f"t{i}", "backend": "namespace"} for i in range(args.targets)],
     })  # fmt: skip
     backends: dict[str, Any] = {t.name: InstantBackend() for t in config.targets}
-    daemon = Daemon(config, listen_address=None, backends=backends)
+    daemon = Daemon(config, listen_address=None, backends=lambda target: backends[target.name])
     started: dict[str, float] = {}
     lags: list[float] = []
     lock = threading.Lock()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import disable_created_metrics
 
-from exporter import __version__
+from exporter import __version__, backends
 from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
 
@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add(common, "--config.file", None,
          "YAML config file; without one, every backend found locally is probed")  # fmt: skip
+    _add(common, "--instance", None,
+         "this exporter's identity on the engines (overrides the config's `instance`; "
+         "default: the host name); stable across restarts, unique among running "
+         "exporters")  # fmt: skip
     _add(common, "--log.level", None, "log level (run: info, bench: warning)", LEVELS)
     _add(common, "--log.format", "json", "log line format", ("json", "logfmt", "console"))
 
@@ -64,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
          "probes, whose timings are the product, come before answering HTTP")  # fmt: skip
     _add(run, "--config.auto-reload-interval", None,
          "re-read the config file this often when it changed, e.g. 30s")  # fmt: skip
+    _add(run, "--shutdown.timeout", None,
+         "longest the shutdown may take, e.g. a pod's termination grace period less a few "
+         "seconds: runs in flight are cut short in time to remove their sandboxes "
+         "(default: as long as the runs in flight need)")  # fmt: skip
     probe = commands.add_parser("probe", parents=[common], help="run one lifecycle of a target now")
     probe.add_argument("--target", required=True, help="the configured target's name")
     probe.add_argument("--json", action="store_true", help="the result as JSON")
@@ -72,16 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    kinds = backends.kinds()
+    remote = [k.name for k in kinds if k.capabilities.remote]
     bench = commands.add_parser(
         "bench",
         parents=[common],
         help="time N lifecycles per backend now and print p50/p95",
         description="Runs the daemon's lifecycle N times per backend, one backend after "
         "another, and prints p50/p95 per phase (nearest-rank). Without -b: every backend "
-        "found on this machine (Kubernetes and Nomad only when named).",
+        f"found on this machine ({', '.join(remote)} only when named).",
     )
     bench.add_argument(
-        "-b", "--backends", help="comma-separated backend names, e.g. docker,namespace"
+        "-b",
+        "--backends",
+        help="comma-separated backend names: "
+        + ", ".join(k.name + (f" ({', '.join(k.aliases)})" if k.aliases else "") for k in kinds),
     )
     bench.add_argument("-i", "--iterations", type=_count(1), default=10, help="default: 10")
     bench.add_argument(
@@ -118,11 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
                       args.log_format)  # fmt: skip
     if args.command == "bench":
-        from exporter.bench_cli import bench
+        from exporter.commands.bench_cli import bench
 
         return bench(args)
     try:
-        config = load_or_discover(args.config_file)
+        config = load_or_discover(args.config_file, args.instance)
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 1
@@ -131,27 +144,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target in config.targets:
             print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s")
         return 0
-    if args.command in ("probe", "gc"):
-        from exporter.oneshot import collect_garbage, probe_once
+    if args.command == "probe":
+        from exporter.commands.probe import probe_once
 
-        if args.command == "probe":
-            return probe_once(config, args.target, as_json=args.json)
+        return probe_once(config, args.target, as_json=args.json)
+    if args.command == "gc":
+        from exporter.commands.gc import collect_garbage
+
         return collect_garbage(config, dry_run=args.dry_run)
     return _run(config, args)
 
 
-def load_or_discover(path: str | None) -> Config:
+def load_or_discover(path: str | None, instance: str | None = None) -> Config:
     if path:
-        return load_config(path)
-    return parse_config({"targets": "auto"})
+        return load_config(path, instance=instance)
+    return parse_config({"targets": "auto"}, instance=instance)
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
+    from exporter.config.durations import parse_duration
     from exporter.daemon import Daemon
-    from exporter.durations import parse_duration
-    from exporter.server import parse_listen_address
-    from exporter.web_process import ServingOptions
-    from exporter.webconfig import WebConfig, WebConfigError
+    from exporter.web.app import parse_listen_address
+    from exporter.web.front_supervisor import ServingOptions
+    from exporter.web.webconfig import WebConfig, WebConfigError
 
     listen_address = args.web_listen_address
     try:
@@ -185,6 +200,13 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         if not args.config_file:
             print("--config.auto-reload-interval: needs --config.file", file=sys.stderr)
             return 1
+    shutdown_timeout = None
+    if args.shutdown_timeout:
+        try:
+            shutdown_timeout = parse_duration(args.shutdown_timeout)
+        except ValueError as exc:
+            print(f"--shutdown.timeout: {exc}", file=sys.stderr)
+            return 1
     try:
         web_config = WebConfig(args.web_config_file) if args.web_config_file else None
     except WebConfigError as exc:
@@ -195,11 +217,12 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         daemon = Daemon(
             config,
             listen_address=listen_address,
-            loader=(lambda: load_config(path)) if path else None,
+            loader=(lambda: load_config(path, instance=args.instance)) if path else None,
             web_config=web_config,
             serving=ServingOptions(nice=nice, scrapes_per_second=scrapes),
         )
     except OSError as exc:
         print(f"--web.listen-address: cannot listen on {listen_address}: {exc}", file=sys.stderr)
         return 1
-    return daemon.run_until_signal(auto_reload_interval=auto_reload)
+    return daemon.run_until_signal(auto_reload_interval=auto_reload,
+                                   shutdown_timeout=shutdown_timeout)  # fmt: skip

@@ -1,39 +1,40 @@
-"""The running exporter: metrics, one prober per target, the scheduler, the HTTP
-server; reloads, health, signals and shutdown."""
+"""The running exporter: wiring (metrics, probers, scheduler, HTTP), the signal loop,
+reloads, and a shutdown that fits a bound.
+
+Shutdown: scheduling stops and each run in flight is cancelled at its next phase
+boundary; the call it is in may run to its timeout, then its sandbox is removed.
+With `--shutdown.timeout` (a pod's termination grace period) the whole wait fits
+that bound: when waiting any longer would leave no time to remove the sandboxes,
+the calls in flight are cut short and the removals get what is left. A second
+SIGTERM or SIGINT cuts them short at once; the removals are still attempted.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import select
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from exporter.backends.base import Backend
-from exporter.config import Config, ConfigError, Target
-from exporter.metrics import Metrics
-from exporter.prober import Prober
-from exporter.scheduler import STAGGER_WINDOW_SECONDS, ProbeScheduler
-from exporter.server import create_app
-from exporter.web_process import ServingOptions, WebProcess
-from exporter.webconfig import WebConfig
+from exporter.config import Config, ConfigError
+from exporter.config.watch import FileWatch
+from exporter.metrics.families import Metrics
+from exporter.probing.calls import Interrupt
+from exporter.probing.fleet import BackendFactory, Fleet
+from exporter.probing.health import unhealthy
+from exporter.probing.prober import Prober
+from exporter.probing.scheduler import ProbeScheduler
+from exporter.web.app import create_app
+from exporter.web.front_supervisor import ServingOptions, WebProcess
+from exporter.web.webconfig import WebConfig
 
-
-def shutdown_bound(target: Target) -> float:
-    """Longest a probe of `target` can take to wind down once cancelled.
-
-    The call in flight finishes (bounded by its own timeout) and the sandbox is
-    then removed (bounded by the remove timeout).
-    """
-    t = target.timeouts
-    return max(t.pull, t.create, t.start, t.exec, t.stop) + t.remove
+_FINISHED = b"\0"  # written on the signal wake-up socket when the wind-down is over
 
 
 class Daemon:
@@ -43,27 +44,28 @@ class Daemon:
         *,
         registry: CollectorRegistry | None = None,
         listen_address: str | None = ":9878",
-        backends: Mapping[str, Backend] | None = None,
+        backends: BackendFactory | None = None,
         logger: Any = None,
-        loader: Callable[[], Config] | None = None,
+        loader: Any = None,
         web_config: WebConfig | None = None,
         serving: ServingOptions | None = None,
     ) -> None:
         """`loader` re-reads the config for a reload (none: reload is refused).
-        `listen_address` None: no HTTP at all (tests call `app` directly)."""
-        self.config = config
+        `listen_address` None: no HTTP at all (tests call `app` directly).
+        `backends`: a backend object to use for a target instead of building one."""
         self.log = logger or structlog.get_logger("exporter")
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.config_loaded(True, time.time())
         self.stopping = threading.Event()
-        self._backends = dict(backends or {})
+        self.interrupt = Interrupt()
         self._loader = loader
         self._reload_lock = threading.Lock()
         self._started = False
         self._serving = False
-        self.probers = [self._prober(target) for target in config.targets]
-        self.scheduler = ProbeScheduler(self.probers)
+        self.fleet = Fleet(config, self.metrics, stopping=self.stopping, interrupt=self.interrupt,
+                           backends=backends, logger=self.log)  # fmt: skip
+        self.scheduler = ProbeScheduler(self.fleet.probers)
         self.app = create_app(self)
         self.web_config = web_config
         self.http: WebProcess | None = None
@@ -71,13 +73,21 @@ class Daemon:
             self.http = WebProcess(self.app, self.exposition, listen_address, web_config, serving,
                                    self.log, on_restart=self.metrics.web_restarts.inc)  # fmt: skip
 
+    @property
+    def config(self) -> Config:
+        return self.fleet.config
+
+    @property
+    def probers(self) -> list[Prober]:
+        return self.fleet.probers
+
     # -- what the HTTP pages ask -------------------------------------------------
 
     def exposition(self) -> bytes:
         return self.metrics.exposition()
 
-    def current_probers(self) -> Sequence[Prober]:
-        return list(self.probers)
+    def current_probers(self) -> list[Prober]:
+        return list(self.fleet.probers)
 
     def ready(self) -> bool:
         return self.scheduler.running and not self.stopping.is_set()
@@ -85,19 +95,7 @@ class Daemon:
     def health(self) -> str | None:
         if not self._started or self.stopping.is_set():
             return None
-        if not self.scheduler.running:
-            return "the scheduler is not running"
-        now = time.monotonic()
-        for prober in self.probers:
-            target = prober.target
-            since = prober.last_attempt or prober.created
-            allowed = 3 * (target.interval + target.jitter_seconds) + STAGGER_WINDOW_SECONDS
-            if now - since > allowed:
-                return (
-                    f"target {target.name} has not been run for {now - since:.0f}s "
-                    f"(interval {target.interval:g}s)"
-                )
-        return None
+        return unhealthy(self.fleet.probers, self.scheduler.running)
 
     def reload(self) -> list[str]:
         """Re-read the config; apply it, or keep the running one and say why not."""
@@ -111,7 +109,7 @@ class Daemon:
                 self.log.error("config reload failed; the running config is kept",
                                problems=exc.problems)  # fmt: skip
                 return exc.problems
-            changes = self._apply(new)
+            changes = self.fleet.apply(new, self.scheduler)
             self.metrics.config_loaded(True, time.time())
             self.log.info("config reloaded", config=new.source, **changes)
             return []
@@ -137,29 +135,57 @@ class Daemon:
             targets=[f"{t.name} ({t.backend})" for t in self.config.targets],
         )
 
-    def shutdown(self) -> bool:
-        """Stop scheduling, let running probes clean up, stop serving. True if all finished."""
+    def shutdown_bound(self) -> float:
+        """The longest the runs in flight take to wind down, uncut."""
+        return max((p.target.timeouts.after_cancel for p in self.fleet.all()), default=0.0)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop scheduling, let the runs in flight clean up within `timeout` (default:
+        `shutdown_bound()`), stop serving. True if every run finished."""
+        self.begin_shutdown()
+        return self.wind_down(time.monotonic() + (self.shutdown_bound() if timeout is None
+                                                  else timeout))  # fmt: skip
+
+    def begin_shutdown(self) -> None:
         self.stopping.set()
         self.scheduler.shutdown()
-        deadline = time.monotonic() + max(
-            (shutdown_bound(p.target) for p in self.probers), default=0
-        )
-        clean = True
-        for prober in self.probers:
-            if not prober.wait_idle(deadline - time.monotonic()):
-                clean = False
-                self.log.error("probe still running at shutdown", target=prober.target.name)
+
+    def cut_short(self, deadline: float) -> None:
+        """Cut the calls in flight short now; their removals get until `deadline`."""
+        if not self.interrupt.is_set():
+            left = round(max(deadline - time.monotonic(), 0), 1)
+            self.log.warning("cutting short the calls in flight; removing their sandboxes",
+                             seconds_left=left)  # fmt: skip
+        self.interrupt.fire(deadline)
+
+    def wind_down(self, deadline: float) -> bool:
+        """Wait for the runs in flight until `deadline`, cutting them short in time to
+        remove their sandboxes; then close the backends and stop serving."""
+        probers = self.fleet.all()
+        reserve = max((p.target.timeouts.remove for p in probers if p.busy), default=0.0)
+        reserve = min(reserve, max(deadline - time.monotonic(), 0.0) / 2)
+        idle = all(p.wait_idle(deadline - reserve - time.monotonic()) for p in probers)
+        if not idle:
+            self.cut_short(deadline)
+            idle = all(p.wait_idle(deadline - time.monotonic()) for p in probers)
+        for prober in probers:
+            if prober.busy:
+                self.log.error("probe still running at shutdown; its sandbox is removed by "
+                               "this instance's next start", target=prober.target.name)  # fmt: skip
             prober.close()
         if self.http is not None:
             self.http.stop()
-        self.log.info("stopped", clean=clean)
-        return clean
+        self.log.info("stopped", clean=idle)
+        return idle
 
-    def run_until_signal(self, auto_reload_interval: float | None = None) -> int:
-        """Serve until SIGTERM or SIGINT; SIGHUP reloads. The exit status.
+    def run_until_signal(
+        self, auto_reload_interval: float | None = None, shutdown_timeout: float | None = None
+    ) -> int:
+        """Serve until SIGTERM or SIGINT; SIGHUP reloads; a second SIGTERM or SIGINT
+        cuts the shutdown short. The exit status.
 
-        Signal handlers only wake the main loop (through set_wakeup_fd); the
-        work happens here, outside any handler.
+        Signal handlers only wake this loop (through set_wakeup_fd); the work
+        happens here, outside any handler.
         """
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)
@@ -167,14 +193,14 @@ class Daemon:
         signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: None)
-        watched = _FileWatch(Path(self.config.source)) if auto_reload_interval else None
+        watched = FileWatch(Path(self.config.source)) if auto_reload_interval else None
+        stops = (signal.SIGTERM, signal.SIGINT)
         self.start()
         try:
             while True:
-                readable, _, _ = select.select([wake_read], [], [], auto_reload_interval)
-                received = [signal.Signals(b) for b in wake_read.recv(64)] if readable else []
-                if any(s in (signal.SIGTERM, signal.SIGINT) for s in received):
-                    self.log.info("signal received", signal=received[-1].name)
+                received = _received(wake_read, auto_reload_interval)
+                if any(s in stops for s in received):
+                    self.log.info("signal received", signal=_name(received[-1]))
                     break
                 if signal.SIGHUP in received:
                     self.log.info("signal received", signal="SIGHUP")
@@ -182,89 +208,37 @@ class Daemon:
                 elif watched is not None and watched.changed():
                     self.log.info("config file changed", config=self.config.source)
                     self.reload()
+            self.begin_shutdown()
+            bound = self.shutdown_bound() if shutdown_timeout is None else shutdown_timeout
+            deadline = time.monotonic() + bound
+            outcome: list[bool] = []
+
+            def wind_down() -> None:
+                outcome.append(self.wind_down(deadline))
+                wake_write.send(_FINISHED)
+
+            threading.Thread(target=wind_down, name="shutdown", daemon=True).start()
+            while not outcome:
+                received = _received(wake_read, None)
+                if any(s in stops for s in received):
+                    self.log.info("signal received again", signal=_name(received[-1]))
+                    self.cut_short(deadline)
         finally:
             signal.set_wakeup_fd(-1)
             wake_read.close()
             wake_write.close()
-        return 0 if self.shutdown() else 1
-
-    # -- internals -----------------------------------------------------------------
-
-    def _prober(self, target: Target, guard: threading.Lock | None = None) -> Prober:
-        return Prober(
-            target,
-            self.config.instance,
-            self.metrics,
-            stopping=self.stopping,
-            backend=self._backends.get(target.name),
-            logger=self.log,
-            guard=guard,
-        )
-
-    def _apply(self, new: Config) -> dict[str, list[str]]:
-        """Swap in `new`: unchanged targets keep their prober and schedule untouched."""
-        same_instance = new.instance == self.config.instance
-        self.config = new
-        old = {p.target.name: p for p in self.probers}
-        probers: list[Prober] = []
-        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
-        for target in new.targets:
-            previous = old.pop(target.name, None)
-            if previous is not None and previous.target == target and same_instance:
-                probers.append(previous)
-                continue
-            if previous is None:
-                prober = self._prober(target)
-                self.scheduler.add(prober)
-                changes["added"].append(target.name)
-            else:
-                relabelled = (previous.target.backend, previous.target.buckets) != (
-                    target.backend,
-                    target.buckets,
-                )
-                self._retire(previous, drop_series=relabelled)
-                prober = self._prober(target, guard=previous.guard)
-                self.scheduler.replace(prober)
-                changes["changed"].append(target.name)
-            probers.append(prober)
-        for previous in old.values():
-            self.scheduler.remove(previous.target.name)
-            self._retire(previous, drop_series=True)
-            changes["removed"].append(previous.target.name)
-        self.probers = probers
-        return changes
-
-    def _retire(self, prober: Prober, *, drop_series: bool) -> None:
-        """Take `prober` out of service; a run it has in flight finishes under its config."""
-        if drop_series:
-            prober.record_results = False
-            self.metrics.remove_target(prober.target)
-
-        def close_when_idle() -> None:
-            prober.wait_idle(shutdown_bound(prober.target))
-            prober.close()
-
-        threading.Thread(
-            target=close_when_idle, name=f"retire:{prober.target.name}", daemon=True
-        ).start()
+        return 0 if outcome[0] else 1
 
 
-class _FileWatch:
-    """Notices when a file's content changes (for --config.auto-reload-interval)."""
+def _received(wake: socket.socket, timeout: float | None) -> list[int]:
+    """Signal numbers (and _FINISHED as 0) written since the last look; waits up to
+    `timeout` (None: until something comes)."""
+    readable, _, _ = select.select([wake], [], [], timeout)
+    return list(wake.recv(64)) if readable else []
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._digest = self._read()
 
-    def _read(self) -> str | None:
-        try:
-            return hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError:
-            return None
-
-    def changed(self) -> bool:
-        digest = self._read()
-        if digest is None or digest == self._digest:
-            return False
-        self._digest = digest
-        return True
+def _name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)

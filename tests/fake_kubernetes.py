@@ -9,8 +9,10 @@ its exit code in details.causes as the client parses it).
 Pods move Pending -> (PodScheduled) -> ContainerCreating -> Running with
 realistic conditions and containerStatuses, each change a watch event with a
 growing resourceVersion. `faults` makes it misbehave: forbidden, quota,
-image_pull, unschedulable, crash, slow_scheduling (seconds); `stop()` takes the
-whole server down (unreachable).
+image_pull, unschedulable, crash, slow_scheduling (seconds), exec_refused (the
+status of a refused exec handshake: 400, or 403 without `pods/exec`), hang (a set
+of "create", "exec", "delete": those requests are accepted and never answered);
+`stop()` takes the whole server down (unreachable).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FakeKubernetes:
         self.faults: dict[str, Any] = {}
         self.requests: list[tuple[str, str]] = []
         self.exec_commands: list[list[str]] = []
+        self.hung: list[tuple[str, str]] = []
         self._rv = 100
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop = asyncio.new_event_loop()
@@ -114,8 +117,20 @@ class FakeKubernetes:
         self.requests.append((request.method, request.path_qs))
         if request.headers.get("Authorization") != "Bearer fake-token":
             return _status(401, "Unauthorized", "Unauthorized")
+        if self._hangs(request):
+            self.hung.append((request.method, request.path))
+            await asyncio.Event().wait()  # accepted, never answered (until the client gives up)
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _hangs(self, request: web.Request) -> bool:
+        hang = self.faults.get("hang", set())
+        path = request.path
+        return (
+            ("create" in hang and request.method == "POST" and path.endswith("/pods"))
+            or ("exec" in hang and path.endswith("/exec"))
+            or ("delete" in hang and request.method == "DELETE" and "/pods/" in path)
+        )
 
     # -- store ----------------------------------------------------------------------
 
@@ -303,6 +318,13 @@ class FakeKubernetes:
             return _status(400, "BadRequest", f"pod {name} is not running")
         command = request.query.getall("command")
         self.exec_commands.append(command)
+        refused = self.faults.get("exec_refused")
+        if refused == 403:
+            return _status(403, "Forbidden", f'pods "{name}" is forbidden: User "system:'
+                           'serviceaccount:monitoring:sandbox-exporter" cannot create resource '
+                           f'"pods/exec" in API group "" in the namespace "{ns}"')  # fmt: skip
+        if refused == 400:
+            return _status(400, "BadRequest", f"container probe is not valid for pod {name}")
         ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
         await ws.prepare(request)
         if command[:1] == ["echo"]:

@@ -1,16 +1,28 @@
 """A scriptable in-process backend for testing the runner, metrics and scheduler.
 
 It is not a stand-in for any engine (those are tested for real); it lets a
-test say "create takes 1.5 s", "start hangs", "exec answers 'nope'".
+test say "create takes 1.5 s" (on a FakeClock), "start hangs", "exec answers
+'nope'".
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from exporter.backends.base import BackendError, ExecResult, ManagedSandbox, SandboxSpec
+from exporter.backends.base import (
+    BackendError,
+    Deadline,
+    ExecResult,
+    ManagedSandbox,
+    SandboxRef,
+    SandboxSpec,
+)
+from exporter.config import Target
+from exporter.probing.calls import ThreadCalls
+from exporter.probing.fleet import BackendFactory
 
 
 class FakeClock:
@@ -43,9 +55,15 @@ class FakeBackend:
     on_call: Callable[[str], None] | None = None
     release: threading.Event = field(default_factory=threading.Event)
     entered: dict[str, threading.Event] = field(default_factory=dict)
+    deadlines: dict[str, Deadline] = field(default_factory=dict)
 
-    def _do(self, method: str, arg: str = "") -> None:
+    def __post_init__(self) -> None:
+        if self.costs and self.clock is None:
+            raise ValueError("costs are seconds on a FakeClock: give the clock too")
+
+    def _do(self, method: str, arg: str, deadline: Deadline) -> None:
         self.calls.append((method, arg))
+        self.deadlines[method] = deadline
         self.entered.setdefault(method, threading.Event()).set()
         if self.on_call is not None:
             self.on_call(method)
@@ -59,43 +77,59 @@ class FakeBackend:
     def called(self, method: str) -> list[str]:
         return [arg for m, arg in self.calls if m == method]
 
-    def ping(self) -> None:
-        self._do("ping")
+    def ping(self, deadline: Deadline) -> None:
+        self._do("ping", "", deadline)
 
-    def image_present(self, image: str) -> bool:
-        self._do("image_present", image)
+    def image_present(self, image: str, deadline: Deadline) -> bool:
+        self._do("image_present", image, deadline)
         return image in self.images
 
-    def pull_image(self, image: str) -> None:
-        self._do("pull_image", image)
+    def pull_image(self, image: str, deadline: Deadline) -> None:
+        self._do("pull_image", image, deadline)
         self.images.add(image)
 
-    def create(self, spec: SandboxSpec) -> None:
-        self._do("create", spec.name)
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
+        self._do("create", spec.name, deadline)
         self.existing.add(spec.name)
+        return SandboxRef(spec.name)
 
-    def start(self, name: str) -> None:
-        self._do("start", name)
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        self._do("start", sandbox.name, deadline)
 
-    def exec(self, name: str, command: list[str]) -> ExecResult:
-        self._do("exec", name)
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        self._do("exec", sandbox.name, deadline)
         return self.exec_result
 
-    def stop(self, name: str, grace_seconds: float) -> None:
-        self._do("stop", name)
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
+        self._do("stop", sandbox.name, deadline)
 
-    def remove(self, name: str) -> None:
-        self._do("remove", name)
-        self.existing.discard(name)
-        self.orphans = [o for o in self.orphans if o.name != name]
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        self._do("remove", sandbox.name, deadline)
+        self.existing.discard(sandbox.name)
+        self.orphans = [o for o in self.orphans if o.name != sandbox.name]
 
-    def list_managed(self, instance: str, target: str) -> list[ManagedSandbox]:
-        self._do("list_managed", target)
-        return [o for o in self.orphans if o.instance == instance and o.target == target]
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        self._do("list_managed", target, deadline)
+        return [o for o in self.orphans if o.target == target]
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        self.calls.append(("kill", sandbox.name))
 
     def close(self) -> None:
+        self.calls.append(("close", ""))
         self.release.set()
 
 
 def failing(message: str = "engine said no") -> BackendError:
     return BackendError(message)
+
+
+def by_name(backends: Mapping[str, Any]) -> BackendFactory:
+    """A daemon's backend factory that reads `backends` (target name -> object) each
+    time a prober is made, so a test may change it between reloads."""
+    return lambda target: backends.get(target.name)
+
+
+def calls(backend: Any, target: Target | None = None) -> ThreadCalls:
+    """`backend`'s calls as the runner makes them (on threads)."""
+    return ThreadCalls(backend, target.name if target is not None else "fake")

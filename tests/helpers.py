@@ -19,9 +19,10 @@ def make_config(*targets: dict[str, Any], defaults: dict[str, Any] | None = None
     return parse_config(data, source="<test>")
 
 
-def make_target(**settings: Any) -> Target:
-    """One namespace-kind target with the given settings (the backend object is injected)."""
-    return make_config({"name": "fake", "backend": "namespace", **settings}).targets[0]
+def make_target(backend: str = "namespace", **settings: Any) -> Target:
+    """One target named `fake` of that backend kind, with the given settings (tests
+    inject the backend object)."""
+    return make_config({"name": "fake", "backend": backend, **settings}).targets[0]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from exporter.config import ConfigError, parse_config
 from exporter.daemon import Daemon
-from exporter.web_process import ServingOptions
-from tests.fakes import FakeBackend
+from exporter.web.front_supervisor import ServingOptions
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 
 scalars = st.one_of(
@@ -104,7 +104,7 @@ def served() -> Iterator[tuple[Daemon, str, int]]:
     )
     backend = FakeBackend()
     # clients that send nothing are dropped after half a second (30 s by default)
-    d = Daemon(config, listen_address="127.0.0.1:0", backends={"fake": backend},
+    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": backend}),
                serving=ServingOptions(read_timeout=0.5))  # fmt: skip
     d.start()
     host, port = d.http.address if d.http else ("", 0)

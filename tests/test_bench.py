@@ -12,9 +12,15 @@ from typing import Any
 
 import pytest
 
-from exporter.bench import BenchError, bench_targets, nearest_rank, parse_backend_names, run_bench
-from exporter.bench_report import render_json, render_table
 from exporter.cli import main
+from exporter.commands.bench import (
+    BenchError,
+    bench_targets,
+    nearest_rank,
+    parse_backend_names,
+    run_bench,
+)
+from exporter.commands.bench_report import render_json, render_table
 from tests.conftest import TEST_IMAGE
 from tests.fakes import FakeBackend, FakeClock, failing
 from tests.helpers import make_config, wait_for
@@ -44,7 +50,7 @@ def test_nearest_rank_percentiles() -> None:
 
 def test_without_names_every_local_backend_and_the_image_override() -> None:
     targets = bench_targets(None, None, "img:2")
-    assert [t.backend for t in targets] == ["docker", "namespace", "podman"]
+    assert [t.backend for t in targets] == ["docker", "podman", "namespace"], "registry order"
     assert all(t.image == "img:2" for t in targets)
     config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
     assert [t.name for t in bench_targets(config, ["namespace"], None)] == ["b"]
@@ -74,7 +80,7 @@ def bench_with_fakes(**kwargs: Any) -> Any:
         warmup=1,
         instance="test-instance",
         cancel=threading.Event(),
-        backends={"good": good, "flaky": flaky, "absent": absent},
+        injected={"good": good, "flaky": flaky, "absent": absent},
         **kwargs,
     )
 
@@ -192,7 +198,7 @@ class _Stream:
 
 
 def test_progress_bar_only_on_a_terminal() -> None:
-    from exporter.bench_cli import ProgressBar
+    from exporter.commands.bench_cli import ProgressBar
 
     terminal, pipe = _Stream(tty=True), _Stream(tty=False)
     for stream in (terminal, pipe):

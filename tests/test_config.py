@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.backends import BACKENDS
+from exporter import backends
+from exporter.backends.base import BackendKind, BackendOptions
 from exporter.cli import main
-from exporter.config import BACKEND_OPTIONS, ConfigError, load_config, parse_config
+from exporter.config import ConfigError, load_config, parse_config
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "config" / "examples").glob("*.yaml"))
 
@@ -140,8 +141,15 @@ def test_targets_auto_uses_discovery() -> None:
         parse_config({"targets": "auto"}, discover=list)
 
 
-def test_every_backend_has_an_options_block() -> None:
-    assert set(BACKEND_OPTIONS) == set(BACKENDS)
+def test_every_registered_backend_declares_itself_and_has_its_block() -> None:
+    for name in backends.MODULES:
+        kind = backends.kind(name)
+        assert isinstance(kind, BackendKind)
+        assert kind.name == name
+        assert issubclass(kind.options, BackendOptions)
+        config = parse_config({"targets": [{"name": "t", "backend": name, name: {}}]})
+        assert isinstance(config.targets[0].options, kind.options)
+    assert backends.kind(" K8S ").name == "kubernetes", "aliases, any case, trimmed"
 
 
 def test_check_config_exit_codes_and_messages(

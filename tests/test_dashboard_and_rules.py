@@ -24,7 +24,7 @@ from exporter.config import DEFAULT_BUCKETS
 from exporter.daemon import Daemon
 from grafana import dashboard
 from tests.conftest import TEST_IMAGE, Engine, unavailable
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 
 ROOT = Path(__file__).parent.parent
@@ -85,7 +85,9 @@ def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
 
 def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
     config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
-    d = Daemon(config, listen_address=None, backends={"a": FakeBackend(), "b": FakeBackend()})
+    d = Daemon(
+        config, listen_address=None, backends=by_name({"a": FakeBackend(), "b": FakeBackend()})
+    )
     exposed = {line.split("{")[0].split(" ")[0] for line in d.exposition().decode().splitlines()
                if line and not line.startswith("#")}  # fmt: skip
     recorded = {r["record"] for r in rules() if "record" in r}

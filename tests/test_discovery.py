@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.discovery import discover_targets, podman_url
+from exporter.backends.podman import podman_url
+from exporter.config.discovery import discover, discover_targets
 from tests.conftest import Engine
 
 
@@ -33,7 +34,20 @@ def test_podman_behind_docker_host_is_probed_once(
 ) -> None:
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", podman_engine.url)
-    assert backends(discover_targets()) == ["docker", "namespace"]
+    found, missing = discover()
+    assert backends(found) == ["docker", "namespace"]
+    assert missing["podman"] == f"{podman_engine.url} is already probed as docker"
+
+
+def test_what_is_not_found_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    found, missing = discover()
+    assert backends(found) == ["namespace"]
+    assert missing == {
+        "docker": "nothing answers GET /_ping at unix:///nonexistent/docker.sock",
+        "podman": "nothing answers GET /_ping at unix:///nonexistent/podman.sock",
+    }, "remote backends (kubernetes) are never looked for"
 
 
 def test_podman_default_sockets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from exporter.backends.base import SandboxSpec
-from exporter.backends.docker import _split_image
+from exporter.backends.base import Deadline, SandboxSpec
+from exporter.backends.docker import split_image
 from exporter.daemon import Daemon
-from exporter.lifecycle import Phase, ProbeResult, Reason
-from exporter.metrics import Metrics
-from exporter.prober import Prober, build_backend
+from exporter.metrics.families import Metrics
+from exporter.probing.lifecycle import Phase, ProbeResult, Reason
+from exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call
@@ -70,27 +70,30 @@ def test_a_full_lifecycle_lands_in_metrics(engine: Engine) -> None:
 
 def test_the_container_is_hardened_and_labelled(engine: Engine) -> None:
     target = make_config(engine_target(engine)).targets[0]
-    backend = build_backend(target)
+    backend = target.kind.build(target.options, target.timeouts)
     name = "sandbox-exporter-probe-hardening"
     spec = SandboxSpec(
         name=name,
-        image=TEST_IMAGE,
         labels={"sandbox-exporter.io/managed": "true", "sandbox-exporter.io/target": "probe"},
+        image=TEST_IMAGE,
+        pull_policy="never",
         cpus=0.5,
         memory_mb=128,
         pids_limit=32,
+        stop_grace=1,
     )
-    backend.create(spec)
+    sandbox = backend.create(spec, Deadline.after(30))
     try:
-        backend.start(name)
+        backend.start(sandbox, Deadline.after(30))
         answer = backend.exec(
-            name,
+            sandbox,
             ["sh", "-c", "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status; "
              "grep -c NoNewPrivs:.1 /proc/self/status; touch /probe 2>&1; echo $?"],
+            Deadline.after(30),
         )  # fmt: skip
         info = engine.client.api.inspect_container(name)
     finally:
-        backend.remove(name)
+        backend.remove(sandbox, Deadline.after(30))
         backend.close()
     host = info["HostConfig"]
     assert host["NetworkMode"] == "none"
@@ -195,11 +198,11 @@ def test_orphans_of_this_instance_and_target_only_are_removed(engine: Engine) ->
 
 
 def test_image_references_split_into_repository_and_tag() -> None:
-    assert _split_image("busybox") == ("busybox", "latest")
-    assert _split_image("busybox:1.36") == ("busybox", "1.36")
-    assert _split_image("localhost:5000/team/img") == ("localhost:5000/team/img", "latest")
-    assert _split_image("localhost:5000/img:2") == ("localhost:5000/img", "2")
-    assert _split_image("img@sha256:abc") == ("img", "sha256:abc")
+    assert split_image("busybox") == ("busybox", "latest")
+    assert split_image("busybox:1.36") == ("busybox", "1.36")
+    assert split_image("localhost:5000/team/img") == ("localhost:5000/team/img", "latest")
+    assert split_image("localhost:5000/img:2") == ("localhost:5000/img", "2")
+    assert split_image("img@sha256:abc") == ("img", "sha256:abc")
 
 
 def test_an_unknown_runtime_fails_that_target_and_the_exporter_keeps_going(engine: Engine) -> None:

@@ -10,20 +10,21 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.backends.base import SandboxSpec
-from exporter.backends.docker import DockerBackend
-from exporter.config import Config, DockerOptions, Settings, Target, parse_config
+from exporter.backends.base import Deadline, SandboxRef, SandboxSpec
+from exporter.backends.docker import DockerBackend, DockerOptions
+from exporter.config import Config, Settings, Target, parse_config
 from exporter.daemon import Daemon
-from exporter.lifecycle import Phase, Reason
+from exporter.probing.lifecycle import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
 from tests.engine_proxy import KillingProxy
+from tests.fakes import by_name
 from tests.helpers import wait_for
 from tests.test_server import call
 
@@ -124,7 +125,8 @@ def sample(d: Daemon, name: str, **labels: str) -> float:
 
 def daemon(t: Target, backend: Any = None) -> Daemon:
     config = Config(instance="fault-test", defaults=Settings(), targets=(t,))
-    return Daemon(config, listen_address=None, backends={"faulty": backend} if backend else None)
+    return Daemon(config, listen_address=None,
+                  backends=by_name({"faulty": backend}) if backend else None)  # fmt: skip
 
 
 def failed_once(d: Daemon, phase: Phase, words: str) -> None:
@@ -165,8 +167,9 @@ class Sabotaged(DockerBackend):
     """The real Docker backend; on the first call of one phase it signals dockerd first."""
 
     def __init__(self, t: Target, engine: PrivateDockerd, phase: str, signum: int) -> None:
-        super().__init__(t)
-        self.engine = engine
+        assert isinstance(t.options, DockerOptions)
+        super().__init__(t.options, t.timeouts)
+        self.dockerd = engine
         self.phase = phase
         self.signum = signum
         self.done = threading.Event()
@@ -174,29 +177,29 @@ class Sabotaged(DockerBackend):
     def _strike(self, phase: str) -> None:
         if phase == self.phase and not self.done.is_set():
             self.done.set()
-            self.engine.signal(self.signum)
+            self.dockerd.signal(self.signum)
             if self.signum == signal.SIGKILL:
-                wait_for(lambda: _zombie(self.engine.pid), what="dockerd dead")
+                wait_for(lambda: _zombie(self.dockerd.pid), what="dockerd dead")
 
-    def create(self, spec: SandboxSpec) -> None:
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         self._strike("create")
-        super().create(spec)
+        return super().create(spec, deadline)
 
-    def start(self, name: str) -> None:
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
         self._strike("start")
-        super().start(name)
+        super().start(sandbox, deadline)
 
-    def exec(self, name: str, command: list[str]) -> Any:
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> Any:
         self._strike("exec")
-        return super().exec(name, command)
+        return super().exec(sandbox, command, deadline)
 
-    def stop(self, name: str, grace_seconds: float) -> None:
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         self._strike("stop")
-        super().stop(name, grace_seconds)
+        super().stop(sandbox, grace_seconds, deadline)
 
-    def remove(self, name: str) -> None:
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
         self._strike("remove")
-        super().remove(name)
+        super().remove(sandbox, deadline)
 
 
 @pytest.mark.parametrize("phase", ["create", "start", "exec", "stop", "remove"])

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.cli import main
-from exporter.metrics import Metrics
-from exporter.prober import Prober
+from exporter.metrics.families import Metrics
+from exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine
 from tests.helpers import make_config
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.metrics import Metrics
-from exporter.prober import Prober
+from exporter.metrics.families import Metrics
+from exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.helpers import make_config
 

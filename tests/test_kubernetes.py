@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from exporter.config import parse_config
-from exporter.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
-from exporter.metrics import Metrics
-from exporter.prober import Prober
+from exporter.metrics.families import Metrics
+from exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
+from exporter.probing.prober import Prober
 from tests.fake_kubernetes import FakeKubernetes
+from tests.helpers import wait_for
 
 pytest.importorskip("kubernetes")
 
@@ -162,6 +163,48 @@ def test_an_unreachable_api_server(fake: FakeKubernetes, kubeconfig: str) -> Non
         registry.get_sample_value("sandbox_backend_up", {"target": "k8s", "backend": "kubernetes"})
         == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(400, "container probe is not valid"), (403, 'cannot create resource "pods/exec"')],
+)
+def test_a_refused_exec_is_an_error_not_an_outage(
+    fake: FakeKubernetes, kubeconfig: str, status: int, words: str
+) -> None:
+    """A refused exec handshake (400; 403 without `pods/exec`) is the cluster saying
+    no, in its own words; the API server is up."""
+    fake.faults["exec_refused"] = status
+    registry = CollectorRegistry()
+    result = run(prober(kubeconfig, registry))
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase.EXEC, Reason.ERROR)
+    assert f"answered {status}" in result.failure.message
+    assert words in result.failure.message
+    labels = {"target": "k8s", "backend": "kubernetes"}
+    assert registry.get_sample_value("sandbox_backend_up", labels) == 1
+    assert fake.pods == {}
+
+
+@pytest.mark.parametrize(("hang", "phase"), [("create", "create"), ("exec", "exec"),
+                                             ("delete", "stop")])  # fmt: skip
+def test_a_call_never_answered_leaves_no_thread_behind(
+    fake: FakeKubernetes, kubeconfig: str, hang: str, phase: str
+) -> None:
+    """An API server that accepts a request and never answers: the phase times out,
+    and the thread that made the call ends with its deadline, not never."""
+    fake.faults["hang"] = {hang}
+    before = set(threading.enumerate())
+    result = run(prober(kubeconfig, timeouts={"create": "1s", "start": "5s", "exec": "1s",
+                                              "stop": "2s", "remove": "1s"}))  # fmt: skip
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason.TIMEOUT)
+    assert fake.hung, "the double held the request"
+
+    def left() -> list[str]:
+        return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+    wait_for(lambda: not left(), timeout=10, what="every call's thread to end")
 
 
 def test_a_policy_left_without_its_pod_is_collected(fake: FakeKubernetes, kubeconfig: str) -> None:

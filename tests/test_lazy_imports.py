@@ -11,7 +11,7 @@ import sys
 from prometheus_client import CollectorRegistry
 from exporter.config import parse_config
 from exporter.daemon import Daemon
-from exporter.lifecycle import LifecycleRunner
+from exporter.probing.lifecycle import LifecycleRunner
 config = parse_config({"targets": [{"name": "ns", "backend": "namespace"}]})
 daemon = Daemon(config, listen_address=None)
 print(",".join(sorted(m for m in ("docker", "requests", "urllib3", "kubernetes") if m in sys.modules)))

@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from exporter.backends.base import BackendUnavailable, ExecResult
-from exporter.lifecycle import LIFECYCLE, LifecycleRunner, Phase, Reason
-from tests.fakes import FakeBackend, FakeClock, failing
+from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, Reason
+from tests.fakes import FakeBackend, FakeClock, calls, failing
 from tests.helpers import make_target, wait_for
 
 COSTS = {"create": 0.5, "start": 1.25, "exec": 0.125, "stop": 2.0, "remove": 0.25}
@@ -19,10 +19,10 @@ COSTS = {"create": 0.5, "start": 1.25, "exec": 0.125, "stop": 2.0, "remove": 0.2
 def runner(
     backend: FakeBackend, clock: FakeClock | None = None, **settings: object
 ) -> LifecycleRunner:
-    target = make_target(**settings)
+    target = make_target("docker", **settings)  # a kind whose images the runner pulls
     if clock is None:
-        return LifecycleRunner(backend, target, "test-instance")
-    return LifecycleRunner(backend, target, "test-instance", clock=clock)
+        return LifecycleRunner(calls(backend), target, "test-instance")
+    return LifecycleRunner(calls(backend), target, "test-instance", clock=clock)
 
 
 def test_each_phase_duration_lands_in_its_phase() -> None:
@@ -44,9 +44,9 @@ def test_sandbox_is_named_and_labelled_for_this_exporter() -> None:
     backend = FakeBackend()
     original = backend.create
 
-    def create(spec):  # type: ignore[no-untyped-def]
+    def create(spec, deadline):  # type: ignore[no-untyped-def]
         seen["spec"] = spec
-        original(spec)
+        return original(spec, deadline)
 
     backend.create = create  # type: ignore[method-assign]
     result = runner(backend).run()

@@ -6,8 +6,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import DEFAULT_BUCKETS
-from exporter.lifecycle import Failure, Phase, ProbeResult, Reason
-from exporter.metrics import Metrics
+from exporter.metrics.families import Metrics
+from exporter.probing.lifecycle import Failure, Phase, ProbeResult, Reason
 from tests.helpers import make_config
 
 DURATIONS = {

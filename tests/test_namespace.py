@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.backends.base import SandboxSpec
-from exporter.backends.namespace import NamespaceBackend
-from exporter.lifecycle import LIFECYCLE, LifecycleRunner
-from exporter.metrics import Metrics
-from exporter.prober import Prober
-from tests.helpers import make_target
+from exporter.backends.base import Deadline, SandboxRef, SandboxSpec
+from exporter.backends.namespace import NamespaceBackend, NamespaceOptions
+from exporter.config import Target
+from exporter.metrics.families import Metrics
+from exporter.probing.calls import PhaseTimeout
+from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from exporter.probing.prober import Prober
+from tests.fakes import calls
+from tests.helpers import make_target, wait_for
 
 pytestmark = pytest.mark.namespace
 
@@ -39,17 +42,28 @@ def _needs_namespaces(tmp_path: Path) -> None:
 def spec(name: str) -> SandboxSpec:
     return SandboxSpec(
         name=name,
-        image="",
         labels={
             "sandbox-exporter.io/managed": "true",
             "sandbox-exporter.io/target": "fake",
             "sandbox-exporter.io/instance": "test-instance",
             "sandbox-exporter.io/created-at": "1",
         },
+        image="",
+        pull_policy="never",
         cpus=1,
         memory_mb=64,
         pids_limit=64,
+        stop_grace=5,
     )
+
+
+def backend_for(target: Target) -> NamespaceBackend:
+    assert isinstance(target.options, NamespaceOptions)
+    return NamespaceBackend(target.options, target.timeouts)
+
+
+def soon() -> Deadline:
+    return Deadline.after(10)
 
 
 def test_a_full_lifecycle_is_recorded(tmp_path: Path) -> None:
@@ -68,18 +82,20 @@ def test_a_full_lifecycle_is_recorded(tmp_path: Path) -> None:
 
 
 def test_the_command_runs_inside_new_namespaces(tmp_path: Path) -> None:
-    backend = NamespaceBackend(make_target(namespace={"state_dir": str(tmp_path)}))
+    backend = backend_for(make_target(namespace={"state_dir": str(tmp_path)}))
     name = "sandbox-exporter-fake-isolation"
-    backend.create(spec(name))
+    sandbox = backend.create(spec(name), soon())
     try:
-        backend.start(name)
+        backend.start(sandbox, soon())
         answer = backend.exec(
-            name, ["sh", "-c", "echo $$; cat /proc/sys/kernel/hostname; tail -n +3 /proc/net/dev"]
+            sandbox,
+            ["sh", "-c", "echo $$; cat /proc/sys/kernel/hostname; tail -n +3 /proc/net/dev"],
+            soon(),
         )
         init_pid = backend._get(name).init_pid
-        backend.stop(name, grace_seconds=5)
+        backend.stop(sandbox, 5, soon())
     finally:
-        backend.remove(name)
+        backend.remove(sandbox, soon())
     pid, hostname, *rest = answer.output.splitlines()
     assert answer.exit_code == 0
     assert int(pid) < 10, "a fresh pid namespace"
@@ -93,8 +109,7 @@ def test_the_command_runs_inside_new_namespaces(tmp_path: Path) -> None:
 
 def test_exec_mismatch_is_caught(tmp_path: Path) -> None:
     target = make_target(namespace={"state_dir": str(tmp_path)}, command=["sh", "-c", "echo bye"])
-    backend = NamespaceBackend(target)
-    result = LifecycleRunner(backend, target, "test-instance").run()
+    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
     assert result.failure is not None
     assert result.failure.reason == "exec_mismatch"
     assert list(tmp_path.iterdir()) == []
@@ -102,19 +117,18 @@ def test_exec_mismatch_is_caught(tmp_path: Path) -> None:
 
 def test_a_sandbox_left_by_a_killed_exporter_is_found_and_removed(tmp_path: Path) -> None:
     target = make_target(namespace={"state_dir": str(tmp_path)})
-    earlier = NamespaceBackend(target)
+    earlier = backend_for(target)
     name = "sandbox-exporter-fake-orphan"
-    earlier.create(spec(name))
-    earlier.start(name)
+    earlier.start(earlier.create(spec(name), soon()), soon())
     init_pid = earlier._get(name).init_pid
     # a new process of the exporter knows nothing of `earlier`'s state
-    later = NamespaceBackend(target)
-    orphans = later.list_managed("test-instance", "fake")
-    assert [o.name for o in orphans] == [name]
-    assert later.list_managed("someone-else", "fake") == []
-    later.remove(name)
+    later = backend_for(target)
+    orphans = later.list_managed("fake", soon())
+    assert [(o.name, o.instance) for o in orphans] == [(name, "test-instance")]
+    assert later.list_managed("another-target", soon()) == []
+    later.remove(SandboxRef(name), soon())
     earlier._running[name].unshare.wait(timeout=10)
-    assert not Path(f"/proc/{init_pid}").exists()
+    wait_for(lambda: _gone(init_pid), what="the init killed")
     assert not (tmp_path / name).exists()
 
 
@@ -132,11 +146,11 @@ def test_an_unprivileged_user_runs_it_through_a_user_namespace(tmp_path: Path) -
 
 def run_as_nobody(tmp_path: Path) -> None:
     script = (
-        "from exporter.lifecycle import LifecycleRunner\n"
-        "from exporter.backends.namespace import NamespaceBackend\n"
+        "from exporter.probing.lifecycle import LifecycleRunner\n"
+        "from exporter.probing.prober import calls_for\n"
         "from tests.helpers import make_target\n"
         f"t = make_target(namespace={{'state_dir': '{tmp_path}/state'}})\n"
-        "r = LifecycleRunner(NamespaceBackend(t), t, 'i').run()\n"
+        "r = LifecycleRunner(calls_for(t), t, 'i').run()\n"
         "print('OK' if r.success else r.failure)\n"
     )
     done = subprocess.run(
@@ -147,3 +161,32 @@ def run_as_nobody(tmp_path: Path) -> None:
     if "Operation not permitted" in done.stdout + done.stderr and "unshare" in done.stdout:
         pytest.skip(f"unprivileged user namespaces are disabled here: {done.stdout.strip()}")
     assert done.stdout.strip().endswith("OK"), done.stdout + done.stderr
+
+
+def test_a_start_past_its_deadline_is_ended_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An init that never says ready: the start ends at its deadline, and the
+    process it waited on goes with the sandbox."""
+    target = make_target(namespace={"state_dir": str(tmp_path)})
+    backend = backend_for(target)
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "unshare").write_text("#!/bin/sh\nexec sleep 60\n")  # never says ready
+    (stub / "unshare").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub}:{os.environ['PATH']}")
+    name = "sandbox-exporter-fake-stuck"
+    sandbox = backend.create(spec(name), soon())
+    with pytest.raises(PhaseTimeout, match="start did not finish within 300ms"):
+        calls(backend, target).call("start", sandbox, timeout=0.3, sandbox=sandbox)
+    recorded = [int(line.split()[0]) for line in (tmp_path / name / "pid").read_text().splitlines()]
+    backend.remove(sandbox, soon())
+    wait_for(lambda: all(_gone(pid) for pid in recorded), what="its processes killed")
+    assert not (tmp_path / name).exists()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -10,7 +10,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.daemon import Daemon
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config
 from tests.test_server import call
 
@@ -53,7 +53,7 @@ def test_probe_json_and_a_failing_target(
 
 def test_health_turns_bad_when_a_target_is_not_run_or_the_scheduler_dies() -> None:
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address=None, backends={"fake": FakeBackend()})
+    d = Daemon(config, listen_address=None, backends=by_name({"fake": FakeBackend()}))
     d.start()
     try:
         assert call(d.app, "/-/healthy")[0].startswith("200")
@@ -77,8 +77,8 @@ def test_probe_beside_a_running_daemon_leaves_its_sandbox_alone() -> None:
     from prometheus_client import CollectorRegistry
 
     from exporter.backends.base import ManagedSandbox
-    from exporter.metrics import Metrics
-    from exporter.prober import Prober
+    from exporter.metrics.families import Metrics
+    from exporter.probing.prober import Prober
 
     in_flight = ManagedSandbox(
         "sandbox-exporter-fake-daemons", "fake", "test-instance", time.time()

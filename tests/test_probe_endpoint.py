@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporter.daemon import Daemon
-from tests.fakes import FakeBackend, failing
+from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call
 
@@ -20,7 +20,9 @@ from tests.test_server import call
 def daemon(backend: FakeBackend, **settings: object) -> Daemon:
     config = make_config({"name": "fake", "backend": "namespace", **settings},
                          {"name": "other", "backend": "namespace"})  # fmt: skip
-    return Daemon(config, listen_address=None, backends={"fake": backend, "other": FakeBackend()})
+    return Daemon(
+        config, listen_address=None, backends=by_name({"fake": backend, "other": FakeBackend()})
+    )
 
 
 FAKE = {"target": "fake", "backend": "namespace"}

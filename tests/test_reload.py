@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import scraped, wait_for
 from tests.process import ExporterProcess
 
@@ -26,16 +26,13 @@ B_CHANGED = "{name: b, backend: namespace, interval: 2h, buckets: [0.5, 1, 2]}"
 C = "{name: c, backend: namespace, interval: 1h}"
 
 
-class Fakes(dict[str, FakeBackend]):
-    def get(self, name: str, default: Any = None) -> FakeBackend:
-        return self.setdefault(name, FakeBackend())
-
-
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
     path = tmp_path / "config.yaml"
     write(path, A, B)
-    d = Daemon(load_config(path), listen_address=None, backends=Fakes(),
+    fakes: dict[str, FakeBackend] = {}
+    d = Daemon(load_config(path), listen_address=None,
+               backends=lambda target: fakes.setdefault(target.name, FakeBackend()),
                loader=lambda: load_config(path))  # fmt: skip
     d.start()
     wait_for(lambda: d.probers[0].last_result, what="a's first run")
@@ -91,7 +88,7 @@ def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
     write(path, "{name: a, backend: namespace, interval: 1h, command: [echo, hello]}")
     old_backend = FakeBackend(hang={"exec"})
     backends = {"a": old_backend}
-    d = Daemon(load_config(path), listen_address=None, backends=backends,
+    d = Daemon(load_config(path), listen_address=None, backends=by_name(backends),
                loader=lambda: load_config(path))  # fmt: skip
     d.start()
     try:
@@ -166,3 +163,36 @@ def test_the_config_file_is_watched_when_asked(tmp_path: Path) -> None:
         wait_for(lambda: successes(process, "w") == 1, what="w picked up without a signal")
     finally:
         assert process.stop() == 0
+
+
+def test_a_retired_backend_is_closed_only_once_its_run_is_over(tmp_path: Path) -> None:
+    """A run longer than the old fixed wait (the longest call plus a removal): its
+    backend must not be closed under it by the reload that retired its target."""
+    path = tmp_path / "config.yaml"
+    timeouts = (
+        "timeouts: {pull: 1s, create: 1s, start: 1s, exec: 1s, stop: 1s, remove: 1s}, "
+        "stop_grace: 500ms"
+    )  # a run bound the old code waited no longer than: 2 s
+    write(path, f"{{name: a, backend: namespace, interval: 1h, {timeouts}}}")
+    engine_busy = threading.Event()  # never set: each of three calls takes 0.7 s
+
+    def slow(method: str) -> None:
+        if method in ("create", "start", "exec"):
+            engine_busy.wait(0.7)
+
+    old_backend = FakeBackend(on_call=slow)
+    backends = {"a": old_backend}
+    d = Daemon(load_config(path), listen_address=None, backends=by_name(backends),
+               loader=lambda: load_config(path))  # fmt: skip
+    d.start()
+    try:
+        wait_for(lambda: old_backend.entered.get("create"), what="the old run in create")
+        backends["a"] = FakeBackend()
+        write(path, f"{{name: a, backend: namespace, interval: 2h, {timeouts}}}")
+        assert d.reload() == []
+        wait_for(lambda: "close" in [m for m, _ in old_backend.calls], timeout=15,
+                 what="the old backend closed")  # fmt: skip
+        methods = [m for m, _ in old_backend.calls]
+        assert methods.index("close") > methods.index("remove"), methods
+    finally:
+        d.shutdown()

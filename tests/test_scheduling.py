@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.backends.base import ManagedSandbox
 from exporter.daemon import Daemon
-from exporter.metrics import Metrics
-from exporter.prober import Prober
-from exporter.scheduler import first_run_offsets
-from tests.fakes import FakeBackend
+from exporter.metrics.families import Metrics
+from exporter.probing.prober import Prober
+from exporter.probing.scheduler import first_run_offsets
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, make_target, wait_for
 
 
@@ -39,7 +41,7 @@ def test_every_target_runs_at_start_up_not_one_interval_later() -> None:
         {"name": "b", "backend": "namespace", "interval": "1h", "jitter": "0s"},
     )
     backends = {"a": FakeBackend(), "b": FakeBackend()}
-    d = Daemon(config, listen_address=None, backends=backends)
+    d = Daemon(config, listen_address=None, backends=by_name(backends))
     started = datetime.now(UTC)
     d.start()
     try:
@@ -63,7 +65,7 @@ def test_a_run_still_going_when_the_next_is_due_is_skipped_and_counted() -> None
     config = make_config(
         {"name": "fake", "backend": "namespace", "interval": "50ms", "jitter": "0s"}
     )
-    d = Daemon(config, listen_address=None, backends={"fake": backend})
+    d = Daemon(config, listen_address=None, backends=by_name({"fake": backend}))
     d.start()
     try:
         wait_for(lambda: sample(d.registry, "sandbox_probe_skipped_total") >= 2, what="skips")
@@ -78,7 +80,7 @@ def test_a_run_still_going_when_the_next_is_due_is_skipped_and_counted() -> None
 def test_shutdown_lets_the_running_probe_clean_up() -> None:
     backend = FakeBackend(hang={"start"})
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address=None, backends={"fake": backend})
+    d = Daemon(config, listen_address=None, backends=by_name({"fake": backend}))
     d.start()
     wait_for(lambda: backend.entered.get("start"), what="start phase")
     releaser = threading.Timer(0.1, backend.release.set)
@@ -130,22 +132,19 @@ def test_an_exception_never_leaves_the_job() -> None:
     )
 
 
-def test_a_backend_whose_sdk_is_missing_fails_with_the_install_hint(monkeypatch: object) -> None:
-    import exporter.backends as backends
-
-    target = make_target()
+def test_a_backend_whose_sdk_is_missing_fails_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` now fails
+    target = make_target("docker")
     registry = CollectorRegistry()
-    original = dict(backends.BACKENDS)
-    backends.BACKENDS["namespace"] = "exporter.backends.no_such_module:Nope"
-    try:
-        prober = Prober(target, "i", Metrics(registry), stopping=threading.Event())
-        result = prober.run()
-    finally:
-        backends.BACKENDS.clear()
-        backends.BACKENDS.update(original)
+    prober = Prober(target, "i", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
     assert result is not None
     assert result.failure is not None
-    assert "pip install 'sandbox-exporter[namespace]'" in result.failure.message
+    assert "pip install 'sandbox-exporter[docker]'" in result.failure.message
+    labels = {"target": "fake", "backend": "docker", "phase": "create", "reason": "error"}
+    assert registry.get_sample_value("sandbox_probe_failures_total", labels) == 1
 
 
 def test_run_threads_end_with_their_runs() -> None:
@@ -154,8 +153,8 @@ def test_run_threads_end_with_their_runs() -> None:
     config = make_config(
         *({"name": f"t{i}", "backend": "namespace", "interval": "1h"} for i in range(8))
     )
-    backends = {f"t{i}": FakeBackend(costs={"exec": 0.05}) for i in range(8)}
-    d = Daemon(config, listen_address=None, backends=backends)
+    backends = {f"t{i}": FakeBackend() for i in range(8)}
+    d = Daemon(config, listen_address=None, backends=by_name(backends))
     before = {t.ident for t in threading.enumerate()}
     d.scheduler.start(now=datetime.now(UTC) - timedelta(seconds=10))  # all due at once
 

@@ -7,8 +7,8 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 from exporter.daemon import Daemon
-from exporter.server import parse_listen_address
-from tests.fakes import FakeBackend, failing
+from exporter.web.app import parse_listen_address
+from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped
 
 
@@ -34,7 +34,7 @@ def daemon(**backends: FakeBackend) -> Daemon:
     config = make_config(
         {"name": "good", "backend": "docker"}, {"name": "bad", "backend": "namespace"}
     )
-    return Daemon(config, listen_address=None, backends=backends)
+    return Daemon(config, listen_address=None, backends=by_name(backends))
 
 
 def test_metrics_show_a_probe_run_through_the_app() -> None:

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from exporter import responses
 from exporter.daemon import Daemon
-from exporter.web_front import Pacer, RequestBudget, forwarded_environ
-from exporter.web_process import ServingOptions
-from tests.fakes import FakeBackend, FakeClock
+from exporter.web import responses
+from exporter.web.front_process import Pacer, RequestBudget, forwarded_environ
+from exporter.web.front_supervisor import ServingOptions
+from tests.fakes import FakeBackend, FakeClock, by_name
 from tests.helpers import make_config, wait_for
 from tests.process import ExporterProcess
 
 
 def serve(options: ServingOptions | None = None) -> Daemon:
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address="127.0.0.1:0", backends={"fake": FakeBackend()},
+    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": FakeBackend()}),
                serving=options)  # fmt: skip
     d.start()
     return d
@@ -83,7 +83,7 @@ def started() -> Iterator[Callable[[Path], ExporterProcess]]:
 def web_child(parent: int) -> int | None:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            if b"exporter.web_front" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"exporter.web.front_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     return None
 

@@ -1,203 +1,292 @@
 """Docker Engine backend, through the docker SDK.
 
 Phase mapping: create = `POST /containers/create` (image present);
-start = `POST /containers/{id}/start`, then inspect until the state is
-running; exec = exec create + start, output read, exit code inspected;
+start = `POST /containers/{id}/start`, then inspect: it must be running;
+exec = exec create + start, output read, exit code inspected;
 stop = `POST /containers/{id}/stop?t=<grace>` (returns once exited);
-remove = `DELETE /containers/{id}?force=1`.
+remove = `DELETE /containers/{id}?force=1&v=1`.
 
 The container runs a keep-alive that exits at once on SIGTERM, so `stop`
 measures the engine, not a grace-period timeout.
+
+Every request carries a timeout no longer than its call's remaining deadline.
+The SDK reads its client's `timeout` attribute for each request; here that
+attribute is per thread and set from the deadline around each call, so a probe
+and a collection running at once each keep their own. A call abandoned at its
+deadline therefore ends by itself, and `kill` has nothing to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import docker
-import docker.errors
-import requests.exceptions
+from pydantic import Field
 
 from exporter.backends.base import (
-    CREATED_LABEL,
-    INSTANCE_LABEL,
     MANAGED_LABEL,
     TARGET_LABEL,
     BackendError,
+    BackendKind,
+    BackendOptions,
     BackendUnavailable,
+    Capabilities,
+    Deadline,
     ExecResult,
+    Found,
+    Images,
     ManagedSandbox,
+    NotFound,
+    SandboxRef,
     SandboxSpec,
 )
-from exporter.config import DockerOptions, Target
+from exporter.config.settings import Timeouts
 
-_UNREACHABLE = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    ConnectionError,
-    FileNotFoundError,
-)
+DOCKER_SOCKET = "/var/run/docker.sock"
+DEFAULT_KEEPALIVE = ("sh", "-c", "trap 'exit 0' TERM; sleep 2147483647 & wait")
 
 
-def _engine_error(exc: Exception) -> BackendError:
-    """The engine's own message, classed as unreachable or as an error."""
-    if isinstance(exc, _UNREACHABLE) or (
-        isinstance(exc, docker.errors.DockerException) and isinstance(exc.__cause__, _UNREACHABLE)
-    ):
-        return BackendUnavailable(f"cannot reach the Docker engine: {exc}")
-    if isinstance(exc, docker.errors.APIError):
-        explanation = exc.explanation
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode(errors="replace")
-        status = exc.status_code
-        return BackendError(f"Docker engine answered {status}: {explanation or exc}")
-    return BackendError(str(exc) or type(exc).__name__)
+def docker_url(environ: Mapping[str, str] | None = None) -> str:
+    """The engine the Docker CLI would use: DOCKER_HOST, else the default socket."""
+    env = os.environ if environ is None else environ
+    return env.get("DOCKER_HOST") or f"unix://{DOCKER_SOCKET}"
+
+
+def unix_socket_answers_ping(path: str, timeout: float = 1.0) -> bool:
+    """True when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200.
+    A raw socket rather than the SDK: `targets: auto` must import nothing heavy."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.") and b" 200 " in head[:16]
+
+
+def find_engine(url: str) -> Found | NotFound:
+    """`targets: auto` for a Docker-API engine at `url`."""
+    if not url.startswith("unix://"):
+        return NotFound(f"{url} is not a unix:// socket; name it in a config to probe it")
+    if unix_socket_answers_ping(url.removeprefix("unix://")):
+        return Found({"base_url": url}, url)
+    return NotFound(f"nothing answers GET /_ping at {url}")
+
+
+class DockerOptions(BackendOptions):
+    base_url: str = f"unix://{DOCKER_SOCKET}"
+    runtime: str | None = None
+    user: str | None = Field(
+        "65534:65534", description="uid:gid inside the container; null keeps the image's user"
+    )
+    keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+    tmpfs_mb: int = Field(16, ge=0, le=4096, description="size of the writable /tmp; 0 for none")
+
+    def runtime_name(self) -> str | None:
+        return self.runtime
 
 
 class DockerBackend:
     """A Docker-compatible engine reached through the docker SDK."""
 
-    kind = "docker"
+    engine = "the Docker engine"
 
-    def __init__(self, target: Target) -> None:
-        options = target.options
-        assert isinstance(options, DockerOptions)
+    def __init__(self, options: DockerOptions, timeouts: Timeouts) -> None:
         self.options = options
-        timeouts = target.timeouts
-        # The HTTP timeout bounds every socket read, so a call the runner has
-        # abandoned (frozen engine) still ends and frees its thread.
-        self._http_timeout = max(timeouts.create, timeouts.start, timeouts.exec, timeouts.remove)
+        self._default_timeout = max(timeouts.create, timeouts.start, timeouts.exec,
+                                    timeouts.stop, timeouts.remove)  # fmt: skip
+        self._per_thread = threading.local()
         self._client: Any = None
+        self._lock = threading.Lock()
+        import docker.errors  # the SDK: only now that a target uses this backend
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
+        self._errors = docker.errors
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _api_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = _client_class()(
+                    self._per_thread, self._default_timeout,
+                    base_url=self.options.base_url, version="auto",
+                )  # fmt: skip
+                if self.options.base_url.startswith("unix://"):
+                    # No proxy applies to a Unix socket; without this, requests scans the
+                    # environment for proxy settings on every call (about 0.5 ms each).
+                    self._client.trust_env = False
+            return self._client
+
+    @contextlib.contextmanager
+    def _within(self, deadline: Deadline) -> Iterator[Any]:
+        """The client, its requests bounded by `deadline`; the SDK's errors in the
+        engine's words."""
+        previous = getattr(self._per_thread, "timeout", None)
+        self._per_thread.timeout = max(deadline.remaining(), 0.001)
+        try:
+            yield self._api_client()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._engine_error(exc) from exc
+        finally:
+            self._per_thread.timeout = previous
+
+    def _engine_error(self, exc: Exception) -> BackendError:
+        """The engine's own message, classed as unreachable or as an error."""
+        import requests.exceptions
+
+        unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                       ConnectionError, FileNotFoundError, TimeoutError)  # fmt: skip
+        if isinstance(exc, unreachable) or (
+            isinstance(exc, self._errors.DockerException) and isinstance(exc.__cause__, unreachable)
+        ):
+            return BackendUnavailable(
+                f"cannot reach {self.engine} at {self.options.base_url}: {exc}"
+            )
+        if isinstance(exc, self._errors.APIError):
+            explanation = exc.explanation
+            if isinstance(explanation, bytes):
+                explanation = explanation.decode(errors="replace")
+            return BackendError(f"{self.engine} answered {exc.status_code}: {explanation or exc}")
+        return BackendError(str(exc) or type(exc).__name__)
+
+    # -- protocol ------------------------------------------------------------------
+
+    def ping(self, deadline: Deadline) -> None:
+        with self._within(deadline) as api:
+            api.ping()
+
+    def image_present(self, image: str, deadline: Deadline) -> bool:
+        with self._within(deadline) as api:
             try:
-                self._client = docker.DockerClient(
-                    base_url=self.options.base_url, timeout=self._http_timeout, version="auto"
-                )
-            except Exception as exc:
-                raise _engine_error(exc) from exc
-            if self.options.base_url.startswith("unix://"):
-                # No proxy applies to a Unix socket; without this, requests scans the
-                # environment for proxy settings on every call (about 0.5 ms each).
-                self._client.api.trust_env = False
-        return self._client
-
-    def _api(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            raise _engine_error(exc) from exc
-
-    def ping(self) -> None:
-        self._api(lambda: self.client.api.ping())
-
-    def image_present(self, image: str) -> bool:
-        try:
-            self.client.api.inspect_image(image)
-        except docker.errors.ImageNotFound:
-            return False
-        except Exception as exc:
-            raise _engine_error(exc) from exc
+                api.inspect_image(image)
+            except self._errors.ImageNotFound:
+                return False
         return True
 
-    def pull_image(self, image: str) -> None:
-        repository, tag = _split_image(image)
-        self._api(self.client.api.pull, repository, tag=tag)
+    def pull_image(self, image: str, deadline: Deadline) -> None:
+        repository, tag = split_image(image)
+        with self._within(deadline) as api:
+            api.pull(repository, tag=tag)
 
-    def create(self, spec: SandboxSpec) -> None:
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         options = self.options
-        host_config = self.client.api.create_host_config(
-            network_mode="none",
-            read_only=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=spec.pids_limit,
-            mem_limit=f"{spec.memory_mb}m",
-            memswap_limit=f"{spec.memory_mb}m",
-            nano_cpus=int(spec.cpus * 1e9),
-            runtime=options.runtime,
-            tmpfs={"/tmp": f"rw,noexec,nosuid,size={options.tmpfs_mb}m"}
-            if options.tmpfs_mb
-            else None,
-        )
-        self._api(
-            self.client.api.create_container,
-            spec.image,
-            command=list(options.keepalive),
-            name=spec.name,
-            labels=spec.labels,
-            user=options.user,
-            host_config=host_config,
-            network_disabled=True,
-            stop_signal="SIGTERM",
-        )
+        with self._within(deadline) as api:
+            host_config = api.create_host_config(
+                network_mode="none",
+                read_only=True,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=spec.pids_limit,
+                mem_limit=f"{spec.memory_mb}m",
+                memswap_limit=f"{spec.memory_mb}m",
+                nano_cpus=int(spec.cpus * 1e9),
+                runtime=options.runtime,
+                tmpfs={"/tmp": f"rw,noexec,nosuid,size={options.tmpfs_mb}m"}
+                if options.tmpfs_mb
+                else None,
+            )
+            api.create_container(
+                spec.image,
+                command=list(options.keepalive),
+                name=spec.name,
+                labels=spec.labels,
+                user=options.user,
+                host_config=host_config,
+                network_disabled=True,
+                stop_signal="SIGTERM",
+            )
+        return SandboxRef(spec.name)  # the name addresses the container in every call
 
-    def start(self, name: str) -> None:
-        api = self.client.api
-        self._api(api.start, name)
-        state = self._api(api.inspect_container, name)["State"]
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        with self._within(deadline) as api:
+            api.start(sandbox.name)
+            state = api.inspect_container(sandbox.name)["State"]
         if not state.get("Running"):
             raise BackendError(
                 f"container is {state.get('Status')!r} right after start "
                 f"(exit code {state.get('ExitCode')}, error {state.get('Error')!r})"
             )
 
-    def exec(self, name: str, command: list[str]) -> ExecResult:
-        api = self.client.api
-        exec_id = self._api(api.exec_create, name, command, stdout=True, stderr=True)["Id"]
-        output = self._api(api.exec_start, exec_id)
-        exit_code = self._api(api.exec_inspect, exec_id)["ExitCode"]
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        with self._within(deadline) as api:
+            exec_id = api.exec_create(sandbox.name, list(command), stdout=True, stderr=True)["Id"]
+            output = api.exec_start(exec_id)
+            exit_code = api.exec_inspect(exec_id)["ExitCode"]
         text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
         return ExecResult(exit_code=int(exit_code if exit_code is not None else -1), output=text)
 
-    def stop(self, name: str, grace_seconds: float) -> None:
-        self._api(self.client.api.stop, name, timeout=max(math.ceil(grace_seconds), 0))
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
+        with self._within(deadline) as api:
+            api.stop(sandbox.name, timeout=max(math.ceil(grace_seconds), 0))
 
-    def remove(self, name: str) -> None:
-        try:
-            self.client.api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        with self._within(deadline) as api:
+            try:
+                api.remove_container(sandbox.name, force=True, v=True)
+            except self._errors.NotFound:
                 return
-            raise _engine_error(exc) from exc
-        except Exception as exc:
-            raise _engine_error(exc) from exc
+            except self._errors.APIError as exc:
+                if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                    return
+                raise
 
-    def list_managed(self, instance: str, target: str) -> list[ManagedSandbox]:
-        filters = {
-            "label": [
-                f"{MANAGED_LABEL}=true",
-                f"{INSTANCE_LABEL}={instance}",
-                f"{TARGET_LABEL}={target}",
-            ]
-        }
-        found = self._api(self.client.api.containers, all=True, filters=filters)
-        out = []
-        for item in found:
-            labels = item.get("Labels") or {}
-            names = item.get("Names") or [item["Id"]]
-            created = labels.get(CREATED_LABEL)
-            out.append(
-                ManagedSandbox(
-                    name=names[0].lstrip("/"),
-                    target=labels.get(TARGET_LABEL, ""),
-                    instance=labels.get(INSTANCE_LABEL, ""),
-                    created_at=float(created) if created and created.isdigit() else None,
-                )
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        filters = {"label": [f"{MANAGED_LABEL}=true", f"{TARGET_LABEL}={target}"]}
+        with self._within(deadline) as api:
+            found = api.containers(all=True, filters=filters)
+        return [
+            ManagedSandbox.from_labels(
+                (item.get("Names") or [item["Id"]])[0].lstrip("/"), item.get("Labels") or {}
             )
-        return out
+            for item in found
+        ]
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        """Nothing to end: every request's timeout is within its call's deadline."""
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
 
-def _split_image(image: str) -> tuple[str, str | None]:
+_CLIENT_CLASS: type[Any] | None = None
+
+
+def _client_class() -> type[Any]:
+    """The SDK's APIClient with a per-thread request timeout (see the module docstring)."""
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        import docker
+
+        class DeadlineAPIClient(docker.APIClient):  # type: ignore[misc]
+            def __init__(self, per_thread: threading.local, default: float, **kwargs: Any):
+                self._per_thread = per_thread
+                self._default_timeout = default
+                super().__init__(timeout=default, **kwargs)
+
+            @property
+            def timeout(self) -> float:
+                value = getattr(self._per_thread, "timeout", None)
+                return self._default_timeout if value is None else float(value)
+
+            @timeout.setter
+            def timeout(self, value: float) -> None:
+                self._default_timeout = value
+
+        _CLIENT_CLASS = DeadlineAPIClient
+    return _CLIENT_CLASS
+
+
+def split_image(image: str) -> tuple[str, str | None]:
     """`repo[:tag][@digest]` -> (repo, tag or digest); a port in the host is not a tag."""
     if "@" in image:
         repository, _, digest = image.partition("@")
@@ -207,3 +296,16 @@ def _split_image(image: str) -> tuple[str, str | None]:
         name, _, tag = last.rpartition(":")
         return (f"{head}/{name}" if head else name), tag
     return image, "latest"
+
+
+KIND = BackendKind(
+    name="docker",
+    options=DockerOptions,
+    factory=DockerBackend,
+    capabilities=Capabilities(
+        images=Images.EXPORTER, remote=False, needs_root=False, thread_safe=True
+    ),
+    extra="docker",
+    discover=lambda: find_engine(docker_url()),
+    summary="a container per probe on a Docker engine (any OCI runtime it knows)",
+)

@@ -4,20 +4,33 @@ create = POST the Pod (and, if asked, a deny-all NetworkPolicy first);
 start  = watch the Pod from the create's resourceVersion until it is Running
          with its container started; a pull error, an unschedulable Pod or a
          crash ends the wait with the cluster's own words;
-exec   = exec over the websocket channel protocol; output from stdout/stderr,
-         exit status from the status channel;
+exec   = exec over the websocket channel protocol (v4.channel.k8s.io); output
+         from stdout/stderr, exit status from the status channel;
 stop   = DELETE with the grace period, then watch until the Pod is gone;
 remove = delete what else was made (NetworkPolicy), delete the Pod if it is
          still there, and confirm nothing of this run is left.
+
+Every request carries `_request_timeout` no longer than its call's remaining
+deadline, and every watch a server-side timeout within it, so a call the runner
+abandoned against an API server that never answers still ends with its deadline.
+
+Exec is the one call made here rather than through the client's `stream()`,
+with websocket-client (the library `stream()` itself uses) and the client's own
+authentication and TLS settings. `stream()` opens its websocket with no timeout
+at all (its `create_websocket` connects and reads the handshake on a blocking
+socket), so an exec against an API server that accepts and never answers would
+hold its thread for good; it reports a refused handshake (400; 403 without
+`pods/exec`) as status 0, which reads as an outage; and it swaps the shared
+ApiClient's `call_api` while it runs, which an abandoned exec never puts back.
 
 The Pod follows the `restricted` Pod Security profile: non-root, seccomp
 RuntimeDefault, all capabilities dropped, no privilege escalation, read-only
 root, no service-account token.
 
 Minimal RBAC in the probe namespace (see the README): pods create, get,
-list, watch, delete; pods/exec create; networkpolicies create, delete, list
-(only with network_policy: true); namespaces get and create only with
-create_namespace: true.
+list, watch, delete; pods/exec create (and get); networkpolicies create,
+delete, list (only with network_policy: true); namespaces get and create only
+with create_namespace: true.
 """
 
 from __future__ import annotations
@@ -25,25 +38,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import ssl
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import urllib3.exceptions
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
-from kubernetes.stream import stream
+from pydantic import Field, field_validator
 
 from exporter.backends.base import (
-    CREATED_LABEL,
-    INSTANCE_LABEL,
     MANAGED_LABEL,
     TARGET_LABEL,
     BackendError,
+    BackendKind,
+    BackendOptions,
     BackendUnavailable,
+    Capabilities,
+    Deadline,
     ExecResult,
+    Images,
     ManagedSandbox,
+    SandboxRef,
     SandboxSpec,
 )
-from exporter.config import KubernetesOptions, Target
+from exporter.backends.docker import DEFAULT_KEEPALIVE
+from exporter.config.settings import Timeouts
 
 RUN_LABEL = "sandbox-exporter.io/run"
 PULL_POLICIES = {"if_not_present": "IfNotPresent", "always": "Always", "never": "Never"}
@@ -51,107 +72,126 @@ WAITING_FAILURES = {
     "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 }  # fmt: skip
-_UNREACHABLE = (urllib3.exceptions.HTTPError, ConnectionError, OSError)
+CHANNEL_PROTOCOL = "v4.channel.k8s.io"
+STDOUT, STDERR, STATUS = 1, 2, 3
 
 
-def _api_error(exc: Exception, doing: str) -> BackendError:
-    """The cluster's own message; unreachable API servers are `unavailable`."""
-    if isinstance(exc, ApiException):
-        message = exc.reason or ""
-        with contextlib.suppress(ValueError):
-            message = json.loads(exc.body or "{}").get("message") or message
-        if exc.status == 0 or exc.status is None:
-            return BackendUnavailable(f"{doing}: cannot reach the API server: {message}")
-        return BackendError(f"{doing}: API server answered {exc.status}: {message}")
-    if isinstance(exc, _UNREACHABLE):
-        return BackendUnavailable(f"{doing}: cannot reach the API server: {exc}")
-    return BackendError(f"{doing}: {exc}")
+class KubernetesOptions(BackendOptions):
+    kubeconfig: str | None = Field(None, description="none: in-cluster, else $KUBECONFIG/~/.kube")
+    context: str | None = None
+    namespace: str = "sandbox-exporter-probes"
+    create_namespace: bool = False
+    runtime_class: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class: str | None = None
+    network_policy: bool = Field(False, description="a deny-all NetworkPolicy for each probe pod")
+    run_as_user: int = Field(65534, ge=1)
+    keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):
+            raise ValueError(f"must be a DNS label (lowercase letters, digits, '-'), got {value!r}")
+        return value
+
+    def runtime_name(self) -> str | None:
+        return self.runtime_class
 
 
-def _run_label(spec: SandboxSpec) -> dict[str, str]:
+@dataclass(frozen=True)
+class PodHandle(SandboxRef):
+    """The Pod, and the resourceVersion its create returned (its watch starts there)."""
+
+    resource_version: str | None = None
+
+
+def _run_label(name: str) -> dict[str, str]:
     """Selects this run's Pod alone (a label value holds 63 bytes: not the whole name)."""
-    return {RUN_LABEL: spec.name.rsplit("-", 1)[-1]}
+    return {RUN_LABEL: name.rsplit("-", 1)[-1]}
 
 
 class KubernetesBackend:
-    kind = "kubernetes"
+    def __init__(self, options: KubernetesOptions, timeouts: Timeouts) -> None:
+        from kubernetes import client  # the client: only now that a target uses this backend
 
-    def __init__(self, target: Target) -> None:
-        options = target.options
-        assert isinstance(options, KubernetesOptions)
+        self._k8s = client
         self.options = options
         self.namespace = options.namespace
-        self.pull_policy = PULL_POLICIES[target.pull_policy]
-        self.grace = target.stop_grace
-        self.timeouts = target.timeouts
         self._api_client: Any = None
-        self._rv: dict[str, str] = {}  # resourceVersion of each created Pod, for its watch
+        self._lock = threading.Lock()
+        self._exec_sockets: dict[str, Any] = {}  # for `kill`
 
     # -- plumbing ------------------------------------------------------------------
 
     def _client(self) -> Any:
-        if self._api_client is None:
-            configuration = client.Configuration()
-            try:
-                if self.options.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                    config.load_incluster_config(client_configuration=configuration)
-                else:
-                    config.load_kube_config(config_file=self.options.kubeconfig,
-                                            context=self.options.context,
-                                            client_configuration=configuration)  # fmt: skip
-            except (config.ConfigException, OSError) as exc:
-                raise BackendUnavailable(f"cannot load the cluster configuration: {exc}") from exc
-            configuration.retries = False
-            self._api_client = client.ApiClient(configuration)
-        return self._api_client
+        from kubernetes import config
+
+        with self._lock:
+            if self._api_client is None:
+                configuration = self._k8s.Configuration()
+                try:
+                    if self.options.kubeconfig is None and os.environ.get(
+                        "KUBERNETES_SERVICE_HOST"
+                    ):
+                        config.load_incluster_config(client_configuration=configuration)
+                    else:
+                        config.load_kube_config(config_file=self.options.kubeconfig,
+                                                context=self.options.context,
+                                                client_configuration=configuration)  # fmt: skip
+                except (config.ConfigException, OSError) as exc:
+                    raise BackendUnavailable(
+                        f"cannot load the cluster configuration: {exc}"
+                    ) from exc
+                configuration.retries = False
+                self._api_client = self._k8s.ApiClient(configuration)
+            return self._api_client
 
     @property
     def core(self) -> Any:
-        return client.CoreV1Api(self._client())
+        return self._k8s.CoreV1Api(self._client())
 
     @property
     def networking(self) -> Any:
-        return client.NetworkingV1Api(self._client())
+        return self._k8s.NetworkingV1Api(self._client())
 
-    def _call(
-        self, doing: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
-    ) -> Any:
-        """`fn(*args, **kwargs)`, its errors in the cluster's words; with `missing_ok`,
-        None when the object is not there (404)."""
+    def _call(self, doing: str, fn: Any, *args: Any, deadline: Deadline,
+              missing_ok: bool = False, **kwargs: Any) -> Any:  # fmt: skip
+        """`fn(*args, **kwargs)` within `deadline`, its errors in the cluster's words; with
+        `missing_ok`, None when the object is not there (404)."""
+        from kubernetes.client.exceptions import ApiException
+
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, _request_timeout=_timeout(deadline), **kwargs)
         except ApiException as exc:
             if missing_ok and exc.status == 404:
                 return None
             raise _api_error(exc, doing) from exc
+        except BackendError:
+            raise
         except Exception as exc:
             raise _api_error(exc, doing) from exc
 
     # -- protocol --------------------------------------------------------------------
 
-    def ping(self) -> None:
-        self._call("version", client.VersionApi(self._client()).get_code, _request_timeout=10)
+    def ping(self, deadline: Deadline) -> None:
+        self._call("version", self._k8s.VersionApi(self._client()).get_code, deadline=deadline)
 
-    def image_present(self, image: str) -> bool:
-        return True  # the kubelet pulls, per imagePullPolicy, inside the start phase
-
-    def pull_image(self, image: str) -> None:
-        raise BackendError("images are pulled by the kubelet; pull_policy sets imagePullPolicy")
-
-    def create(self, spec: SandboxSpec) -> None:
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> PodHandle:
         if self.options.create_namespace:
-            self._ensure_namespace()
+            self._ensure_namespace(deadline)
         if self.options.network_policy:
             self._call("create networkpolicy", self.networking.create_namespaced_network_policy,
-                       self.namespace, self._network_policy(spec))  # fmt: skip
+                       self.namespace, self._network_policy(spec), deadline=deadline)  # fmt: skip
         created = self._call("create pod", self.core.create_namespaced_pod, self.namespace,
-                             self._pod(spec))  # fmt: skip
-        self._rv[spec.name] = created.metadata.resource_version
+                             self._pod(spec), deadline=deadline)  # fmt: skip
+        return PodHandle(spec.name, created.metadata.resource_version)
 
-    def start(self, name: str) -> None:
-        rv = self._rv.get(name)
-        deadline = int(self.timeouts.start) + 1
-        for pod in self._watch_pod(name, rv, deadline):
+    def start(self, sandbox: PodHandle, deadline: Deadline) -> None:
+        name = sandbox.name
+        for pod in self._watch_pod(name, sandbox.resource_version, deadline):
             if pod is None:
                 raise BackendError(f"pod {name} was deleted while starting")
             problem = self._start_problem(pod)
@@ -161,62 +201,75 @@ class KubernetesBackend:
                 return
         raise BackendError(f"pod {name} was not running when the watch ended")
 
-    def exec(self, name: str, command: list[str]) -> ExecResult:
-        try:
-            response = stream(
-                self.core.connect_get_namespaced_pod_exec, name, self.namespace,
-                command=command, stdout=True, stderr=True, stdin=False, tty=False,
-                _preload_content=False,
-            )  # fmt: skip
-            response.run_forever(timeout=self.timeouts.exec)
-            output = response.read_stdout() + response.read_stderr()
-            code = response.returncode
-            response.close()
-        except Exception as exc:
-            raise _api_error(exc, "exec") from exc
-        return ExecResult(code if code is not None else -1, output)
+    def exec(self, sandbox: PodHandle, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        chunks: dict[int, bytes] = {STDOUT: b"", STDERR: b"", STATUS: b""}
+        with self._exec_socket(sandbox.name, command, deadline) as ws:
+            import websocket
 
-    def stop(self, name: str, grace_seconds: float) -> None:
+            while True:
+                ws.settimeout(_timeout(deadline))
+                try:
+                    opcode, data = ws.recv_data()
+                except websocket.WebSocketConnectionClosedException:
+                    break
+                except (websocket.WebSocketException, OSError) as exc:
+                    raise _api_error(exc, "exec") from exc
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                if data and data[0] in chunks:
+                    chunks[data[0]] += data[1:]
+        output = (chunks[STDOUT] + chunks[STDERR]).decode(errors="replace")
+        return ExecResult(_exit_code(chunks[STATUS]), output)
+
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
+        name = sandbox.name
         deleted = self._call("delete pod", self.core.delete_namespaced_pod, name, self.namespace,
-                             grace_period_seconds=int(grace_seconds), missing_ok=True)  # fmt: skip
+                             grace_period_seconds=int(grace_seconds), deadline=deadline,
+                             missing_ok=True)  # fmt: skip
         if deleted is None:
             return
         rv = getattr(getattr(deleted, "metadata", None), "resource_version", None)
-        for pod in self._watch_pod(name, rv, int(self.timeouts.stop) + 1):
+        for pod in self._watch_pod(name, rv, deadline):
             if pod is None:
                 return
-        if self._exists(name):
+        if self._exists(name, deadline):
             raise BackendError(f"pod {name} still exists after its grace period")
 
-    def remove(self, name: str) -> None:
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
         if self.options.network_policy:
             self._call("delete networkpolicy", self.networking.delete_namespaced_network_policy,
-                       name, self.namespace, missing_ok=True)  # fmt: skip
-        if self._exists(name):
-            self.stop(name, 0)
-        self._rv.pop(name, None)
-        if self._exists(name):
+                       name, self.namespace, deadline=deadline, missing_ok=True)  # fmt: skip
+        if self._exists(name, deadline):
+            self.stop(sandbox, 0, deadline)
+        if self._exists(name, deadline):
             raise BackendError(f"pod {name} is still there after removal")
 
-    def list_managed(self, instance: str, target: str) -> list[ManagedSandbox]:
-        selector = f"{MANAGED_LABEL}=true,{INSTANCE_LABEL}={instance},{TARGET_LABEL}={target}"
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        selector = f"{MANAGED_LABEL}=true,{TARGET_LABEL}={target}"
         pods = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
-                          label_selector=selector)  # fmt: skip
+                          label_selector=selector, deadline=deadline)  # fmt: skip
         objects = list(pods.items)
         if self.options.network_policy:  # a policy whose Pod never came, or is gone
             policies = self._call("list networkpolicies",
                                   self.networking.list_namespaced_network_policy,
-                                  self.namespace, label_selector=selector)  # fmt: skip
+                                  self.namespace, label_selector=selector,
+                                  deadline=deadline)  # fmt: skip
             objects += policies.items
         found: dict[str, ManagedSandbox] = {}
         for obj in objects:
-            labels = obj.metadata.labels or {}
-            created = labels.get(CREATED_LABEL, "")
-            found.setdefault(obj.metadata.name, ManagedSandbox(
-                name=obj.metadata.name, target=target, instance=instance,
-                created_at=float(created) if created.isdigit() else None,
-            ))  # fmt: skip
+            name = obj.metadata.name
+            found.setdefault(name, ManagedSandbox.from_labels(name, obj.metadata.labels or {}))
         return list(found.values())
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        """Close the exec websocket of this sandbox, if one is open; every other request
+        ends with its own timeout."""
+        with self._lock:
+            ws = self._exec_sockets.get(sandbox.name)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.abort()
 
     def close(self) -> None:
         if self._api_client is not None:
@@ -224,25 +277,67 @@ class KubernetesBackend:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _ensure_namespace(self) -> None:
-        if self._call("read namespace", self.core.read_namespace, self.namespace,
-                      missing_ok=True) is None:  # fmt: skip
-            body = client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
-            self._call("create namespace", self.core.create_namespace, body)
+    @contextlib.contextmanager
+    def _exec_socket(self, name: str, command: Sequence[str], deadline: Deadline) -> Iterator[Any]:
+        """An open exec websocket (v4.channel.k8s.io) to the Pod's container, with the
+        client's authentication and TLS settings, connected within `deadline`."""
+        import websocket
+        from kubernetes.stream.ws_client import get_websocket_url, websocket_proxycare
 
-    def _exists(self, name: str) -> bool:
+        api_client = self._client()
+        cfg = api_client.configuration
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{name}/exec"
+        streams = [("stdout", "true"), ("stderr", "true"), ("stdin", "false"), ("tty", "false")]
+        query = [("command", word) for word in command] + streams
+        url = get_websocket_url(f"{cfg.host}{path}?{urlencode(query)}")
+        headers: dict[str, str] = {}
+        api_client.update_params_for_auth(headers, [], ["BearerToken"], path, "GET", None)
+        options: dict[str, Any] = {
+            "header": [f"{k}: {v}" for k, v in headers.items()]
+            + [f"sec-websocket-protocol: {CHANNEL_PROTOCOL}"],
+            "timeout": _timeout(deadline),
+        }
+        if cfg.proxy or cfg.proxy_headers:
+            options = websocket_proxycare(options, cfg, url, headers)
+        ws = websocket.WebSocket(sslopt=_ssl_options(cfg, url), skip_utf8_validation=True)
+        with self._lock:
+            self._exec_sockets[name] = ws
+        try:
+            try:
+                ws.connect(url, **options)
+            except websocket.WebSocketBadStatusException as exc:
+                raise _refused(exc) from exc
+            except (websocket.WebSocketException, OSError) as exc:
+                raise _api_error(exc, "exec") from exc
+            yield ws
+        finally:
+            with self._lock:
+                self._exec_sockets.pop(name, None)
+            ws.close()
+
+    def _ensure_namespace(self, deadline: Deadline) -> None:
+        if self._call("read namespace", self.core.read_namespace, self.namespace,
+                      deadline=deadline, missing_ok=True) is None:  # fmt: skip
+            body = self._k8s.V1Namespace(metadata=self._k8s.V1ObjectMeta(name=self.namespace))
+            self._call("create namespace", self.core.create_namespace, body, deadline=deadline)
+
+    def _exists(self, name: str, deadline: Deadline) -> bool:
         pod = self._call("read pod", self.core.read_namespaced_pod, name, self.namespace,
-                         missing_ok=True)  # fmt: skip
+                         deadline=deadline, missing_ok=True)  # fmt: skip
         return pod is not None
 
-    def _watch_pod(self, name: str, rv: str | None, seconds: int) -> Any:
-        """Yield the Pod at each change (None once deleted), from resourceVersion `rv`."""
+    def _watch_pod(self, name: str, rv: str | None, deadline: Deadline) -> Iterator[Any]:
+        """Yield the Pod at each change (None once deleted), from resourceVersion `rv`,
+        until `deadline`."""
+        from kubernetes import watch
+
         w = watch.Watch()
         try:
             for event in w.stream(
                 self.core.list_namespaced_pod, self.namespace,
                 field_selector=f"metadata.name={name}", resource_version=rv,
-                timeout_seconds=seconds, _request_timeout=seconds + 5,
+                timeout_seconds=max(1, int(deadline.remaining())),
+                _request_timeout=_timeout(deadline),
             ):  # fmt: skip
                 if event["type"] == "DELETED":
                     yield None
@@ -297,50 +392,140 @@ class KubernetesBackend:
         return None
 
     def _pod(self, spec: SandboxSpec) -> Any:
-        o = self.options
+        k, o = self._k8s, self.options
         limits = {"cpu": f"{int(spec.cpus * 1000)}m", "memory": f"{spec.memory_mb}Mi"}
-        container = client.V1Container(
+        container = k.V1Container(
             name="probe",
             image=spec.image,
-            image_pull_policy=self.pull_policy,
+            image_pull_policy=PULL_POLICIES[spec.pull_policy],
             command=list(o.keepalive),
-            resources=client.V1ResourceRequirements(requests=limits, limits=limits),
-            security_context=client.V1SecurityContext(
+            resources=k.V1ResourceRequirements(requests=limits, limits=limits),
+            security_context=k.V1SecurityContext(
                 allow_privilege_escalation=False,
                 read_only_root_filesystem=True,
                 run_as_non_root=True,
-                capabilities=client.V1Capabilities(drop=["ALL"]),
+                capabilities=k.V1Capabilities(drop=["ALL"]),
             ),
         )
-        pod_spec = client.V1PodSpec(
+        pod_spec = k.V1PodSpec(
             containers=[container],
             restart_policy="Never",
             automount_service_account_token=False,
-            termination_grace_period_seconds=int(self.grace),
+            termination_grace_period_seconds=int(spec.stop_grace),
             runtime_class_name=o.runtime_class,
             node_selector=dict(o.node_selector) or None,
             tolerations=[dict(t) for t in o.tolerations] or None,
             image_pull_secrets=[{"name": s} for s in o.image_pull_secrets] or None,
             priority_class_name=o.priority_class,
-            security_context=client.V1PodSecurityContext(
+            security_context=k.V1PodSecurityContext(
                 run_as_non_root=True,
                 run_as_user=o.run_as_user,
                 run_as_group=o.run_as_user,
-                seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+                seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
             ),
         )
-        return client.V1Pod(
-            metadata=client.V1ObjectMeta(
-                name=spec.name, labels={**spec.labels, **_run_label(spec)}
+        return k.V1Pod(
+            metadata=k.V1ObjectMeta(
+                name=spec.name, labels={**spec.labels, **_run_label(spec.name)}
             ),
             spec=pod_spec,
         )
 
     def _network_policy(self, spec: SandboxSpec) -> Any:
-        return client.V1NetworkPolicy(
-            metadata=client.V1ObjectMeta(name=spec.name, labels=dict(spec.labels)),
-            spec=client.V1NetworkPolicySpec(
-                pod_selector=client.V1LabelSelector(match_labels=_run_label(spec)),
+        k = self._k8s
+        return k.V1NetworkPolicy(
+            metadata=k.V1ObjectMeta(name=spec.name, labels=dict(spec.labels)),
+            spec=k.V1NetworkPolicySpec(
+                pod_selector=k.V1LabelSelector(match_labels=_run_label(spec.name)),
                 policy_types=["Ingress", "Egress"],
             ),
         )
+
+
+def _timeout(deadline: Deadline) -> float:
+    """A request timeout: the time left, but never 0 (which would mean none)."""
+    return max(deadline.remaining(), 0.001)
+
+
+def _status_message(body: bytes | str | None, fallback: str) -> str:
+    """The `message` of a Kubernetes Status body, else `fallback`."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return str(json.loads(body or "{}").get("message") or fallback)
+    return fallback
+
+
+def _api_error(exc: Exception, doing: str) -> BackendError:
+    """The cluster's own message; an API server that cannot be reached is `unavailable`."""
+    import urllib3.exceptions
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        message = _status_message(exc.body, exc.reason or "")
+        if exc.status == 0 or exc.status is None:
+            return BackendUnavailable(f"{doing}: cannot reach the API server: {message}")
+        return BackendError(f"{doing}: API server answered {exc.status}: {message}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
+        return BackendUnavailable(f"{doing}: cannot reach the API server: {exc}")
+    import websocket
+
+    if isinstance(exc, websocket.WebSocketException):
+        return BackendUnavailable(f"{doing}: cannot reach the API server: {exc}")
+    return BackendError(f"{doing}: {exc}")
+
+
+def _refused(exc: Any) -> BackendError:
+    """An exec handshake the API server answered with an error status: it is up, and
+    says no (400, 403 without pods/exec, 404 ...)."""
+    status = int(exc.status_code)
+    message = _status_message(exc.resp_body, exc.status_message or str(exc))
+    if status >= 500:
+        return BackendUnavailable(f"exec: API server answered {status}: {message}")
+    return BackendError(f"exec: API server answered {status}: {message}")
+
+
+def _exit_code(status: bytes) -> int:
+    """The exit code from the status channel (a Status object; as the client reads it)."""
+    try:
+        parsed = json.loads(status or b"{}")
+    except ValueError:
+        return -1
+    if parsed.get("status") == "Success":
+        return 0
+    for cause in (parsed.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            with contextlib.suppress(TypeError, ValueError):
+                return int(cause.get("message"))
+    return -1
+
+
+def _ssl_options(cfg: Any, url: str) -> dict[str, Any]:
+    """TLS for the exec websocket from the client's configuration, as its `stream()` does."""
+    if not url.startswith("wss://"):
+        return {}
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_NONE}
+    if cfg.verify_ssl:
+        import certifi
+
+        options = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": cfg.ssl_ca_cert or certifi.where()}
+        if cfg.assert_hostname is not None:
+            options["check_hostname"] = cfg.assert_hostname
+    if cfg.cert_file:
+        options["certfile"] = cfg.cert_file
+    if cfg.key_file:
+        options["keyfile"] = cfg.key_file
+    if cfg.tls_server_name:
+        options["server_hostname"] = cfg.tls_server_name
+    return options
+
+
+KIND = BackendKind(
+    name="kubernetes",
+    options=KubernetesOptions,
+    factory=KubernetesBackend,
+    capabilities=Capabilities(
+        images=Images.ENGINE, remote=True, needs_root=False, thread_safe=True
+    ),
+    aliases=("k8s",),
+    extra="kubernetes",
+    summary="a Pod per probe in a cluster (optional runtimeClassName, NetworkPolicy)",
+)

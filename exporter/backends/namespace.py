@@ -2,7 +2,7 @@
 
 The floor every other backend is read against: what the kernel alone costs.
 
-create = a private directory for the sandbox (its /tmp) and its metadata;
+create = a private directory for the sandbox (its /tmp) and its record;
 start  = `unshare` into new pid, mount, uts, ipc and network namespaces (and a
          user namespace when not root), until the init inside prints `ready`;
 exec   = `nsenter` into those namespaces and run the command;
@@ -12,33 +12,44 @@ remove = kill whatever is left, delete the directory.
 The namespaces have no network (a fresh network namespace holds only a down
 loopback) and a private /tmp. There are no cgroup limits: the floor measures
 namespaces, not resource control.
+
+Each sandbox's directory and processes are recorded through the shared state
+directory (state.py), so a restarted exporter finds what a killed one left;
+`unshare --kill-child` takes the init down with `unshare`. A call that outlives
+its deadline has its child (`unshare` or `nsenter`) killed by `kill`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
-import tempfile
+import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 from exporter.backends.base import (
-    CREATED_LABEL,
-    INSTANCE_LABEL,
-    MANAGED_LABEL,
-    NAME_PREFIX,
-    TARGET_LABEL,
     BackendError,
+    BackendKind,
+    BackendOptions,
     BackendUnavailable,
+    Capabilities,
+    Deadline,
     ExecResult,
+    Found,
+    Images,
     ManagedSandbox,
+    NotFound,
+    SandboxRef,
     SandboxSpec,
 )
-from exporter.config import NamespaceOptions, Target
+from exporter.backends.state import StateDirectory, default_root, proc_stat
+from exporter.config.settings import Timeouts
 
 # $1: the sandbox's private directory, bound on /tmp; $2: its host name.
 # PID 1 ignores signals it has no handler for, hence the trap.
@@ -52,36 +63,28 @@ wait
 """
 NAMESPACES = ("--pid", "--mount", "--uts", "--ipc", "--net")
 ENTER = ("-p", "-m", "-u", "-i", "-n")
+TOOLS = ("unshare", "nsenter", "mount", "hostname")
 
 
-def default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/sandbox-exporter/namespace")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "sandbox-exporter" / "namespace"
-    return Path(tempfile.gettempdir()) / f"sandbox-exporter-{os.geteuid()}" / "namespace"
+class NamespaceOptions(BackendOptions):
+    state_dir: str | None = None
+    user_namespace: Literal["auto", "always", "never"] = "auto"
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 onwards)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[19] if fields else None
+def find_here() -> Found | NotFound:
+    if not sys.platform.startswith("linux"):
+        return NotFound(f"needs Linux namespaces; this is {sys.platform}")
+    missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        return NotFound(f"util-linux {' and '.join(missing)} not found on PATH")
+    return Found({}, "the local kernel")
 
 
 def _children(parent: int) -> list[int]:
     out = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields and fields[1] == str(parent):
                 out.append(int(entry.name))
     return out
@@ -96,71 +99,50 @@ class _Running:
 
 
 class NamespaceBackend:
-    kind = "namespace"
-
-    def __init__(self, target: Target) -> None:
-        options = target.options
-        assert isinstance(options, NamespaceOptions)
-        self.state_dir = Path(options.state_dir) if options.state_dir else default_state_dir()
+    def __init__(self, options: NamespaceOptions, timeouts: Timeouts) -> None:
+        root = Path(options.state_dir) if options.state_dir else default_root("namespace")
+        self.state = StateDirectory(root)
         if options.user_namespace == "auto":
             self.user_namespace = os.geteuid() != 0
         else:
             self.user_namespace = options.user_namespace == "always"
-        self._exec_timeout = target.timeouts.exec
         self._running: dict[str, _Running] = {}
+        self._children: dict[str, set[subprocess.Popen[bytes]]] = {}  # for `kill`
         self._lock = threading.Lock()
 
     # -- protocol ----------------------------------------------------------------
 
-    def ping(self) -> None:
-        missing = [
-            tool
-            for tool in ("unshare", "nsenter", "mount", "hostname")
-            if shutil.which(tool) is None
-        ]
+    def ping(self, deadline: Deadline) -> None:
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
         if missing:
             raise BackendUnavailable(f"util-linux tools not found on PATH: {', '.join(missing)}")
+        self.state.ensure()
+
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
+        home = self.state.create(spec.name, spec.labels)
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (home / "tmp").mkdir(mode=0o700)
         except OSError as exc:
-            raise BackendUnavailable(f"cannot use state directory {self.state_dir}: {exc}") from exc
+            raise BackendError(f"cannot create {home / 'tmp'}: {exc}") from exc
+        return SandboxRef(spec.name)
 
-    def image_present(self, image: str) -> bool:
-        return True  # no images: the sandbox sees the host's files
-
-    def pull_image(self, image: str) -> None:
-        raise BackendError("the namespace backend has no images to pull")
-
-    def create(self, spec: SandboxSpec) -> None:
-        home = self._dir(spec.name)
-        try:
-            (home / "tmp").mkdir(parents=True, mode=0o700)
-            (home / "meta.json").write_text(json.dumps({"name": spec.name, "labels": spec.labels}))
-        except OSError as exc:
-            raise BackendError(f"cannot create {home}: {exc}") from exc
-
-    def start(self, name: str) -> None:
-        home = self._dir(name)
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
+        home = self.state.path(name)
         command = ["unshare", "--fork", "--kill-child", "--mount-proc", *NAMESPACES]
         if self.user_namespace:
             command += ["--user", "--map-root-user"]
         command += ["--", "sh", "-c", INIT_SCRIPT, "sandbox-init", str(home / "tmp"), name]
-        try:
-            unshare = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BackendError(f"cannot run unshare: {exc}") from exc
+        unshare = self._spawn(name, command)
+        self.state.add_process(name, unshare.pid)
         assert unshare.stdout is not None
-        assert unshare.stderr is not None
-        line = unshare.stdout.readline()
+        line = _read_line(unshare.stdout, deadline)
         if line != b"ready\n":
             unshare.kill()
             _, err = unshare.communicate()
+            self._forget(name, unshare)
+            if line is None:
+                raise BackendError("the namespace init did not say ready within the deadline")
             raise BackendError(
                 f"the namespace init did not start (exit {unshare.returncode}): "
                 f"{err.decode(errors='replace').strip() or line.decode(errors='replace')}"
@@ -169,46 +151,48 @@ class NamespaceBackend:
         if len(children) != 1:
             unshare.kill()
             unshare.wait()
+            self._forget(name, unshare)
             raise BackendError(f"expected one init under unshare {unshare.pid}, found {children}")
-        running = _Running(unshare, children[0])
         with self._lock:
-            self._running[name] = running
-        (home / "pid").write_text(f"{running.init_pid} {_start_time(running.init_pid)}\n")
+            self._running[name] = _Running(unshare, children[0])
+        self.state.add_process(name, children[0])
 
-    def exec(self, name: str, command: list[str]) -> ExecResult:
-        running = self._get(name)
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        running = self._get(sandbox.name)
         enter = ["nsenter", "-t", str(running.init_pid), *ENTER]
         if self.user_namespace:
             enter += ["-U", "--preserve-credentials"]
+        child = self._spawn(sandbox.name, [*enter, "--", *command], stderr=subprocess.STDOUT)
         try:
-            done = subprocess.run(
-                [*enter, "--", *command],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                timeout=self._exec_timeout,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BackendError(f"nsenter failed: {exc}") from exc
-        return ExecResult(done.returncode, done.stdout.decode(errors="replace"))
+            output, _ = child.communicate(timeout=deadline.remaining())
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            child.communicate()
+            raise BackendError(f"nsenter did not finish within the deadline: {exc}") from exc
+        finally:
+            self._forget(sandbox.name, child)
+        return ExecResult(child.returncode, output.decode(errors="replace"))
 
-    def stop(self, name: str, grace_seconds: float) -> None:
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         with self._lock:
-            running = self._running.get(name)
+            running = self._running.get(sandbox.name)
         if running is None:
             return  # never started (or already removed): nothing to stop
         with contextlib.suppress(ProcessLookupError):
             os.kill(running.init_pid, signal.SIGTERM)
         try:
-            running.unshare.wait(timeout=grace_seconds)
+            running.unshare.wait(timeout=min(grace_seconds, deadline.remaining()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(running.init_pid, signal.SIGKILL)
-            running.unshare.wait()
+            try:
+                running.unshare.wait(timeout=deadline.remaining())
+            except subprocess.TimeoutExpired as exc:
+                raise BackendError(f"the init did not exit after SIGKILL: {exc}") from exc
         running.unshare.communicate()
 
-    def remove(self, name: str) -> None:
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
         with self._lock:
             running = self._running.pop(name, None)
         if running is not None:
@@ -217,51 +201,55 @@ class NamespaceBackend:
                     os.kill(running.init_pid, signal.SIGKILL)
                 running.unshare.kill()
             running.unshare.communicate()
-        else:
-            self._kill_recorded_init(name)
-        try:
-            shutil.rmtree(self._dir(name))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise BackendError(f"cannot remove {self._dir(name)}: {exc}") from exc
+        self.kill(sandbox)
+        self.state.remove(name)  # kills what an earlier process of the exporter left, too
 
-    def list_managed(self, instance: str, target: str) -> list[ManagedSandbox]:
-        found = []
-        for meta_file in sorted(self.state_dir.glob(f"{NAME_PREFIX}*/meta.json")):
-            try:
-                labels = json.loads(meta_file.read_text())["labels"]
-            except (OSError, ValueError, KeyError):
-                continue
-            if (
-                labels.get(MANAGED_LABEL) == "true"
-                and labels.get(INSTANCE_LABEL) == instance
-                and labels.get(TARGET_LABEL) == target
-            ):
-                created = labels.get(CREATED_LABEL, "")
-                found.append(
-                    ManagedSandbox(
-                        name=meta_file.parent.name,
-                        target=target,
-                        instance=instance,
-                        created_at=float(created) if created.isdigit() else None,
-                    )
-                )
-        return found
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        return self.state.managed(target)
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        """SIGKILL the `unshare` or `nsenter` a call on this sandbox is waiting for."""
+        with self._lock:
+            children = list(self._children.get(sandbox.name, ()))
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
 
     def close(self) -> None:
         with self._lock:
             names = list(self._running)
         for name in names:
             with contextlib.suppress(BackendError):
-                self.remove(name)
+                self.remove(SandboxRef(name), Deadline.after(5))
 
     # -- helpers -----------------------------------------------------------------
 
-    def _dir(self, name: str) -> Path:
-        if "/" in name or name in (".", ".."):
-            raise BackendError(f"invalid sandbox name {name!r}")
-        return self.state_dir / name
+    def _spawn(
+        self, name: str, command: list[str], stderr: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        """`command` as a child of its own session, with its stdout and stderr piped
+        (stderr may go to stdout), known to `kill` until `_forget`."""
+        try:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot run {command[0]}: {exc}") from exc
+        with self._lock:
+            self._children.setdefault(name, set()).add(child)
+        return child
+
+    def _forget(self, name: str, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            children = self._children.get(name)
+            if children is not None:
+                children.discard(child)
+                if not children:
+                    del self._children[name]
 
     def _get(self, name: str) -> _Running:
         with self._lock:
@@ -270,12 +258,27 @@ class NamespaceBackend:
             raise BackendError(f"sandbox {name} is not running")
         return running
 
-    def _kill_recorded_init(self, name: str) -> None:
-        """Kill the init an earlier process of the exporter left, if it is still that init."""
-        try:
-            pid_text, _, started = (self._dir(name) / "pid").read_text().strip().partition(" ")
-        except OSError:
-            return
-        if pid_text.isdigit() and _start_time(int(pid_text)) == started:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_text), signal.SIGKILL)
+
+def _read_line(stream: Any, deadline: Deadline) -> bytes | None:
+    """One line from a child's pipe, or None if none came before the deadline."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        line = b""
+        while not line.endswith(b"\n"):
+            if not selector.select(timeout=deadline.remaining()):
+                return None
+            chunk = os.read(stream.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+        return line
+
+
+KIND = BackendKind(
+    name="namespace",
+    options=NamespaceOptions,
+    factory=NamespaceBackend,
+    capabilities=Capabilities(images=Images.NONE, remote=False, needs_root=False, thread_safe=True),
+    discover=find_here,
+    summary="bare Linux namespaces through util-linux: no daemon, no image (the floor)",
+)

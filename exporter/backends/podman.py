@@ -22,32 +22,76 @@ Sockets: rootful `unix:///run/podman/podman.sock`, rootless
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from exporter.backends.base import BackendError, SandboxSpec
-from exporter.backends.docker import DockerBackend
+from pydantic import Field
 
+from exporter.backends.base import (
+    BackendError,
+    BackendKind,
+    Capabilities,
+    Deadline,
+    Images,
+    SandboxRef,
+    SandboxSpec,
+)
+from exporter.backends.docker import DockerBackend, DockerOptions, find_engine
+
+PODMAN_SOCKET = "/run/podman/podman.sock"
 LIBPOD = "/v4.0.0/libpod"  # Podman 4 and 5 serve this prefix
 
 
-class PodmanBackend(DockerBackend):
-    kind = "podman"
+def podman_url(environ: Mapping[str, str] | None = None) -> str:
+    """Podman's API socket: CONTAINER_HOST, else rootful as root, else the user's rootless one."""
+    env = os.environ if environ is None else environ
+    if env.get("CONTAINER_HOST", "").startswith("unix://"):
+        return env["CONTAINER_HOST"]
+    if os.geteuid() == 0:
+        return f"unix://{PODMAN_SOCKET}"
+    runtime_dir = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return f"unix://{runtime_dir}/podman/podman.sock"
 
-    def create(self, spec: SandboxSpec) -> None:
-        super().create(spec)
+
+class PodmanOptions(DockerOptions):
+    """The same options as Docker; the default socket is Podman's (rootful or rootless)."""
+
+    base_url: str = Field(default_factory=podman_url)
+
+
+class PodmanBackend(DockerBackend):
+    engine = "Podman"
+
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
+        sandbox = super().create(spec, deadline)
         wanted = self.options.runtime
         if wanted:
-            actual = self.oci_runtime(spec.name)
+            actual = self.oci_runtime(sandbox, deadline)
             if wanted not in (actual, os.path.basename(actual)):
                 raise BackendError(
                     f"Podman created the container under runtime {actual!r}, not {wanted!r}: "
                     "Podman chooses the OCI runtime per service, not per container; point this "
                     f"target at a service started with `podman --runtime {wanted} system service`"
                 )
+        return sandbox
 
-    def oci_runtime(self, name: str) -> str:
-        """The OCI runtime Podman gave container `name`."""
-        api = self.client.api
-        response = self._api(api.get, f"{api.base_url}{LIBPOD}/containers/{name}/json")
+    def oci_runtime(self, sandbox: SandboxRef, deadline: Deadline) -> str:
+        """The OCI runtime Podman gave the container."""
+        with self._within(deadline) as api:
+            response = api.get(f"{api.base_url}{LIBPOD}/containers/{sandbox.name}/json",
+                               timeout=api.timeout)  # fmt: skip
         if response.status_code != 200:
             raise BackendError(f"Podman answered {response.status_code}: {response.text[:300]}")
         return str(response.json().get("OCIRuntime", ""))
+
+
+KIND = BackendKind(
+    name="podman",
+    options=PodmanOptions,
+    factory=PodmanBackend,
+    capabilities=Capabilities(
+        images=Images.EXPORTER, remote=False, needs_root=False, thread_safe=True
+    ),
+    extra="podman",
+    discover=lambda: find_engine(podman_url()),
+    summary="a container per probe on Podman (rootful or rootless; one runtime per service)",
+)

@@ -18,15 +18,16 @@ from urllib.parse import parse_qs
 import structlog
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from exporter.capture import CapturingLogger
-from exporter.durations import parse_duration
-from exporter.lifecycle import ProbeResult
-from exporter.probe_report import as_dict, exposition
+from exporter.config.durations import parse_duration
+from exporter.metrics.single_run import exposition
+from exporter.probing.lifecycle import ProbeResult
+from exporter.probing.report import as_dict
+from exporter.web.capture import CapturingLogger
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-    from exporter.prober import Prober
+    from exporter.probing.prober import Prober
 
 Response = tuple[str, list[tuple[str, str]], bytes]
 TEXT = [("Content-Type", "text/plain; charset=utf-8")]
@@ -53,7 +54,7 @@ def _timeout(environ: WSGIEnvironment, query: Mapping[str, list[str]], prober: P
             return max(float(header) - SCRAPE_MARGIN_SECONDS, 0.1)
         except ValueError:
             pass
-    return prober.target.longest_run
+    return prober.target.timeouts.whole_run
 
 
 def handle_probe(environ: WSGIEnvironment, probers: Mapping[str, Prober]) -> Response:

@@ -15,7 +15,7 @@ from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter.prober import Prober
+from exporter.probing.prober import Prober
 
 STAGGER_WINDOW_SECONDS = 10.0
 GC_PREFIX = "gc:"
@@ -132,6 +132,10 @@ class ProbeScheduler:
     def next_run_time(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(name)
         return job.next_run_time if job is not None else None
+
+    def wakeup(self) -> None:
+        """Look at the jobs now (after the clock moved under a test, say)."""
+        self._scheduler.wakeup()
 
     def add_listener(self, callback: Any, mask: int) -> None:
         """An APScheduler event listener (used by benchmarks/scheduling.py)."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from exporter import responses
-from exporter.landing import landing_page
-from exporter.probe_endpoint import handle_probe
+from exporter.web import responses
+from exporter.web.landing import landing_page
+from exporter.web.probe_endpoint import handle_probe
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from exporter.prober import Prober
+    from exporter.probing.prober import Prober
 
 
 class ExporterState(Protocol):

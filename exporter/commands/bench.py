@@ -13,17 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.backends import known_backends
-from exporter.backends.base import Backend
+from exporter import backends
+from exporter.backends.base import Backend, Found
 from exporter.config import Config, ConfigError, Target, parse_config
-from exporter.discovery import docker_url
-from exporter.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, call_with_timeout, describe
-from exporter.prober import build_backend
-
-ALIASES = {"k8s": "kubernetes"}
-# Remote control planes are probed only when named: "every local backend" must not
-# reach out to a cluster because a kubeconfig happens to be lying around.
-NEEDS_NAMING = frozenset({"kubernetes", "nomad"})
+from exporter.probing.calls import Calls
+from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, describe
+from exporter.probing.prober import calls_for
 
 
 class BenchError(ValueError):
@@ -34,13 +29,11 @@ def parse_backend_names(text: str) -> list[str]:
     """`-b " Docker, k8s "` -> ["docker", "kubernetes"]; unknown names are an error."""
     names: list[str] = []
     for raw in text.split(","):
-        name = raw.strip().lower()
-        if not name:
+        if not raw.strip():
             continue
-        name = ALIASES.get(name, name)
-        if name not in known_backends():
-            known = ", ".join(known_backends())
-            raise BenchError(f"-b/--backends: unknown backend {raw.strip()!r}; known: {known}")
+        name = backends.canonical(raw)
+        if name is None:
+            raise BenchError(f"-b/--backends: {backends.UnknownBackend(raw.strip())}")
         if name not in names:
             names.append(name)
     if not names:
@@ -51,7 +44,10 @@ def parse_backend_names(text: str) -> list[str]:
 def bench_targets(
     config: Config | None, names: Sequence[str] | None, image: str | None
 ) -> list[Target]:
-    """Targets to bench: the config's (filtered by backend name), else one per backend."""
+    """Targets to bench: the config's (filtered by backend name), else one per backend:
+    those named, or every local one (a remote control plane only when named: a
+    kubeconfig lying around is no reason to reach out to a cluster), each with the
+    options `targets: auto` would find for it here."""
     if config is not None:
         targets = [t for t in config.targets if names is None or t.backend in names]
         if image is not None:
@@ -61,12 +57,16 @@ def bench_targets(
                 f"-b/--backends: no target in {config.source} uses {', '.join(names or [])}"
             )
         return targets
-    chosen = list(names) if names else [n for n in known_backends() if n not in NEEDS_NAMING]
+    if names:
+        kinds = [backends.kind(name) for name in names]
+    else:
+        kinds = [k for k in backends.kinds() if not k.capabilities.remote]
     raw: list[dict[str, Any]] = []
-    for name in chosen:
-        target: dict[str, Any] = {"name": name, "backend": name}
-        if name == "docker":
-            target["docker"] = {"base_url": docker_url()}
+    for kind in kinds:
+        target: dict[str, Any] = {"name": kind.name, "backend": kind.name}
+        found = kind.discover() if kind.discover is not None else None
+        if isinstance(found, Found):
+            target[kind.name] = found.options
         raw.append(target)
     defaults: dict[str, Any] = {} if image is None else {"image": image}
     try:
@@ -130,7 +130,7 @@ def run_bench(
     instance: str,
     cancel: threading.Event,
     progress: Progress | None = None,
-    backends: dict[str, Backend] | None = None,
+    injected: dict[str, Backend[Any]] | None = None,
 ) -> BenchReport:
     """Run every target `warmup + iterations` times, one after another.
 
@@ -145,13 +145,16 @@ def run_bench(
         if cancel.is_set():
             run.skipped = "interrupted"
             continue
+        calls: Calls | None = None
         try:
-            backend = (backends or {}).get(target.name) or build_backend(target)
-            call_with_timeout(backend.ping, target.timeouts.create, name=f"{target.name}:ping")
+            calls = calls_for(target, (injected or {}).get(target.name))
+            calls.call("ping", timeout=target.timeouts.create)
         except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
             run.skipped = describe(exc)
+            if calls is not None:
+                calls.close()
             continue
-        runner = LifecycleRunner(backend, target, instance)
+        runner = LifecycleRunner(calls, target, instance)
         try:
             for index in range(warmup + iterations):
                 if cancel.is_set():
@@ -164,7 +167,7 @@ def run_bench(
                 elif not result.cancelled:
                     run.results.append(result)
         finally:
-            backend.close()
+            calls.close()
     report.finished_at = time.time()
     report.interrupted = cancel.is_set()
     return report

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from exporter import frames
 from exporter.logs import current_logging
-from exporter.server import parse_listen_address
+from exporter.web import frames
+from exporter.web.app import parse_listen_address
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-    from exporter.webconfig import WebConfig
+    from exporter.web.webconfig import WebConfig
 
 JSONHeaders = list[list[str]]
 RESTART_BACKOFF_MAX = 30.0
@@ -124,7 +124,7 @@ class WebProcess:
         o = self._options
         level, fmt = current_logging()
         command = [
-            sys.executable, "-m", "exporter.web_front",
+            sys.executable, "-m", "exporter.web.front_process",
             "--listen-fd", str(self._listener.fileno()), "--bridge-fd", str(bridge_fd),
             "--nice", str(o.nice), "--read-timeout", str(o.read_timeout),
             "--metrics-max-age", str(o.metrics_max_age), "--rate", str(o.forwarded_per_second),

@@ -8,10 +8,15 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from exporter.bench import BenchError, BenchReport, bench_targets, parse_backend_names, run_bench
-from exporter.bench_report import render_json, render_table
+from exporter.commands.bench import (
+    BenchError,
+    BenchReport,
+    bench_targets,
+    parse_backend_names,
+    run_bench,
+)
+from exporter.commands.bench_report import render_json, render_table
 from exporter.config import ConfigError, default_instance, load_config
-from exporter.daemon import shutdown_bound
 
 INTERRUPTED = 130
 
@@ -38,13 +43,13 @@ class ProgressBar:
 
 def bench(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config_file) if args.config_file else None
+        config = load_config(args.config_file, instance=args.instance) if args.config_file else None
         names = parse_backend_names(args.backends) if args.backends else None
         targets = bench_targets(config, names, args.image)
     except (ConfigError, BenchError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BenchError) else 1
-    instance = config.instance if config is not None else default_instance()
+    instance = config.instance if config is not None else (args.instance or default_instance())
     cancel = threading.Event()
     progress = ProgressBar(sys.stderr)
     outcome: list[BenchReport] = []
@@ -76,7 +81,7 @@ def bench(args: argparse.Namespace) -> int:
         cancel.set()
         progress.clear()
         print("interrupted: removing the sandbox in flight...", file=sys.stderr)
-        finished.wait(timeout=max(shutdown_bound(t) for t in targets))
+        finished.wait(timeout=max(t.timeouts.after_cancel for t in targets))
     progress.clear()
     if not outcome:
         print("bench: interrupted before any result; cleanup may still be running", file=sys.stderr)

@@ -21,9 +21,9 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.config import Target
-from exporter.histograms import HistogramFamily
-from exporter.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
+from exporter.config.targets import Target
+from exporter.metrics.histograms import HistogramFamily
+from exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
 
@@ -158,8 +158,8 @@ class Metrics:
         self.interval.labels(*labels).set(target.interval)
         self.target_info.labels(*labels).info(
             {
-                "image": target.image if target.backend != "namespace" else "",
-                "runtime": getattr(target.options, "runtime", None) or "",
+                "image": target.image if target.uses_image else "",
+                "runtime": target.options.runtime_name() or "",
                 "pull_policy": target.pull_policy,
                 "interval_seconds": f"{target.interval:g}",
             }

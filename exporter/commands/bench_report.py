@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter import __version__
-from exporter.bench import BackendRun, BenchReport
-from exporter.lifecycle import LIFECYCLE, ProbeResult
+from exporter.commands.bench import BackendRun, BenchReport
+from exporter.probing.lifecycle import LIFECYCLE, ProbeResult
 
 COLUMNS = [*(str(p) for p in LIFECYCLE), "total"]
 
@@ -39,7 +39,7 @@ def _row(label: str, runs: str, values: dict[str, float]) -> str:
 
 
 def render_table(report: BenchReport) -> str:
-    images = sorted({r.target.image for r in report.runs if r.target.backend != "namespace"})
+    images = sorted({r.target.image for r in report.runs if r.target.uses_image})
     m = machine()
     warm = f" (+{report.warmup} warm-up)" if report.warmup else ""
     lines = [

@@ -9,7 +9,7 @@ rate and a number in flight) so a flood of them cannot reach the probing side
 either; beyond that a client gets 429. It exits when the exporter's end of the
 bridge closes.
 
-Started by web_process.WebProcess as `python -m exporter.web_front`, with the
+Started by web_process.WebProcess as `python -m exporter.web.front_process`, with the
 listening socket and the bridge socket as inherited file descriptors.
 """
 
@@ -28,12 +28,12 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from exporter import frames, responses
+from exporter.web import frames, responses
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from exporter.webconfig import WebConfig
+    from exporter.web.webconfig import WebConfig
 
 # the parts of a request the exporter's app reads; never the process environment,
 # which wsgiref copies into every request's environ
@@ -287,7 +287,7 @@ class FrontServer(ThreadingMixIn, WSGIServer):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m exporter.web_front")
+    parser = argparse.ArgumentParser(prog="python -m exporter.web.front_process")
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--bridge-fd", type=int, required=True)
     parser.add_argument("--web-config")
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     web_config = None
     if args.web_config:
         from exporter.logs import configure_logging
-        from exporter.webconfig import WebConfig
+        from exporter.web.webconfig import WebConfig
 
         configure_logging(args.log_level, args.log_format)
         web_config = WebConfig(args.web_config)  # checked by the exporter before it started us

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from exporter import __version__
 
 if TYPE_CHECKING:
-    from exporter.prober import Prober
+    from exporter.probing.prober import Prober
 
 
 def landing_page(probers: Sequence[Prober]) -> str:

@@ -1,0 +1,1 @@
+"""The one-shot commands: bench, probe, gc."""

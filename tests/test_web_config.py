@@ -13,8 +13,8 @@ import pytest
 import trustme
 
 from exporter.daemon import Daemon
-from exporter.webconfig import WebConfig, WebConfigError
-from tests.fakes import FakeBackend
+from exporter.web.webconfig import WebConfig, WebConfigError
+from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 
 PASSWORD = "s3cret"
@@ -48,7 +48,7 @@ def web_config(directory: Path, *, users: bool = True, client_auth: str = "NoCli
 
 def serve(path: Path) -> Daemon:
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address="127.0.0.1:0", backends={"fake": FakeBackend()},
+    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": FakeBackend()}),
                web_config=WebConfig(path))  # fmt: skip
     d.start()
     wait_for(lambda: d.probers[0].last_result, what="the first run")  # quiet before the test
@@ -157,3 +157,28 @@ def test_a_broken_web_config_names_the_problem(tmp_path: Path, ca: trustme.CA) -
     (tmp_path / "web.yaml").write_text("tls_config: {}\n")
     with pytest.raises(WebConfigError, match="tls_config: Extra inputs are not permitted"):
         WebConfig(tmp_path / "web.yaml")
+
+
+def test_an_unknown_user_costs_a_bcrypt_check_like_a_known_one(
+    tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answering an unknown user before any bcrypt check would tell, by timing, which
+    user names exist: every refusal costs one check at the configured cost."""
+    write_certs(ca, tmp_path)
+    settings = WebConfig(web_config(tmp_path)).current()
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counted(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted)
+
+    def header(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    assert not settings.authorized(header("nobody", PASSWORD))
+    assert not settings.authorized(header("prometheus", "wrong"))
+    assert len(checked) == 2, "one bcrypt check each, known user or not"
+    assert checked[0][:7] == checked[1][:7], "at the same cost ($2b$NN$)"

@@ -21,19 +21,24 @@ backend raised when its own socket timeout fired.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from multiprocessing.connection import Connection
+from typing import Any, Protocol, TypeVar, cast
 
 from exporter.backends.base import Backend, BackendError, BackendOptions, Deadline, SandboxRef
 from exporter.config.durations import format_duration
 from exporter.config.settings import Timeouts
+
+T = TypeVar("T")
 
 
 class PhaseTimeout(Exception):
@@ -199,7 +204,8 @@ class ThreadCalls:
                            self._ended)  # fmt: skip
         if not call.run(deadline, interrupt):
             if sandbox is not None:
-                self.backend.kill(sandbox)
+                with contextlib.suppress(Exception):  # best effort; the timeout is the news
+                    self.backend.kill(sandbox)
             raise _stopped(method, timeout, interrupt)
         if call.error is not None:
             raise _outcome(method, timeout, call.error, deadline)
@@ -227,39 +233,39 @@ class _Spawner:
     *thread*, and the threads that run probes come and go."""
 
     def __init__(self) -> None:
-        self._requests: queue.SimpleQueue[tuple[Any, queue.SimpleQueue[BaseException | None]]]
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]]
         self._requests = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def start(self, process: Any) -> None:
+    def run(self, start: Callable[[], T]) -> T:
+        """`start()` on the spawner thread; its value, or its exception raised here."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="worker-spawner",
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
-        answer: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._requests.put((process, answer))
-        error = answer.get()
-        if error is not None:
-            raise error
+        answer: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._requests.put((start, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return cast(T, value)
 
     def _serve(self) -> None:
         while True:
-            process, answer = self._requests.get()
+            start, answer = self._requests.get()
             try:
-                process.start()
+                answer.put((True, start()))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                answer.put(exc)
-            else:
-                answer.put(None)
+                answer.put((False, exc))
 
 
 _SPAWNER = _Spawner()
 
 
 class _Worker:
-    def __init__(self, process: Any, connection: multiprocessing.connection.Connection) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], connection: Connection) -> None:
         self.process = process
         self.connection = connection
 
@@ -267,9 +273,8 @@ class _Worker:
         """The worker and its process group (what it ran), at once; reaped."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.join()
+        self.process.kill()
+        self.process.wait()
         self.connection.close()
 
 
@@ -286,6 +291,7 @@ class ProcessCalls:
 
     @property
     def worker_pid(self) -> int | None:
+        """The worker's, while one runs."""
         worker = self._worker
         return worker.process.pid if worker is not None else None
 
@@ -327,31 +333,40 @@ class ProcessCalls:
             self._lock.release()
 
     def _start(self) -> _Worker:
-        from exporter.probing import worker
+        """A new worker: `python -m exporter.probing.worker` in a session of its own
+        (its process group is what a timeout kills), told what to build."""
+        ours, theirs = socket.socketpair()
+        command = [sys.executable, "-m", "exporter.probing.worker", str(theirs.fileno()),
+                   str(os.getpid())]  # fmt: skip
+        # the backend module may be found only through this process's path (tests)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe(duplex=True)
-        process = context.Process(
-            target=worker.serve,
-            args=(theirs, self._module, self._options, self._timeouts, os.getpid()),
-            name=f"sandbox-exporter worker {self._label}",
-            daemon=True,
-        )
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
         try:
-            _SPAWNER.start(process)
+            process = _SPAWNER.run(start)
         except OSError as exc:
+            ours.close()
             raise BackendError(f"cannot start a worker process for {self._label}: {exc}") from exc
         finally:
             theirs.close()
-        self._worker = _Worker(process, ours)
-        return self._worker
+        connection = Connection(ours.detach())
+        worker = _Worker(process, connection)
+        try:
+            connection.send((self._module, self._options, self._timeouts))
+        except OSError as exc:
+            raise self._died(worker, "start-up", exc) from exc
+        self._worker = worker
+        return worker
 
     def _died(self, worker: _Worker, method: str, exc: BaseException) -> BackendError:
         self._worker = None
         worker.kill()
         return BackendError(
             f"the worker process of {self._label} died during {method} "
-            f"(exit code {worker.process.exitcode}): {exc or type(exc).__name__}"
+            f"(exit status {worker.process.returncode}): {exc or type(exc).__name__}"
         )
 
     def close_when_idle(self) -> None:
@@ -374,8 +389,9 @@ class ProcessCalls:
             return
         with contextlib.suppress(OSError, ValueError):
             worker.connection.send(None)  # the worker closes its backend and exits
-        worker.process.join(timeout=5.0)
-        if worker.process.is_alive():
+        try:
+            worker.process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
             worker.kill()
         worker.connection.close()
 

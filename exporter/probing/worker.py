@@ -1,11 +1,13 @@
 """The worker process that holds a backend whose calls cannot run on the exporter's
-threads (see calls.py). It runs one call at a time, as messages on a pipe:
-`(method, args, deadline)` in, `(True, value)` or `(False, error)` out; `None` in
-closes the backend and ends the process.
+threads (see calls.py): `python -m exporter.probing.worker FD PARENT_PID`.
+
+On the connection at FD it first receives what to build, `(module, options,
+timeouts)`, then runs one call at a time: `(method, args, deadline)` in,
+`(True, value)` or `(False, error)` out; `None` in closes the backend and ends it.
 
 It is killed, with its process group, when a call outlives its deadline; and the
-kernel kills it when the exporter dies (PR_SET_PDEATHSIG), even one frozen in a
-native call that holds its interpreter.
+kernel kills it when the exporter dies (PR_SET_PDEATHSIG), even while it is frozen
+in a native call that holds its interpreter.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from exporter.backends.base import BackendOptions, Deadline
-from exporter.config.settings import Timeouts
+from exporter.backends.base import Deadline
 
 PR_SET_PDEATHSIG = 1
 
@@ -32,18 +33,10 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def serve(
-    connection: Connection,
-    module: str,
-    options: BackendOptions,
-    timeouts: Timeouts,
-    parent: int,
-) -> None:
-    _die_with(parent)
-    os.setsid()  # its own process group: killing the group ends what it ran too
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the exporter decides when it stops
+def serve(connection: Connection) -> None:
     from exporter.probing.calls import portable
 
+    module, options, timeouts = connection.recv()
     backend: Any = None
     try:
         while True:
@@ -65,3 +58,15 @@ def serve(
     finally:
         if backend is not None:
             backend.close()
+
+
+def main(argv: list[str]) -> int:
+    fd, parent = int(argv[0]), int(argv[1])
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the exporter decides when it stops
+    serve(Connection(fd))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

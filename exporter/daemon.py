@@ -199,8 +199,9 @@ class Daemon:
         try:
             while True:
                 received = _received(wake_read, auto_reload_interval)
-                if any(s in stops for s in received):
-                    self.log.info("signal received", signal=_name(received[-1]))
+                stopping = [s for s in received if s in stops]
+                if stopping:
+                    self.log.info("signal received", signal=_name(stopping[0]))
                     break
                 if signal.SIGHUP in received:
                     self.log.info("signal received", signal="SIGHUP")
@@ -218,11 +219,12 @@ class Daemon:
                 wake_write.send(_FINISHED)
 
             threading.Thread(target=wind_down, name="shutdown", daemon=True).start()
+            again = stopping[1:]  # two may come together
             while not outcome:
-                received = _received(wake_read, None)
-                if any(s in stops for s in received):
-                    self.log.info("signal received again", signal=_name(received[-1]))
+                if again:
+                    self.log.info("signal received again", signal=_name(again[0]))
                     self.cut_short(deadline)
+                again = [s for s in _received(wake_read, None) if s in stops]
         finally:
             signal.set_wakeup_fd(-1)
             wake_read.close()

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 1
     if args.command == "check-config":
-        print(f"{config.source}: OK, {len(config.targets)} target(s)")
+        print(f"{config.source}: OK, {len(config.targets)} target(s), instance {config.instance}")
         for target in config.targets:
             print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s")
         return 0

@@ -28,13 +28,13 @@ def make_target(backend: str = "namespace", **settings: Any) -> Target:
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Wait until `predicate()` is truthy; fail after `timeout` seconds. Not a sleep: it
     re-checks the condition as soon as a short wait elapses and stops at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.perf_counter() + timeout  # real time, whatever a test did to the clock
     pause = threading.Event()
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() >= deadline:
+        if time.perf_counter() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         pause.wait(0.02)
 

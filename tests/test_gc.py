@@ -1,4 +1,5 @@
-"""Garbage collection of this exporter's old sandboxes, on the real engines, and `gc`."""
+"""Garbage collection of old sandboxes, on the real engines, and `gc`: this instance's
+past max_age, another instance's only once past the expiry its creator wrote on it."""
 
 from __future__ import annotations
 
@@ -32,16 +33,28 @@ def leave(engine: Engine, name: str, age: float, **labels: str) -> None:
     )  # fmt: skip
 
 
+THEIRS = {"sandbox-exporter.io/instance": "another-exporter"}
+SCENE = ("sandbox-exporter-probe-old", "sandbox-exporter-probe-young",
+         "sandbox-exporter-probe-theirs-expired", "sandbox-exporter-probe-theirs-running",
+         "sandbox-exporter-probe-theirs-unlabelled", "unlabelled-old")  # fmt: skip
+
+
+def expires(age: float) -> dict[str, str]:
+    return {"sandbox-exporter.io/expires-at": str(int(time.time() - age))}
+
+
 @pytest.fixture
 def scene(engine: Engine) -> Any:
     leave(engine, "sandbox-exporter-probe-old", 2 * HOUR)
     leave(engine, "sandbox-exporter-probe-young", 60)
-    leave(engine, "sandbox-exporter-probe-theirs", 2 * HOUR,
-          **{"sandbox-exporter.io/instance": "another-exporter"})  # fmt: skip
+    # another instance's, made 2 h ago: its run ended 1 h ago; a run of its that still
+    # goes (its creator's timeouts are long); one made by an older version (no expiry)
+    leave(engine, "sandbox-exporter-probe-theirs-expired", 2 * HOUR, **THEIRS, **expires(HOUR))
+    leave(engine, "sandbox-exporter-probe-theirs-running", 2 * HOUR, **THEIRS, **expires(-60))
+    leave(engine, "sandbox-exporter-probe-theirs-unlabelled", 2 * HOUR, **THEIRS)
     engine.client.containers.create(TEST_IMAGE, ["true"], name="unlabelled-old")
     yield engine
-    for name in ("sandbox-exporter-probe-old", "sandbox-exporter-probe-young",
-                 "sandbox-exporter-probe-theirs", "unlabelled-old"):  # fmt: skip
+    for name in SCENE:
         for container in engine.client.containers.list(all=True, filters={"name": f"^{name}$"}):
             container.remove(force=True)
 
@@ -55,26 +68,30 @@ def target_dict(engine: Engine) -> dict[str, Any]:
             engine.backend: {"base_url": engine.url}}  # fmt: skip
 
 
-def test_only_this_instances_old_sandboxes_are_collected(scene: Engine) -> None:
+def test_old_sandboxes_are_collected_another_instances_only_past_their_expiry(
+    scene: Engine,
+) -> None:
     engine = scene
     target = make_config(target_dict(engine)).targets[0]
     registry = CollectorRegistry()
     prober = Prober(target, "gc-test", Metrics(registry), stopping=threading.Event())
     removed = prober.collect_garbage()
     prober.close()
-    assert [s.name for s in removed] == ["sandbox-exporter-probe-old"]
+    assert sorted(s.name for s in removed) == [
+        "sandbox-exporter-probe-old", "sandbox-exporter-probe-theirs-expired"]  # fmt: skip
     left = names(engine)
-    assert "sandbox-exporter-probe-old" not in left
+    assert not {"sandbox-exporter-probe-old", "sandbox-exporter-probe-theirs-expired"} & left
     assert {
         "sandbox-exporter-probe-young",
-        "sandbox-exporter-probe-theirs",
+        "sandbox-exporter-probe-theirs-running",
+        "sandbox-exporter-probe-theirs-unlabelled",
         "unlabelled-old",
     } <= left
     assert (
         registry.get_sample_value(
             "sandbox_orphans_removed_total", {"target": "probe", "backend": engine.backend}
         )
-        == 1
+        == 2
     )
 
 
@@ -90,7 +107,9 @@ def test_the_gc_command_lists_then_removes(
     assert main(["gc", "--dry-run", "--config.file", str(config)]) == 0
     out = capsys.readouterr().out
     assert "probe: would remove sandbox-exporter-probe-old" in out
+    assert "probe: would remove sandbox-exporter-probe-theirs-expired" in out
     assert "young" not in out
+    assert "running" not in out
     assert "sandbox-exporter-probe-old" in names(engine)
     assert main(["gc", "--config.file", str(config)]) == 0
     assert "probe: removed sandbox-exporter-probe-old" in capsys.readouterr().out

@@ -57,6 +57,10 @@ def test_sandbox_is_named_and_labelled_for_this_exporter() -> None:
     assert spec.labels["sandbox-exporter.io/target"] == "fake"
     assert spec.labels["sandbox-exporter.io/instance"] == "test-instance"
     assert spec.labels["sandbox-exporter.io/created-at"].isdigit()
+    # when the run is over whatever happens, every timeout added up: see collector.py
+    whole_run = make_target("docker").timeouts.whole_run
+    created = int(spec.labels["sandbox-exporter.io/created-at"])
+    assert int(spec.labels["sandbox-exporter.io/expires-at"]) == created + int(whole_run) + 1
 
 
 @pytest.mark.parametrize("phase", ["create", "start", "exec", "stop", "remove"])

@@ -49,6 +49,7 @@ class KillingProxy:
 
     def close(self) -> None:
         self._listener.close()
+        self.path.unlink(missing_ok=True)
 
     def _accept(self) -> None:
         while True:

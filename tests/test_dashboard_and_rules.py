@@ -184,8 +184,10 @@ def running(
     tool("prometheus")
     state = {"state_dir": str(tmp_path / "ns")}
     config = make_config(
-        {"name": "ns", "backend": "namespace", "interval": "1s", "jitter": "0s", "namespace": state},
-        {"name": "ns-bad", "backend": "namespace", "interval": "1s", "jitter": "0s",
+        # often: the quantiles below want 25 runs, and a namespace run takes ~15 ms
+        {"name": "ns", "backend": "namespace", "interval": "300ms", "jitter": "0s",
+         "namespace": state},
+        {"name": "ns-bad", "backend": "namespace", "interval": "300ms", "jitter": "0s",
          "command": ["echo", "bye"], "namespace": state},
         {"name": "docker", "backend": "docker", "interval": "1s", "jitter": "0s",
          "image": TEST_IMAGE, "pull_policy": "never", "docker": {"base_url": docker_engine.url}},

@@ -1,6 +1,10 @@
-"""Faults on a real dockerd that each test starts for itself, then stops, kills
-(SIGKILL) or freezes (SIGSTOP): what the metrics and logs say, that /metrics
-keeps answering, and that no managed container is left once the engine is back."""
+"""Faults on a real dockerd of the tests' own, which they stop, kill (SIGKILL), freeze
+(SIGSTOP), fill up and make read-only: what the metrics and logs say, that /metrics
+keeps answering, and that no managed container is left once the engine is back.
+
+One dockerd serves the whole module (starting one, with its image, costs seconds):
+each test finds it running and answering, and leaves no container of its own.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from exporter.backends.base import Deadline, SandboxRef, SandboxSpec
-from exporter.backends.docker import DockerBackend, DockerOptions
+from exporter.backends.docker import DockerBackend, DockerOptions, unix_socket_answers_ping
 from exporter.config import Config, Settings, Target, parse_config
 from exporter.daemon import Daemon
 from exporter.probing.lifecycle import Phase, Reason
@@ -29,18 +33,14 @@ from tests.helpers import wait_for
 from tests.test_server import call
 
 ROOT = Path(__file__).parent.parent
-FAST = {"create": "3s", "start": "3s", "exec": "3s", "stop": "3s", "remove": "3s", "pull": "3s"}
+PHASES = ("pull", "create", "start", "exec", "stop", "remove")
 
 
 class PrivateDockerd:
-    """A dockerd of the test's own, which the test may stop, kill, freeze and restart."""
+    """A dockerd of the tests' own, which a test may stop, kill, freeze and restart."""
 
-    def __init__(self, directory: Path, disk_mb: int | None = None) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        if disk_mb is not None:  # its data root on a small filesystem of its own
-            (directory / "data").mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs",
-                            str(directory / "data")], check=True)  # fmt: skip
         self.url = self.start()
         env = {**os.environ, "DOCKER_HOST": self.url}
         subprocess.run(["bash", str(ROOT / "scripts" / "build-test-image.sh")], env=env,
@@ -69,6 +69,16 @@ class PrivateDockerd:
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60,
                  what="dockerd to exit")  # fmt: skip
 
+    def answers(self) -> bool:
+        return unix_socket_answers_ping(self.url.removeprefix("unix://"))
+
+    def ready(self) -> None:
+        """Running and answering, as each test expects to find it."""
+        with contextlib.suppress(OSError, ValueError):
+            self.signal(signal.SIGCONT)
+        if not self.answers():
+            self.start()
+
     def client(self) -> Any:
         import docker
 
@@ -93,13 +103,13 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-@pytest.fixture
-def dockerd(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[PrivateDockerd]:
+@pytest.fixture(scope="module")
+def shared_dockerd(docker_engine: Any) -> Iterator[PrivateDockerd]:
     if os.geteuid() != 0:
         unavailable("docker", "a private dockerd needs root")
     # short: containerd's sockets live below it, and a socket path has 108 bytes at most
     directory = Path(tempfile.mkdtemp(prefix="sxf-", dir="/tmp"))
-    engine = PrivateDockerd(directory, getattr(request, "param", None))
+    engine = PrivateDockerd(directory)
     yield engine
     with contextlib.suppress(OSError, ValueError):
         engine.signal(signal.SIGCONT)
@@ -107,11 +117,35 @@ def dockerd(request: pytest.FixtureRequest, docker_engine: Any) -> Iterator[Priv
                    check=False, capture_output=True)  # fmt: skip
 
 
-def target(url: str) -> Target:
+@pytest.fixture
+def dockerd(shared_dockerd: PrivateDockerd) -> PrivateDockerd:
+    shared_dockerd.ready()
+    return shared_dockerd
+
+
+@contextlib.contextmanager
+def mounted_over(directory: Path, *options: str) -> Iterator[None]:
+    """A filesystem of its own over `directory` while inside (a tmpfs of `size=`, or
+    the directory itself bound read-only)."""
+    if "bind" in options:
+        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+        subprocess.run(["mount", "-o", ",".join(("remount", *options)), str(directory)],
+                       check=True)  # fmt: skip
+    else:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
+                        str(directory)], check=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+def target(url: str, timeout: str = "3s") -> Target:
+    """Each phase bounded by `timeout` (short: faults make calls wait for it)."""
     config = parse_config({"instance": "fault-test", "targets": [{
         "name": "faulty", "backend": "docker", "image": TEST_IMAGE, "pull_policy": "never",
-        "interval": "1s", "jitter": "0s", "timeouts": FAST, "stop_grace": "1s",
-        "max_age": "30s", "docker": {"base_url": url},
+        "interval": "1s", "jitter": "0s", "timeouts": dict.fromkeys(PHASES, timeout),
+        "stop_grace": "500ms", "max_age": "30s", "docker": {"base_url": url},
     }]})  # fmt: skip
     return config.targets[0]
 
@@ -262,7 +296,7 @@ def test_engine_killed_mid_phase_before_it_answers(dockerd: PrivateDockerd, phas
 
 
 def test_engine_frozen_mid_phase(dockerd: PrivateDockerd) -> None:
-    t = target(dockerd.url)
+    t = target(dockerd.url, "1500ms")  # every call to the frozen engine waits this long
     d = daemon(t, Sabotaged(t, dockerd, "start", signal.SIGSTOP))
     threads_before = threading.active_count()
     fds_before = len(os.listdir("/proc/self/fd"))
@@ -292,16 +326,16 @@ def test_engine_frozen_mid_phase(dockerd: PrivateDockerd) -> None:
     wait_for(lambda: dockerd.managed("fault-test") == [], timeout=30, what="everything cleaned up")
 
 
-@pytest.mark.parametrize("dockerd", [64], indirect=True)
 def test_a_full_disk_on_the_engine_is_a_failure_with_the_engines_message(
     dockerd: PrivateDockerd,
 ) -> None:
-    data = dockerd.directory / "data"
-    free = os.statvfs(data)
-    with (data / "filler").open("wb") as filler, contextlib.suppress(OSError):  # fill it up
-        filler.write(bytes(free.f_bavail * free.f_frsize + (1 << 20)))
-    failed_once(daemon(target(dockerd.url)), Phase.CREATE, "no space left on device")
-    (data / "filler").unlink()
+    # where the engine writes each new container, on a small filesystem, filled up
+    containers = dockerd.directory / "data" / "containers"
+    with mounted_over(containers, "size=1m"):
+        free = os.statvfs(containers)
+        with (containers / "filler").open("wb") as filler, contextlib.suppress(OSError):
+            filler.write(bytes(free.f_bavail * free.f_frsize + (1 << 20)))
+        failed_once(daemon(target(dockerd.url)), Phase.CREATE, "no space left on device")
     assert dockerd.managed("fault-test") == []
 
 
@@ -311,12 +345,8 @@ def test_a_read_only_engine_store_is_a_failure_with_the_engines_message(
     # where the engine keeps its containers, made read-only under it (the rest of its
     # store is busy: it cannot be remounted read-only as a whole)
     containers = dockerd.directory / "data" / "containers"
-    subprocess.run(["mount", "--bind", str(containers), str(containers)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(containers)], check=True)
+    with mounted_over(containers, "bind", "ro"):
         failed_once(daemon(target(dockerd.url)), Phase.CREATE, "read-only file system")
-    finally:
-        subprocess.run(["umount", str(containers)], check=True)
     assert dockerd.managed("fault-test") == []
 
 

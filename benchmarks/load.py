@@ -17,6 +17,8 @@ runs it at normal priority, for comparison. Needs wrk (Debian).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import random
 import re
@@ -78,11 +80,35 @@ def wrk(generator: list[str], connections: int, seconds: int, url: str) -> dict[
     }
 
 
+def realistic(url: str, seconds: int) -> dict[str, float]:
+    """benchmarks/realistic_load.py for `seconds`: answer times of /metrics (p50, p99)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "realistic_load.py")
+    out = subprocess.run([sys.executable, script, url, str(seconds)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    answers = json.loads(out)
+    scrapes, pages = sorted(answers["metrics"]), sorted(answers["page"])
+
+    def ms(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else math.nan
+
+    print(f"  realistic window: {len(scrapes)} scrapes p50 {ms(scrapes, 0.5):.1f} ms max "
+          f"{ms(scrapes, 1.0):.1f} ms; {len(pages)} page loads p50 {ms(pages, 0.5):.1f} ms "
+          f"p99 {ms(pages, 0.99):.1f} ms; {len(answers['errors'])} errors")  # fmt: skip
+    return {"requests": float(len(scrapes) + len(pages)), "seconds": float(seconds),
+            "errors": float(len(answers["errors"])), "p50": ms(scrapes, 0.5),
+            "p99": ms(scrapes, 0.99)}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--generator", choices=("idle", "normal"), default="idle")
+    parser.add_argument(
+        "--load", choices=("flood", "realistic"), default="flood",
+        help="flood: wrk on /metrics; realistic: two Prometheus at 15 s and five people "
+        "refreshing the landing page every second (benchmarks/realistic_load.py)",
+    )  # fmt: skip
     parser.add_argument(
         "--scrapes-per-second", default="50", help="--web.max-scrapes-per-second (0: unpaced)"
     )
@@ -106,7 +132,10 @@ def main() -> int:
         time.sleep(3)  # let the first runs settle
         for window in range(5):
             began = time.monotonic()
-            if window % 2:
+            if window % 2 and args.load == "realistic":
+                runs.append(realistic(f"http://{process.address}", args.seconds))
+                loaded.append((began, time.monotonic()))
+            elif window % 2:
                 runs.append(wrk(generator, args.connections, args.seconds,
                                 f"http://{process.address}/metrics"))  # fmt: skip
                 loaded.append((began, time.monotonic()))
@@ -116,9 +145,12 @@ def main() -> int:
     finally:
         code = process.stop()
     served = sum(r["requests"] for r in runs)
-    print(f"/metrics under load: wrk -t2 -c{args.connections}, {len(runs)} windows of "
-          f"{args.seconds}s between {len(quiet)} quiet ones, loopback, "
-          f"generator at {'SCHED_IDLE' if generator else 'normal priority'}, "
+    load = ("two scrapers at 15 s + five page refreshers at 1 s" if args.load == "realistic"
+            else f"wrk -t2 -c{args.connections}, generator at "
+                 f"{'SCHED_IDLE' if generator else 'normal priority'}")  # fmt: skip
+    print(f"/metrics under load: {load}, {len(runs)} windows of {args.seconds}s between "
+          f"{len(quiet)} quiet ones, loopback, serving "
+          f"{os.environ.get('SANDBOX_EXPORTER_SERVING', 'separate')}, "
           f"--web.max-scrapes-per-second {args.scrapes_per_second}")  # fmt: skip
     print(machine_line())
     print(f"requests served: {served:.0f}, {served / sum(r['seconds'] for r in runs):.0f}/s; "

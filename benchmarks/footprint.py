@@ -41,7 +41,7 @@ def kb_field(path: str, name: str) -> float:
 def web_process(parent: int) -> int:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            if b"exporter.web.front_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"exporter.web.http_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     raise RuntimeError("no web process")
 

@@ -165,7 +165,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from exporter.config.durations import parse_duration
     from exporter.daemon import Daemon
     from exporter.web.app import parse_listen_address
-    from exporter.web.front_supervisor import ServingOptions
+    from exporter.web.http_parent import ServingOptions
     from exporter.web.webconfig import WebConfig, WebConfigError
 
     listen_address = args.web_listen_address

@@ -11,7 +11,6 @@ SIGTERM or SIGINT cuts them short at once; the removals are still attempted.
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
@@ -32,8 +31,7 @@ from exporter.probing.health import unhealthy
 from exporter.probing.prober import Prober
 from exporter.probing.scheduler import ProbeScheduler
 from exporter.web.app import create_app
-from exporter.web.front_supervisor import ServingOptions, WebProcess
-from exporter.web.server import InlineServer
+from exporter.web.http_parent import ServingOptions, WebProcess
 from exporter.web.webconfig import WebConfig
 
 _FINISHED = b"\0"  # written on the signal wake-up socket when the wind-down is over
@@ -71,9 +69,7 @@ class Daemon:
         self.app = create_app(self)
         self.web_config = web_config
         self.http: WebProcess | None = None
-        if listen_address is not None and os.environ.get("SANDBOX_EXPORTER_SERVING") == "inline":
-            self.http = InlineServer(self.app, listen_address, web_config, serving, self.log)  # type: ignore[assignment]
-        elif listen_address is not None:
+        if listen_address is not None:
             self.http = WebProcess(self.app, self.exposition, listen_address, web_config, serving,
                                    self.log, on_restart=self.metrics.web_restarts.inc)  # fmt: skip
 

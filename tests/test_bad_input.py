@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from exporter.config import ConfigError, parse_config
 from exporter.daemon import Daemon
-from exporter.web.front_supervisor import ServingOptions
+from exporter.web.http_parent import ServingOptions
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 

@@ -2,8 +2,8 @@
 
 `create_app` builds a WSGI app from what it shows (an ExporterState), so
 tests call it without a socket. Sockets are the web process's job
-(web_process.py): it answers clients and forwards to this app what only the
-probing process can answer.
+(http_child.py, started by http_parent.py): it answers clients and forwards to
+this app what only the probing process can answer.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
-"""The exporter's side of its web process (see web_front.py for why there is one).
+"""The exporter's (the parent's) side of its web process; http_child.py is the child's,
+and says why there is one.
 
 WebProcess binds the listening socket here, so a bad address fails at start-up
 with the exporter's own error, and hands it to a child process that serves it.
-The child forwards what only the exporter can answer over a socket pair; each
-question is answered on its own thread by the same WSGI app the tests call.
-A child that dies is started again (the socket stays bound, so clients wait in
-the backlog rather than being refused); the child exits when the exporter does.
+The child forwards what only the exporter can answer over the bridge (bridge.py: a
+multiprocessing Connection on a socket pair); each question is answered on its
+own thread by the same WSGI app the tests call. A child that dies is started
+again (the socket stays bound, so clients wait in the backlog rather than being
+refused); the child exits when the exporter does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -19,12 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from exporter.logs import current_logging
-from exporter.web import frames
+from exporter.web import bridge
 from exporter.web.app import parse_listen_address
 
 if TYPE_CHECKING:
@@ -109,9 +113,9 @@ class WebProcess:
     def stop(self) -> None:
         with self._lock:
             self._stopping.set()
-            process, bridge = self._process, self._bridge
-        if bridge is not None:
-            _shut(bridge)  # the web process exits when its end closes
+            process, ours = self._process, self._bridge
+        if ours is not None:
+            _shut(ours)  # the web process exits when its end closes
         if process is not None:
             _reap(process, timeout=5)
         if self._supervisor.is_alive():
@@ -124,7 +128,7 @@ class WebProcess:
         o = self._options
         level, fmt = current_logging()
         command = [
-            sys.executable, "-m", "exporter.web.front_process",
+            sys.executable, "-m", "exporter.web.http_child",
             "--listen-fd", str(self._listener.fileno()), "--bridge-fd", str(bridge_fd),
             "--nice", str(o.nice), "--read-timeout", str(o.read_timeout),
             "--metrics-max-age", str(o.metrics_max_age), "--rate", str(o.forwarded_per_second),
@@ -137,6 +141,7 @@ class WebProcess:
         return command
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        """The child, and our end of the bridge (shut down to make it exit)."""
         ours, theirs = socket.socketpair()
         try:
             process = subprocess.Popen(
@@ -156,18 +161,19 @@ class WebProcess:
         while not self._stopping.is_set():
             began = time.monotonic()
             try:
-                process, bridge = self._spawn()
+                process, ours = self._spawn()
             except OSError as exc:
                 self._log.error("web process could not start", error=str(exc))
             else:
                 with self._lock:
                     if self._stopping.is_set():
-                        _shut(bridge)
+                        _shut(ours)
                         _reap(process, timeout=5)
                         return
-                    self._process, self._bridge = process, bridge
-                self._answer(bridge)  # until the web process closes its end
-                _shut(bridge)
+                    self._process, self._bridge = process, ours
+                with Connection(os.dup(ours.fileno())) as channel:
+                    self._answer(channel)  # until the web process closes its end
+                _shut(ours)
                 status = _reap(process, timeout=5)
                 with self._lock:
                     self._process = self._bridge = None
@@ -180,20 +186,20 @@ class WebProcess:
 
     # -- answering it ----------------------------------------------------------------
 
-    def _answer(self, bridge: socket.socket) -> None:
+    def _answer(self, channel: Connection) -> None:
         send_lock = threading.Lock()
         try:
-            while (message := frames.receive(bridge)) is not None:
+            while (message := bridge.receive(channel)) is not None:
                 threading.Thread(
-                    target=self._reply, args=(bridge, send_lock, *message),
+                    target=self._reply, args=(channel, send_lock, *message),
                     name="web-request", daemon=True,
                 ).start()  # fmt: skip
-        except (OSError, ValueError, frames.FrameError) as exc:
+        except (OSError, bridge.BridgeError) as exc:
             if not self._stopping.is_set():
                 self._log.warning("web process bridge broke", error=str(exc))
 
     def _reply(
-        self, bridge: socket.socket, send_lock: threading.Lock, header: dict[str, Any], body: bytes
+        self, channel: Connection, send_lock: threading.Lock, header: dict[str, Any], body: bytes
     ) -> None:
         try:
             answer, payload = self._handle(header, body)
@@ -205,7 +211,7 @@ class WebProcess:
         answer["id"] = header.get("id")
         try:
             with send_lock:
-                frames.send(bridge, answer, payload)
+                bridge.send(channel, answer, payload)
         except OSError:
             pass  # the web process went away, and its client with it
 

@@ -9,8 +9,9 @@ rate and a number in flight) so a flood of them cannot reach the probing side
 either; beyond that a client gets 429. It exits when the exporter's end of the
 bridge closes.
 
-Started by web_process.WebProcess as `python -m exporter.web.front_process`, with the
-listening socket and the bridge socket as inherited file descriptors.
+This module is the child's side, run as `python -m exporter.web.http_child` by
+http_parent.WebProcess, with the listening socket and its end of the bridge (a
+multiprocessing Connection, see bridge.py) as inherited file descriptors.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from exporter.web import frames, responses
+from exporter.web import bridge, responses
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -63,8 +65,8 @@ class _Answer:
 class Bridge:
     """Questions to the exporter, each answered by id, from as many threads as ask."""
 
-    def __init__(self, sock: socket.socket, on_closed: Callable[[], None]) -> None:
-        self._sock = sock
+    def __init__(self, connection: Connection, on_closed: Callable[[], None]) -> None:
+        self._connection = connection
         self._on_closed = on_closed
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -85,7 +87,7 @@ class Bridge:
         try:
             try:
                 with self._send_lock:
-                    frames.send(self._sock, {**header, "id": ident})
+                    bridge.send(self._connection, {**header, "id": ident})
             except OSError as exc:
                 raise BridgeClosed(f"the exporter cannot be reached: {exc}") from None
             if not answer.ready.wait(timeout):
@@ -99,13 +101,13 @@ class Bridge:
 
     def _read(self) -> None:
         try:
-            while (message := frames.receive(self._sock)) is not None:
+            while (message := bridge.receive(self._connection)) is not None:
                 with self._lock:
                     answer = self._pending.get(message[0].get("id", 0))
                 if answer is not None:
                     answer.message = message
                     answer.ready.set()
-        except (OSError, ValueError, frames.FrameError):
+        except (OSError, bridge.BridgeError):
             pass  # a broken bridge is a closed one
         with self._lock:
             self._closed = True
@@ -186,10 +188,10 @@ def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
 
 
 def front_app(
-    bridge: Bridge, budget: RequestBudget, metrics_max_age: float, pacer: Pacer
+    exporter: Bridge, budget: RequestBudget, metrics_max_age: float, pacer: Pacer
 ) -> WSGIApplication:
     def fetch_metrics() -> bytes:
-        header, body = bridge.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
+        header, body = exporter.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
         if not str(header.get("status", "")).startswith("200"):
             raise UpstreamError(str(header.get("status")), body.decode(errors="replace"))
         return body
@@ -217,7 +219,7 @@ def front_app(
                                   "too many requests to the exporter; try again shortly\n",
                                   [("Retry-After", "1")])  # fmt: skip
         try:
-            header, body = bridge.ask({"kind": "request", "environ": forwarded_environ(environ)})
+            header, body = exporter.ask({"kind": "request", "environ": forwarded_environ(environ)})
         except BridgeClosed as exc:
             return responses.text(start_response, "503 Service Unavailable", f"{exc}\n")
         finally:
@@ -287,7 +289,7 @@ class FrontServer(ThreadingMixIn, WSGIServer):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m exporter.web.front_process")
+    parser = argparse.ArgumentParser(prog="python -m exporter.web.http_child")
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--bridge-fd", type=int, required=True)
     parser.add_argument("--web-config")
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         os.nice(args.nice)
     listener = socket.socket(fileno=args.listen_fd)
-    bridge_socket = socket.socket(fileno=args.bridge_fd)
+
     web_config = None
     if args.web_config:
         from exporter.logs import configure_logging
@@ -319,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_logging(args.log_level, args.log_format)
         web_config = WebConfig(args.web_config)  # checked by the exporter before it started us
-    bridge = Bridge(bridge_socket, on_closed=lambda: os._exit(0))
-    app = front_app(bridge, RequestBudget(args.rate, args.burst, args.in_flight),
+    exporter = Bridge(Connection(args.bridge_fd), on_closed=lambda: os._exit(0))
+    app = front_app(exporter, RequestBudget(args.rate, args.burst, args.in_flight),
                     args.metrics_max_age, Pacer(args.scrapes_per_second))  # fmt: skip
     if web_config is not None:
         app = require_auth(app, web_config)

@@ -167,3 +167,21 @@ def _children() -> list[int]:
             if alive(int(pid)):
                 found.append(int(pid))
     return found
+
+
+def test_a_registered_module_is_a_backend_everywhere(
+    held: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One module and one registry line: its block in the config, its name for -b and
+    in the help text, its options handed to it, nothing else edited."""
+    from exporter.cli import main
+    from exporter.commands.bench import parse_backend_names
+    from exporter.config.discovery import discover
+
+    config = make_config(held_target(tmp_path, hold_in=None))
+    assert config.targets[0].options.record_dir == str(tmp_path)  # type: ignore[attr-defined]
+    assert parse_backend_names("HELD") == ["held"]
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "held" in capsys.readouterr().out
+    assert "held" not in {t["backend"] for t in discover()[0]}, "found only if it says how"

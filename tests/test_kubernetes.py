@@ -94,6 +94,8 @@ def test_the_pod_is_restricted_and_labelled(fake: FakeKubernetes, kubeconfig: st
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                   "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "256Mi"}
+    assert container["imagePullPolicy"] == "IfNotPresent", "pull_policy, for the kubelet"
+    assert spec["terminationGracePeriodSeconds"] == 1, "stop_grace"
     labels = pod["metadata"]["labels"]
     assert labels["sandbox-exporter.io/managed"] == "true"
     assert labels["sandbox-exporter.io/instance"] == "k8s-test"

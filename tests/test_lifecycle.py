@@ -203,3 +203,25 @@ def test_each_phase_logs_one_line_with_run_id() -> None:
     assert [e["phase"] for e in phases] == [str(p) for p in LIFECYCLE]
     assert {e["run_id"] for e in phases} == {result.run_id}
     assert all(e["target"] == "fake" and "duration_seconds" in e for e in phases)
+
+
+@pytest.mark.parametrize("backend", ["namespace", "kubernetes"])
+def test_images_are_the_runners_business_only_where_the_exporter_pulls(backend: str) -> None:
+    """No image (namespace) or one the engine pulls inside `start` (kubernetes): the
+    runner never checks or pulls it; the spec carries the pull policy to the engine."""
+    seen = {}
+    fake = FakeBackend(images=set())
+    original = fake.create
+
+    def create(spec, deadline):  # type: ignore[no-untyped-def]
+        seen["spec"] = spec
+        return original(spec, deadline)
+
+    fake.create = create  # type: ignore[method-assign]
+    target = make_target(backend, pull_policy="always")
+    result = LifecycleRunner(calls(fake), target, "test-instance").run()
+    assert result.success, result.failure
+    assert not fake.called("image_present")
+    assert not fake.called("pull_image")
+    assert Phase.PULL not in result.durations
+    assert seen["spec"].pull_policy == "always"

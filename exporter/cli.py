@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from prometheus_client import disable_created_metrics
 
@@ -19,6 +20,7 @@ from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
 
 ENV_PREFIX = "SANDBOX_EXPORTER_"
+T = TypeVar("T")
 
 
 def env_name(flag: str) -> str:
@@ -161,6 +163,37 @@ def load_or_discover(path: str | None, instance: str | None = None) -> Config:
     return parse_config({"targets": "auto"}, instance=instance)
 
 
+class FlagError(ValueError):
+    """A bad flag value; the message names the flag."""
+
+    def __init__(self, flag: str, problem: str) -> None:
+        super().__init__(f"{flag}: {problem}")
+
+
+def _flag(flag: str, text: str, parse: Callable[[str], T]) -> T:
+    """`parse(text)`, its ValueError a FlagError naming `flag`."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise FlagError(flag, str(exc)) from None
+
+
+def _niceness(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 19:
+        raise ValueError(f"expected a whole number from 0 to 19, got {text!r}")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number, 0 or more, got {text!r}")
+    return value
+
+
 def _run(config: Config, args: argparse.Namespace) -> int:
     from exporter.config.durations import parse_duration
     from exporter.daemon import Daemon
@@ -170,47 +203,23 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
     listen_address = args.web_listen_address
     try:
-        parse_listen_address(listen_address)
-    except ValueError as exc:
-        print(f"--web.listen-address: {exc}", file=sys.stderr)
-        return 1
-    try:
-        nice = int(args.web_nice)
-        if not 0 <= nice <= 19:
-            raise ValueError
-    except ValueError:
-        print(f"--web.nice: expected a whole number from 0 to 19, got {args.web_nice!r}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    try:
-        scrapes = float(args.web_max_scrapes_per_second)
-        if not 0 <= scrapes < float("inf"):
-            raise ValueError
-    except ValueError:
-        print("--web.max-scrapes-per-second: expected a number, 0 or more, got "
-              f"{args.web_max_scrapes_per_second!r}", file=sys.stderr)  # fmt: skip
-        return 1
-    auto_reload = None
-    if args.config_auto_reload_interval:
+        _flag("--web.listen-address", listen_address, parse_listen_address)
+        nice = _flag("--web.nice", args.web_nice, _niceness)
+        scrapes = _flag("--web.max-scrapes-per-second", args.web_max_scrapes_per_second, _rate)
+        auto_reload = shutdown_timeout = None
+        if args.config_auto_reload_interval:
+            auto_reload = _flag("--config.auto-reload-interval",
+                                args.config_auto_reload_interval, parse_duration)  # fmt: skip
+            if not args.config_file:
+                raise FlagError("--config.auto-reload-interval", "needs --config.file")
+        if args.shutdown_timeout:
+            shutdown_timeout = _flag("--shutdown.timeout", args.shutdown_timeout, parse_duration)
         try:
-            auto_reload = parse_duration(args.config_auto_reload_interval)
-        except ValueError as exc:
-            print(f"--config.auto-reload-interval: {exc}", file=sys.stderr)
-            return 1
-        if not args.config_file:
-            print("--config.auto-reload-interval: needs --config.file", file=sys.stderr)
-            return 1
-    shutdown_timeout = None
-    if args.shutdown_timeout:
-        try:
-            shutdown_timeout = parse_duration(args.shutdown_timeout)
-        except ValueError as exc:
-            print(f"--shutdown.timeout: {exc}", file=sys.stderr)
-            return 1
-    try:
-        web_config = WebConfig(args.web_config_file) if args.web_config_file else None
-    except WebConfigError as exc:
-        print(f"--web.config.file: {exc}", file=sys.stderr)
+            web_config = WebConfig(args.web_config_file) if args.web_config_file else None
+        except WebConfigError as exc:
+            raise FlagError("--web.config.file", str(exc)) from None
+    except FlagError as exc:
+        print(exc, file=sys.stderr)
         return 1
     path = args.config_file
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from exporter.config import Config, Target, parse_config
@@ -37,6 +38,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.perf_counter() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         pause.wait(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Process `pid` runs (is there and not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def scraped(text: str, name: str, **labels: str) -> float | None:

@@ -17,7 +17,7 @@ from exporter.daemon import Daemon
 from exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout, ProcessCalls
 from exporter.probing.lifecycle import Phase, Reason
 from tests.fakes import FakeBackend, calls
-from tests.helpers import make_config, make_target, wait_for
+from tests.helpers import alive, make_config, make_target, wait_for
 from tests.test_server import call
 
 
@@ -31,14 +31,6 @@ def recorded(directory: Path) -> list[tuple[str, int]]:
     path = directory / "calls"
     lines = path.read_text().split() if path.exists() else []
     return [(lines[i], int(lines[i + 1])) for i in range(0, len(lines), 2)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def held_target(directory: Path, **options: Any) -> dict[str, Any]:

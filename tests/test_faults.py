@@ -29,7 +29,7 @@ from exporter.probing.lifecycle import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
 from tests.engine_proxy import KillingProxy
 from tests.fakes import by_name
-from tests.helpers import wait_for
+from tests.helpers import alive, wait_for
 from tests.test_server import call
 
 ROOT = Path(__file__).parent.parent
@@ -66,7 +66,7 @@ class PrivateDockerd:
     def stop(self) -> None:
         pid = self.pid
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60,
+        wait_for(lambda: not alive(pid), timeout=60,
                  what="dockerd to exit")  # fmt: skip
 
     def answers(self) -> bool:
@@ -94,13 +94,6 @@ class PrivateDockerd:
             )
         finally:
             client.close()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +206,7 @@ class Sabotaged(DockerBackend):
             self.done.set()
             self.dockerd.signal(self.signum)
             if self.signum == signal.SIGKILL:
-                wait_for(lambda: _zombie(self.dockerd.pid), what="dockerd dead")
+                wait_for(lambda: not alive(self.dockerd.pid), what="dockerd dead")
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         self._strike("create")
@@ -266,7 +259,7 @@ def test_engine_killed_mid_phase_before_it_answers(dockerd: PrivateDockerd, phas
 
     def kill() -> None:
         dockerd.signal(signal.SIGKILL)
-        wait_for(lambda: _zombie(dockerd.pid), what="dockerd dead")
+        wait_for(lambda: not alive(dockerd.pid), what="dockerd dead")
 
     proxy = KillingProxy(dockerd.directory / "proxy.sock",
                          Path(dockerd.url.removeprefix("unix://")), kill)  # fmt: skip

@@ -21,7 +21,7 @@ from exporter.probing.calls import PhaseTimeout
 from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
 from exporter.probing.prober import Prober
 from tests.fakes import calls
-from tests.helpers import make_target, wait_for
+from tests.helpers import alive, make_target, wait_for
 
 pytestmark = pytest.mark.namespace
 
@@ -128,7 +128,7 @@ def test_a_sandbox_left_by_a_killed_exporter_is_found_and_removed(tmp_path: Path
     assert later.list_managed("another-target", soon()) == []
     later.remove(SandboxRef(name), soon())
     earlier._running[name].unshare.wait(timeout=10)
-    wait_for(lambda: _gone(init_pid), what="the init killed")
+    wait_for(lambda: not alive(init_pid), what="the init killed")
     assert not (tmp_path / name).exists()
 
 
@@ -181,12 +181,5 @@ def test_a_start_past_its_deadline_is_ended_and_leaves_nothing(
         calls(backend, target).call("start", sandbox, timeout=0.3, sandbox=sandbox)
     recorded = [int(line.split()[0]) for line in (tmp_path / name / "pid").read_text().splitlines()]
     backend.remove(sandbox, soon())
-    wait_for(lambda: all(_gone(pid) for pid in recorded), what="its processes killed")
+    wait_for(lambda: not any(alive(pid) for pid in recorded), what="its processes killed")
     assert not (tmp_path / name).exists()
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -21,7 +21,7 @@ from exporter.web import responses
 from exporter.web.http_child import Pacer, RequestBudget, forwarded_environ
 from exporter.web.http_parent import ServingOptions
 from tests.fakes import FakeBackend, FakeClock, by_name
-from tests.helpers import make_config, wait_for
+from tests.helpers import alive, make_config, wait_for
 from tests.process import ExporterProcess
 
 
@@ -52,14 +52,6 @@ def get(d: Daemon, path: str) -> tuple[int, dict[str, str], bytes]:
 def web_pid(d: Daemon) -> int:
     assert d.http is not None
     return int(wait_for(lambda: d.http.pid if d.http else None, what="the web process"))
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture

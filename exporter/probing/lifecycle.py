@@ -155,8 +155,8 @@ class LifecycleRunner:
         self.target = target
         self.instance = instance
         self._log = logger if logger is not None else structlog.get_logger("exporter")
-        self._clock = clock
-        self._wall = wall_clock
+        self.clock = clock  # times the phases
+        self.wall_clock = wall_clock  # stamps results and labels
 
     def run(
         self,
@@ -177,14 +177,14 @@ class LifecycleRunner:
             backend=target.backend,
             run_id=run_id,
             sandbox=name,
-            started_at=self._wall(),
+            started_at=self.wall_clock(),
         )
         run = _Run(self, result, log, cancel or threading.Event(), interrupt)
         try:
             run.through_phases()
         finally:
             run.clean_up()
-            result.finished_at = self._wall()
+            result.finished_at = self.wall_clock()
             log.info(
                 "lifecycle",
                 success=result.success,
@@ -197,7 +197,7 @@ class LifecycleRunner:
 
     def spec(self, name: str) -> SandboxSpec:
         target = self.target
-        now = int(self._wall())
+        now = int(self.wall_clock())
         return SandboxSpec(
             name=name,
             labels={
@@ -285,9 +285,9 @@ class _Run:
                     )
                 must_pull = not present
             if must_pull:
-                began = self.runner._clock()
+                began = self.runner.clock()
                 self.call("pull_image", image, timeout=target.timeouts.pull)
-                result.durations[Phase.PULL] = self.runner._clock() - began
+                result.durations[Phase.PULL] = self.runner.clock() - began
                 result.pulled = True
                 self.log.info("pull", phase="pull", image=image,
                               duration_seconds=result.durations[Phase.PULL])  # fmt: skip
@@ -302,7 +302,7 @@ class _Run:
     def _phase(self, phase: Phase) -> bool:
         target, result = self.target, self.result
         timeout = getattr(target.timeouts, str(phase))
-        clock = self.runner._clock
+        clock = self.runner.clock
         began = clock()
         try:
             if phase is Phase.CREATE:

@@ -183,3 +183,13 @@ def test_a_start_past_its_deadline_is_ended_and_leaves_nothing(
     backend.remove(sandbox, soon())
     wait_for(lambda: not any(alive(pid) for pid in recorded), what="its processes killed")
     assert not (tmp_path / name).exists()
+
+
+def test_nothing_of_a_removed_sandbox_is_kept_in_memory(tmp_path: Path) -> None:
+    """A daemon runs this backend for months: what it holds per sandbox goes with it."""
+    target = make_target(namespace={"state_dir": str(tmp_path)})
+    backend = backend_for(target)
+    runner = LifecycleRunner(calls(backend), target, "test-instance")
+    assert all(runner.run().success for _ in range(3))
+    assert backend._running == {}
+    assert backend._children == {}

@@ -202,6 +202,8 @@ class NamespaceBackend:
                 running.unshare.kill()
             running.unshare.communicate()
         self.kill(sandbox)
+        with self._lock:
+            self._children.pop(name, None)
         self.state.remove(name)  # kills what an earlier process of the exporter left, too
 
     def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:

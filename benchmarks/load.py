@@ -80,11 +80,11 @@ def wrk(generator: list[str], connections: int, seconds: int, url: str) -> dict[
     }
 
 
-def realistic(url: str, seconds: int) -> dict[str, float]:
+def realistic(url: str, seconds: int, extra: list[str]) -> dict[str, float]:
     """benchmarks/realistic_load.py for `seconds`: answer times of /metrics (p50, p99)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "realistic_load.py")
-    out = subprocess.run([sys.executable, script, url, str(seconds)], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run([sys.executable, script, url, str(seconds), *extra],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
     answers = json.loads(out)
     scrapes, pages = sorted(answers["metrics"]), sorted(answers["page"])
 
@@ -105,10 +105,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--generator", choices=("idle", "normal"), default="idle")
     parser.add_argument(
-        "--load", choices=("flood", "realistic"), default="flood",
+        "--load", choices=("flood", "realistic", "scrape"), default="flood",
         help="flood: wrk on /metrics; realistic: two Prometheus at 15 s and five people "
-        "refreshing the landing page every second (benchmarks/realistic_load.py)",
+        "refreshing the landing page every second (benchmarks/realistic_load.py); scrape: "
+        "one Prometheus scraping every second",
     )  # fmt: skip
+    parser.add_argument("--filler", type=int, default=0,
+                        help="this many more namespace targets, every 60 s: their series "
+                        "make /metrics as large as a real fleet's")  # fmt: skip
     parser.add_argument(
         "--scrapes-per-second", default="50", help="--web.max-scrapes-per-second (0: unpaced)"
     )
@@ -123,7 +127,9 @@ def main() -> int:
                                             "pull_policy": "never"},
                                "targets": [{"name": "ns", "backend": "namespace"},
                                            {"name": "docker", "backend": "docker",
-                                            "docker": {"base_url": url}}]},
+                                            "docker": {"base_url": url}},
+                                           *({"name": f"filler-{i}", "backend": "namespace",
+                                              "interval": "60s"} for i in range(args.filler))]},
                               "--web.max-scrapes-per-second", args.scrapes_per_second)  # fmt: skip
     quiet: list[tuple[float, float]] = []
     loaded: list[tuple[float, float]] = []
@@ -132,8 +138,10 @@ def main() -> int:
         time.sleep(3)  # let the first runs settle
         for window in range(5):
             began = time.monotonic()
-            if window % 2 and args.load == "realistic":
-                runs.append(realistic(f"http://{process.address}", args.seconds))
+            if window % 2 and args.load != "flood":
+                extra = ["--scrapers", "1", "--scrape-every", "1", "--pages", "0"]
+                runs.append(realistic(f"http://{process.address}", args.seconds,
+                                      extra if args.load == "scrape" else []))  # fmt: skip
                 loaded.append((began, time.monotonic()))
             elif window % 2:
                 runs.append(wrk(generator, args.connections, args.seconds,
@@ -145,9 +153,11 @@ def main() -> int:
     finally:
         code = process.stop()
     served = sum(r["requests"] for r in runs)
-    load = ("two scrapers at 15 s + five page refreshers at 1 s" if args.load == "realistic"
-            else f"wrk -t2 -c{args.connections}, generator at "
-                 f"{'SCHED_IDLE' if generator else 'normal priority'}")  # fmt: skip
+    load = {"realistic": "two scrapers at 15 s + five page refreshers at 1 s",
+            "scrape": "one scraper (OpenMetrics) every second",
+            "flood": f"wrk -t2 -c{args.connections}, generator at "
+                     f"{'SCHED_IDLE' if generator else 'normal priority'}"}[args.load]  # fmt: skip
+    load += f", {2 + args.filler} targets"
     print(f"/metrics under load: {load}, {len(runs)} windows of {args.seconds}s between "
           f"{len(quiet)} quiet ones, loopback, serving "
           f"{os.environ.get('SANDBOX_EXPORTER_SERVING', 'separate')}, "

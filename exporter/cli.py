@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from prometheus_client import disable_created_metrics
-
 from exporter import __version__, backends
 from exporter.config import Config, ConfigError, load_config, parse_config
 from exporter.logs import LEVELS, configure_logging
@@ -128,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
-    # `_created` series double every counter and nothing here reads them.
-    disable_created_metrics()  # type: ignore[no-untyped-call]
     configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
                       args.log_format)  # fmt: skip
     if args.command == "bench":

@@ -83,8 +83,8 @@ class Daemon:
 
     # -- what the HTTP pages ask -------------------------------------------------
 
-    def exposition(self) -> bytes:
-        return self.metrics.exposition()
+    def exposition(self, fmt: str = "text") -> bytes:
+        return self.metrics.exposition("openmetrics" if fmt == "openmetrics" else "text")
 
     def current_probers(self) -> list[Prober]:
         return list(self.fleet.probers)

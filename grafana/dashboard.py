@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,11 @@ def panel(
     thresholds: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     fmt: str = "time_series",
+    exemplars: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """One panel; `queries` are (PromQL, legend) pairs."""
+    """One panel; `queries` are (PromQL, legend) pairs. `exemplars`: more queries, on a
+    histogram's buckets, whose exemplars (each a dot: the `run_id` of the run that
+    landed in that bucket, to find in the logs) Grafana shows on the panel."""
     defaults: dict[str, Any] = {"unit": unit}
     if thresholds is not None:
         defaults["thresholds"] = thresholds
@@ -64,10 +68,19 @@ def panel(
                 "expr": expr,
                 "legendFormat": legend,
                 "format": fmt,
+                **({"exemplar": True} if i >= len(queries) else {}),
             }
-            for i, (expr, legend) in enumerate(queries)
+            for i, (expr, legend) in enumerate([*queries, *exemplars])
         ],
     }
+
+
+def raw_quantile(q: float, metric: str, by: str, selector: str) -> str:
+    """The same quantile from the histogram's buckets, where the exemplars are."""
+    return (
+        f"histogram_quantile({q}, sum by (le, {by}) "
+        f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
+    )
 
 
 def row(title: str) -> dict[str, Any]:
@@ -85,7 +98,8 @@ def quantile_panel(q: str, title: str) -> dict[str, Any]:
         f"{title} per phase",
         f"The {title} duration of each lifecycle phase per target, over 5-minute windows "
         "(recorded by target_phase:sandbox_phase_duration_seconds:"
-        f"{q}_5m). Lines at 1 s and 5 s mark the SLO edges.",
+        f"{q}_5m). Lines at 1 s and 5 s mark the SLO edges. Dots are exemplars: hover "
+        "one for the run_id of a run in that bucket, then find its log lines.",
         [
             (
                 f"target_phase:sandbox_phase_duration_seconds:{q}_5m{{{SEL_PHASE}}}",
@@ -93,6 +107,14 @@ def quantile_panel(q: str, title: str) -> dict[str, Any]:
             )
         ],
         thresholds=SLO_THRESHOLDS,
+        exemplars=[
+            (
+                raw_quantile(
+                    int(q[1:]) / 100, "sandbox_phase_duration_seconds", "target, phase", SEL_PHASE
+                ),
+                "{{target}} {{phase}} (from the buckets)",
+            )
+        ],
     )
 
 
@@ -105,23 +127,37 @@ def panels() -> list[dict[str, Any]]:
         panel(
             "Time to exec",
             "Create + start + exec of successful probes: what an agent waits before its first "
-            "command runs. p50 and p95 over 5 minutes.",
+            "command runs. p50 and p95 over 5 minutes. Dots are exemplars: the run_id of a "
+            "run in that bucket.",
             [
                 (f"target:sandbox_time_to_exec_seconds:p50_5m{{{SEL}}}", "{{target}} p50"),
                 (f"target:sandbox_time_to_exec_seconds:p95_5m{{{SEL}}}", "{{target}} p95"),
             ],
             thresholds=SLO_THRESHOLDS,
             width=12,
+            exemplars=[
+                (
+                    raw_quantile(0.95, "sandbox_time_to_exec_seconds", "target", SEL),
+                    "{{target}} p95 (from the buckets)",
+                )
+            ],
         ),
         panel(
             "Whole lifecycle",
-            "All five phases of successful probes, create to remove. p50 and p95 over 5 minutes.",
+            "All five phases of successful probes, create to remove. p50 and p95 over 5 minutes. "
+            "Dots are exemplars: the run_id of a run in that bucket.",
             [
                 (f"target:sandbox_lifecycle_duration_seconds:p50_5m{{{SEL}}}", "{{target}} p50"),
                 (f"target:sandbox_lifecycle_duration_seconds:p95_5m{{{SEL}}}", "{{target}} p95"),
             ],
             thresholds=SLO_THRESHOLDS,
             width=12,
+            exemplars=[
+                (
+                    raw_quantile(0.95, "sandbox_lifecycle_duration_seconds", "target", SEL),
+                    "{{target}} p95 (from the buckets)",
+                )
+            ],
         ),
         panel(
             "Phase duration distribution",

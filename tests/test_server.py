@@ -6,6 +6,8 @@ import gzip
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
+import pytest
+
 from exporter.daemon import Daemon
 from exporter.web.app import parse_listen_address
 from tests.fakes import FakeBackend, by_name, failing
@@ -102,23 +104,75 @@ def test_listen_addresses() -> None:
     assert parse_listen_address("[::1]:9878") == ("::1", 9878)
 
 
-def test_the_fast_exposition_says_exactly_what_the_registry_holds() -> None:
-    """/metrics formats histograms itself; it must agree with the registry's collectors."""
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+
+
+def test_metrics_is_prometheus_clients_exposition_of_the_registry() -> None:
+    """The text format by default, OpenMetrics when asked (as Prometheus asks), each
+    prometheus_client's own rendering of the injected registry: a collector
+    registered on it is on /metrics, and so are the standard process metrics."""
     from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class Extra(Collector):
+        def collect(self) -> list[GaugeMetricFamily]:
+            return [GaugeMetricFamily("extra_thing", 'A "quoted" help\\text', value=1)]
 
     d = daemon(good=FakeBackend(), bad=FakeBackend(errors={"stop": failing()}))
-    for prober in d.probers * 3:
+    d.registry.register(Extra())
+    for prober in d.probers:
         prober.run()
+    _, headers, body = call(d.app, "/metrics")
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = body.decode()
+    ours = [line for line in text.splitlines() if not line.startswith(("process_", "python_gc"))]
+    again = generate_latest(d.registry).decode().splitlines()
+    assert ours == [line for line in again if not line.startswith(("process_", "python_gc"))]
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "python_info", "python_gc_objects_collected_total",
+                 "extra_thing"):  # fmt: skip
+        assert f"\n{name}" in text, name
+    assert '# HELP extra_thing A "quoted" help\\\\text' in text, "HELP escaped"
+    assert (
+        "# HELP sandbox_phase_duration_seconds Duration of one lifecycle phase, in seconds;" in text
+    )
 
-    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
-        return {
-            (s.name, tuple(sorted(s.labels.items())), s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
+    _, headers, body = call(d.app, "/metrics", headers={"Accept": OPENMETRICS})
+    assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    page = body.decode()
+    assert page.endswith("# EOF\n")
+    run_id = d.probers[0].last_result.run_id  # type: ignore[union-attr]
+    assert f'# {{run_id="{run_id}"}}' in page, "exemplars carry the run's id"
 
-    fast = samples(d.metrics.exposition().decode())
-    reference = samples(generate_latest(d.registry).decode())
-    assert fast == reference
-    assert len(fast) > 200
+
+def test_every_latency_observation_carries_its_run_id_as_an_exemplar() -> None:
+    d = daemon(good=FakeBackend(), bad=FakeBackend())
+    d.probers[0].run()
+    result = d.probers[0].last_result
+    assert result is not None
+    page = call(d.app, "/metrics", headers={"Accept": OPENMETRICS})[2].decode()
+    lines = [line for line in page.splitlines() if f'run_id="{result.run_id}"' in line]
+    families = {line.split("_bucket{")[0] for line in lines}
+    assert families == {"sandbox_phase_duration_seconds", "sandbox_lifecycle_duration_seconds",
+                        "sandbox_time_to_exec_seconds"}  # fmt: skip
+    phases = {line.split('phase="')[1].split('"')[0] for line in lines if 'phase="' in line}
+    assert phases == {"create", "start", "exec", "stop", "remove"}
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["", "text/plain", "*/*", OPENMETRICS, "application/openmetrics-text",
+     "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5",
+     "application/openmetrics-text;version=1.0.0", "text/html, application/openmetrics-text"],
+)  # fmt: skip
+def test_the_format_is_negotiated_as_prometheus_client_would(accept: str) -> None:
+    from prometheus_client.exposition import choose_encoder
+
+    from exporter.web.responses import CONTENT_TYPES, metrics_format
+
+    ours = CONTENT_TYPES[metrics_format(accept)]
+    theirs = choose_encoder(accept)[1]
+    assert ours.split(";")[0] == theirs.split(";")[0], (accept, ours, theirs)
+    # where prometheus_client itself fails (a TypeError), the text format is served
+    assert metrics_format("application/openmetrics-text;version=nonsense") == "text"

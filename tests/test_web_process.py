@@ -40,10 +40,11 @@ def daemon() -> Iterator[Daemon]:
     d.shutdown()
 
 
-def get(d: Daemon, path: str) -> tuple[int, dict[str, str], bytes]:
+def get(d: Daemon, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     host, port = d.http.address if d.http else ("", 0)
+    request = urllib.request.Request(f"http://{host}:{port}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -157,8 +158,24 @@ def test_the_process_environment_is_never_forwarded() -> None:
     }
 
 
-def test_content_type_is_the_prometheus_text_format() -> None:
-    assert responses.CONTENT_TYPE_PLAIN_0_0_4 == CONTENT_TYPE_PLAIN_0_0_4
+def test_content_types_are_prometheus_clients() -> None:
+    from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST
+
+    assert responses.CONTENT_TYPES["text"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert responses.CONTENT_TYPES["openmetrics"] == CONTENT_TYPE_LATEST
+
+
+def test_the_web_process_serves_openmetrics_when_asked(daemon: Daemon) -> None:
+    wait_for(lambda: daemon.probers[0].last_result, what="a run")
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    status, headers, body = get(daemon, "/metrics", Accept=accept)
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"# EOF\n")
+    assert b'# {run_id="' in body
+    status, headers, body = get(daemon, "/metrics")
+    assert headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert b"# EOF" not in body
 
 
 def test_a_port_in_use_fails_at_start_up() -> None:

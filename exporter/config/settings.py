@@ -23,10 +23,15 @@ from pydantic import (
 
 from exporter.config.durations import format_duration, parse_duration
 
-DEFAULT_BUCKETS: tuple[float, ...] = tuple(float(b) for b in (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10,
-    15, 20, 30, 45, 60, 120, 300,
-))  # fmt: skip
+# Twelve edges a decade (1, 1.25, 1.5, 1.8, 2.2, 2.7, 3.3, 4, 5, 6, 7.5, 9), no two
+# more than 1.25x apart from 1 ms to 60 s, so that histogram_quantile is never more
+# than 25% off there (and typically far less); 1 s and 5 s, the SLO edges, exactly;
+# then 120 s and 300 s for slow pulls and Pods. 60 edges: 63 series per histogram.
+_DECADE = (1.0, 1.25, 1.5, 1.8, 2.2, 2.7, 3.3, 4.0, 5.0, 6.0, 7.5, 9.0)
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    *(round(step * 10.0**power, 6) for power in range(-3, 1) for step in _DECADE),
+    10.0, 12.5, 15.0, 18.0, 22.0, 27.0, 33.0, 40.0, 50.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
 DEFAULT_IMAGE = "busybox:1.36"
 
 

@@ -1,23 +1,33 @@
-"""Every metric the exporter exposes, on one injected CollectorRegistry.
+"""Every metric the exporter exposes, on one injected CollectorRegistry, and
+`/metrics`: prometheus_client's own exposition of that registry.
 
 Names and labels are part of the interface (dashboard, alert rules, chart
-use them); see the README's metrics table.
-
-Counters, gauges and infos live on a private registry and the histograms in
-HistogramFamily objects; one collector puts both on the injected registry, so
-anything reading that registry sees every metric. `/metrics` is rendered by
-`exposition()`, which formats the histograms itself (see histograms.py).
+use them); see the README's metrics table. The duration histograms are
+collectors of their own (histograms.py: buckets per target, exemplars); the
+standard process, platform and GC collectors are on the same registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter import __version__
@@ -26,24 +36,36 @@ from exporter.metrics.histograms import HistogramFamily
 from exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
+Format = Literal["text", "openmetrics"]
 
 
-class _AllMetrics(Collector):
-    def __init__(self, scalars: CollectorRegistry, histograms: Iterable[HistogramFamily]) -> None:
-        self.scalars = scalars
-        self.histograms = list(histograms)
+class _One(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
 
     def collect(self) -> Iterable[Metric]:
-        return [*self.scalars.collect(), *(h.metric() for h in self.histograms)]
+        return [self.metric]
+
+
+def _encode(metric: Metric, openmetrics: bool) -> bytes:
+    if openmetrics:
+        page: bytes = generate_openmetrics(_One(metric))  # type: ignore[no-untyped-call]
+        return page
+    return generate_latest(_One(metric))
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        scalars = self._scalars = CollectorRegistry()
+        # `_created` series double every counter and nothing reads them (a switch of
+        # prometheus_client's, for the whole process)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.phase_duration = HistogramFamily(
             "sandbox_phase_duration_seconds",
-            "Duration of one lifecycle phase of a successful phase, in seconds.",
+            "Duration of one lifecycle phase, in seconds; recorded only when the phase succeeded.",
             (*TB, "phase"),
         )
         self.lifecycle_duration = HistogramFamily(
@@ -67,13 +89,14 @@ class Metrics:
             self.time_to_exec,
             self.image_pull_duration,
         )
-        registry.register(_AllMetrics(scalars, self._histograms))
+        for family in self._histograms:
+            registry.register(family)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = TB) -> Counter:
-            return Counter(name, doc, labels, registry=scalars)
+            return Counter(name, doc, labels, registry=registry)
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = TB) -> Gauge:
-            return Gauge(name, doc, labels, registry=scalars)
+            return Gauge(name, doc, labels, registry=registry)
 
         self.probes = counter(
             "sandbox_probes_total", "Probes run, by result (success/failure).", (*TB, "result")
@@ -105,29 +128,48 @@ class Metrics:
             "sandbox_orphans_removed_total",
             "Sandboxes of this exporter found left behind (earlier run or crash) and removed.",
         )
-        self.target_info = Info("sandbox_target", "What each target probes.", TB, registry=scalars)
-        self.build_info = Info("sandbox_exporter_build", "Exporter build.", registry=scalars)
+        self.target_info = Info("sandbox_target", "What each target probes.", TB, registry=registry)
+        self.build_info = Info("sandbox_exporter_build", "Exporter build.", registry=registry)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.reload_successful = Gauge(
             "sandbox_exporter_config_last_reload_successful",
             "1 if the last configuration load succeeded.",
-            registry=scalars,
+            registry=registry,
         )
         self.reload_success_time = Gauge(
             "sandbox_exporter_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully (Unix time).",
-            registry=scalars,
+            registry=registry,
         )
         self.web_restarts = Counter(
             "sandbox_exporter_web_process_restarts_total",
             "Times the web process that answers HTTP died and was started again.",
-            registry=scalars,
+            registry=registry,
         )
 
-    def exposition(self) -> bytes:
-        """Everything, in the Prometheus text format (0.0.4), for `/metrics`."""
-        histograms = "".join(h.render() for h in self._histograms)
-        return generate_latest(self._scalars) + histograms.encode()
+    def exposition(self, fmt: Format = "text") -> bytes:
+        """The registry in the Prometheus text format (0.0.4) or in OpenMetrics (with the
+        exemplars): prometheus_client's exposition of each family it collects, in its
+        order, but for the duration histograms' samples, whose lines (the library's,
+        to the byte) come from their cache (histograms.py says why)."""
+        openmetrics = fmt == "openmetrics"
+        if os.environ.get("SANDBOX_EXPORTER_RENDER") == "library":  # measuring only; removed next
+            page: bytes = (generate_openmetrics if openmetrics else generate_latest)(self.registry)
+            return page
+        ours = {family.name: family for family in self._histograms}
+        with contextlib.ExitStack() as placeholders:
+            for family in self._histograms:
+                placeholders.enter_context(family.placeholder())
+            collected = list(self.registry.collect())
+        parts: list[bytes] = []
+        for metric in collected:
+            page = _encode(metric, openmetrics)
+            parts.append(page.removesuffix(b"# EOF\n") if openmetrics else page)
+            if metric.name in ours:
+                parts.append(ours[metric.name].render(fmt).encode())
+        if openmetrics:
+            parts.append(b"# EOF\n")
+        return b"".join(parts)
 
     def config_loaded(self, ok: bool, when: float) -> None:
         self.reload_successful.set(1 if ok else 0)
@@ -190,11 +232,13 @@ class Metrics:
             self.failures.labels(*labels, str(failure.phase), str(failure.reason)).inc()
         if result.cancelled and result.failure is None:
             return
+        exemplar = {"run_id": result.run_id} if result.run_id else None
+        when = result.finished_at or None
         for phase, seconds in result.durations.items():
             if phase is Phase.PULL:
-                self.image_pull_duration.observe(labels, seconds)
+                self.image_pull_duration.observe(labels, seconds, exemplar, when)
             else:
-                self.phase_duration.observe((*labels, str(phase)), seconds)
+                self.phase_duration.observe((*labels, str(phase)), seconds, exemplar, when)
         if result.backend_up is not None:
             self.backend_up.labels(*labels).set(1 if result.backend_up else 0)
         if result.failure is not None:
@@ -207,6 +251,6 @@ class Metrics:
             total, tte = result.total, result.time_to_exec
             assert total is not None
             assert tte is not None
-            self.lifecycle_duration.observe(labels, total)
-            self.time_to_exec.observe(labels, tte)
+            self.lifecycle_duration.observe(labels, total, exemplar, when)
+            self.time_to_exec.observe(labels, tte, exemplar, when)
             self.last_success.labels(*labels).set(result.finished_at)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class ExporterState(Protocol):
     """What the HTTP pages show and do; the Daemon is one."""
 
-    def exposition(self) -> bytes: ...
+    def exposition(self, fmt: str) -> bytes:
+        """/metrics in `fmt`: "text" (0.0.4) or "openmetrics"."""
 
     def current_probers(self) -> Sequence[Prober]: ...
 
@@ -38,7 +39,7 @@ class ExporterState(Protocol):
 
 
 def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplication:
-    rendered = responses.RenderCache(state.exposition, metrics_max_age)
+    rendered = responses.MetricsCache(state.exposition, metrics_max_age)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
@@ -55,7 +56,8 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
         if method not in ("GET", "HEAD"):
             return _not_allowed(start_response, method, "GET, HEAD")
         if path == "/metrics":
-            return responses.metrics(rendered.get(), environ, start_response)
+            fmt = responses.metrics_format(environ.get("HTTP_ACCEPT", ""))
+            return responses.metrics(rendered.get(fmt), fmt, environ, start_response)
         if path == "/probe":
             probers = {p.target.name: p for p in state.current_probers()}
             status, headers, body = handle_probe(environ, probers)

@@ -190,13 +190,13 @@ def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
 def front_app(
     exporter: Bridge, budget: RequestBudget, metrics_max_age: float, pacer: Pacer
 ) -> WSGIApplication:
-    def fetch_metrics() -> bytes:
-        header, body = exporter.ask({"kind": "metrics"}, METRICS_FETCH_TIMEOUT)
+    def fetch_metrics(fmt: str) -> bytes:
+        header, body = exporter.ask({"kind": "metrics", "format": fmt}, METRICS_FETCH_TIMEOUT)
         if not str(header.get("status", "")).startswith("200"):
             raise UpstreamError(str(header.get("status")), body.decode(errors="replace"))
         return body
 
-    cache = responses.RenderCache(fetch_metrics, metrics_max_age)
+    cache = responses.MetricsCache(fetch_metrics, metrics_max_age)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD") in (
@@ -207,13 +207,14 @@ def front_app(
                 return responses.text(start_response, "429 Too Many Requests",
                                       "too many scrapes; try again shortly\n",
                                       [("Retry-After", "1")])  # fmt: skip
+            fmt = responses.metrics_format(environ.get("HTTP_ACCEPT", ""))
             try:
-                rendered = cache.get()
+                rendered = cache.get(fmt)
             except UpstreamError as exc:
                 return responses.text(start_response, exc.status, f"{exc}\n")
             except (BridgeClosed, TimeoutError) as exc:
                 return responses.text(start_response, "503 Service Unavailable", f"{exc}\n")
-            return responses.metrics(rendered, environ, start_response)
+            return responses.metrics(rendered, fmt, environ, start_response)
         if not budget.acquire():
             return responses.text(start_response, "429 Too Many Requests",
                                   "too many requests to the exporter; try again shortly\n",

@@ -75,7 +75,7 @@ class WebProcess:
     def __init__(
         self,
         app: WSGIApplication,
-        exposition: Callable[[], bytes],
+        exposition: Callable[[str], bytes],
         address: str,
         web_config: WebConfig | None = None,
         options: ServingOptions | None = None,
@@ -217,7 +217,9 @@ class WebProcess:
 
     def _handle(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         if header.get("kind") == "metrics":
-            return {"status": "200 OK", "headers": []}, self._exposition()
+            return {"status": "200 OK", "headers": []}, self._exposition(
+                header.get("format", "text")
+            )
         environ: dict[str, Any] = {
             **header["environ"],
             "wsgi.input": io.BytesIO(body),

@@ -1,11 +1,13 @@
-"""WSGI responses both HTTP sides send: plain text, /metrics (gzip when asked), and the
-cache that lets a flood of scrapes cost one rendering a second.
+"""WSGI responses both HTTP sides send: plain text, /metrics (OpenMetrics or the text
+format, gzip when asked), and the cache that lets a flood of scrapes cost one
+rendering a second per format.
 
 Light on purpose: the web process imports it, and nothing of the probing side.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import threading
 import time
@@ -16,9 +18,30 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
-# prometheus_client.exposition.CONTENT_TYPE_PLAIN_0_0_4 (a test checks they agree),
-# written out so that the web process does not import prometheus_client
-CONTENT_TYPE_PLAIN_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+# prometheus_client's (a test checks they agree), written out so that the web process
+# does not import prometheus_client
+CONTENT_TYPES = {
+    "text": "text/plain; version=0.0.4; charset=utf-8",
+    "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
+}
+CONTENT_TYPE_PLAIN_0_0_4 = CONTENT_TYPES["text"]
+
+
+def metrics_format(accept: str) -> str:
+    """ "openmetrics" when the scraper asks for it (`application/openmetrics-text`, of
+    version 1.0.0 or later, or none given), else "text"; as prometheus_client's
+    `choose_encoder` decides, which a test checks."""
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if media != "application/openmetrics-text":
+            continue
+        version = next((p.partition("=")[2] for p in params if p.startswith("version=")), "")
+        try:
+            if not version or tuple(int(n) for n in version.split(".")) >= (1, 0, 0):
+                return "openmetrics"
+        except ValueError:
+            continue
+    return "text"
 
 
 class Rendered:
@@ -39,7 +62,7 @@ class Rendered:
 class RenderCache:
     """One rendering serves every scrape within `max_age` seconds, and only one
     rendering runs at a time: a flood of scrapes costs one render a second, not one
-    per request."""
+    per request. (One cache per format.)"""
 
     def __init__(self, render: Callable[[], bytes], max_age: float = 1.0) -> None:
         self._render = render
@@ -57,10 +80,21 @@ class RenderCache:
             return self._rendered
 
 
+class MetricsCache:
+    """A RenderCache for each format, `render(fmt)` making the page."""
+
+    def __init__(self, render: Callable[[str], bytes], max_age: float = 1.0) -> None:
+        self._caches = {fmt: RenderCache(functools.partial(render, fmt), max_age)
+                         for fmt in CONTENT_TYPES}  # fmt: skip
+
+    def get(self, fmt: str) -> Rendered:
+        return self._caches[fmt].get()
+
+
 def metrics(
-    rendered: Rendered, environ: WSGIEnvironment, start_response: StartResponse
+    rendered: Rendered, fmt: str, environ: WSGIEnvironment, start_response: StartResponse
 ) -> list[bytes]:
-    headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+    headers = [("Content-Type", CONTENT_TYPES[fmt])]
     body = rendered.body
     if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
         body = rendered.gzipped()

@@ -142,6 +142,14 @@ def test_metrics_is_prometheus_clients_exposition_of_the_registry() -> None:
     assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
     page = body.decode()
     assert page.endswith("# EOF\n")
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    library = generate_openmetrics(d.registry).decode().splitlines()  # type: ignore[no-untyped-call]
+    assert [
+        line for line in page.splitlines() if not line.startswith(("process_", "python_gc"))
+    ] == [line for line in library if not line.startswith(("process_", "python_gc"))], (
+        "the histograms' own lines are the library's, exemplars and all"
+    )
     run_id = d.probers[0].last_result.run_id  # type: ignore[union-attr]
     assert f'# {{run_id="{run_id}"}}' in page, "exemplars carry the run's id"
 

@@ -17,9 +17,11 @@ from exporter.backends.base import Deadline, SandboxSpec
 from exporter.backends.docker import split_image
 from exporter.daemon import Daemon
 from exporter.metrics.families import Metrics
-from exporter.probing.lifecycle import Phase, ProbeResult, Reason
+from exporter.probing.calls import PhaseTimeout
+from exporter.probing.lifecycle import LifecycleRunner, Phase, ProbeResult, Reason
 from exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine
+from tests.fakes import calls
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call
 
@@ -227,3 +229,25 @@ def test_an_unknown_runtime_fails_that_target_and_the_exporter_keeps_going(engin
         assert scraped(text, "sandbox_probe_success", **labels(engine, "good")) == 1
     finally:
         d.shutdown()
+
+
+def test_an_exec_past_its_deadline_ends_and_its_thread_with_it(engine: Engine) -> None:
+    """The SDK waits for an exec's output with no timeout: at the deadline the stream is
+    shut down, so the thread that waits ends then, not when the command does."""
+    target = make_config(engine_target(engine, command=["sleep", "60"])).targets[0]
+    backend = target.kind.build(target.options, target.timeouts)
+    runner = LifecycleRunner(calls(backend), target, "test-instance")
+    sandbox = backend.create(runner.spec("sandbox-exporter-probe-slow-exec"), Deadline.after(30))
+    try:
+        backend.start(sandbox, Deadline.after(30))
+        before = set(threading.enumerate())
+        with pytest.raises(PhaseTimeout):
+            calls(backend).call("exec", sandbox, ["sleep", "60"], timeout=1, sandbox=sandbox)
+
+        def left() -> list[str]:
+            return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+        wait_for(lambda: not left(), timeout=10, what="the exec's thread to end")
+    finally:
+        backend.remove(sandbox, Deadline.after(30))
+        backend.close()

@@ -1,7 +1,8 @@
 """Docker Engine backend, through the docker SDK.
 
 Phase mapping: create = `POST /containers/create` (image present);
-start = `POST /containers/{id}/start`, then inspect: it must be running;
+start = `POST /containers/{id}/start`, which returns once the container's process
+runs (one that then exits at once fails the exec: "container ... is not running");
 exec = exec create + start, output read, exit code inspected;
 stop = `POST /containers/{id}/stop?t=<grace>` (returns once exited);
 remove = `DELETE /containers/{id}?force=1&v=1`.
@@ -12,8 +13,11 @@ measures the engine, not a grace-period timeout.
 Every request carries a timeout no longer than its call's remaining deadline.
 The SDK reads its client's `timeout` attribute for each request; here that
 attribute is per thread and set from the deadline around each call, so a probe
-and a collection running at once each keep their own. A call abandoned at its
-deadline therefore ends by itself, and `kill` has nothing to do.
+and a collection running at once each keep their own. One read has no timeout:
+the SDK waits for an exec's output in `poll()` without one, and its own
+`exec_start` even clears the socket's timeout. So the exec stream is taken as a
+socket and kept where `kill` can shut it down, which ends a command that
+outlived its deadline (and the thread that waits for it) at once.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class DockerBackend:
         self._per_thread = threading.local()
         self._client: Any = None
         self._lock = threading.Lock()
+        self._exec_streams: dict[str, Any] = {}  # for `kill`
         import docker.errors  # the SDK: only now that a target uses this backend
 
         self._errors = docker.errors
@@ -209,17 +214,21 @@ class DockerBackend:
     def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
         with self._within(deadline) as api:
             api.start(sandbox.name)
-            state = api.inspect_container(sandbox.name)["State"]
-        if not state.get("Running"):
-            raise BackendError(
-                f"container is {state.get('Status')!r} right after start "
-                f"(exit code {state.get('ExitCode')}, error {state.get('Error')!r})"
-            )
 
     def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        from docker.utils.socket import consume_socket_output, frames_iter
+
         with self._within(deadline) as api:
             exec_id = api.exec_create(sandbox.name, list(command), stdout=True, stderr=True)["Id"]
-            output = api.exec_start(exec_id)
+            stream = api.exec_start(exec_id, socket=True)
+            with self._lock:
+                self._exec_streams[sandbox.name] = stream
+            try:
+                output = consume_socket_output(data for _, data in frames_iter(stream, tty=False))
+            finally:
+                with self._lock:
+                    self._exec_streams.pop(sandbox.name, None)
+                stream.close()
             exit_code = api.exec_inspect(exec_id)["ExitCode"]
         text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
         return ExecResult(exit_code=int(exit_code if exit_code is not None else -1), output=text)
@@ -251,7 +260,16 @@ class DockerBackend:
         ]
 
     def kill(self, sandbox: SandboxRef) -> None:
-        """Nothing to end: every request's timeout is within its call's deadline."""
+        """Shut down this sandbox's exec stream, if one is open (see the module
+        docstring); every other request ends with its own timeout."""
+        with self._lock:
+            stream = self._exec_streams.get(sandbox.name)
+        if stream is not None:
+            with (
+                contextlib.suppress(OSError, ValueError),  # closed meanwhile: nothing to do
+                socket.fromfd(stream.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as dup,
+            ):
+                dup.shutdown(socket.SHUT_RDWR)  # on the connection itself: the read ends
 
     def close(self) -> None:
         if self._client is not None:
@@ -259,19 +277,38 @@ class DockerBackend:
 
 
 _CLIENT_CLASS: type[Any] | None = None
+ONE_POOL = "http+docker://localhost"  # what every request's connection pool is known by
 
 
 def _client_class() -> type[Any]:
-    """The SDK's APIClient with a per-thread request timeout (see the module docstring)."""
+    """The SDK's APIClient with a per-thread request timeout (see the module docstring),
+    and, on a Unix socket, one pool of connections for every request.
+
+    The SDK's Unix-socket adapter keys its connection pools by the whole URL, so every
+    call naming a new container (create, start, exec, stop, remove: all of them) opened
+    a new connection and a new pool, about 0.3 ms and a dozen queue operations more
+    than a request on a kept-alive connection (BENCHMARKS.md, "Measurement overhead")."""
     global _CLIENT_CLASS
     if _CLIENT_CLASS is None:
         import docker
+        from docker.transport import UnixHTTPAdapter
+
+        class OnePoolUnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
+            def get_connection(self, url: str, proxies: Any = None) -> Any:
+                return super().get_connection(ONE_POOL, proxies)
 
         class DeadlineAPIClient(docker.APIClient):  # type: ignore[misc]
             def __init__(self, per_thread: threading.local, default: float, **kwargs: Any):
                 self._per_thread = per_thread
                 self._default_timeout = default
                 super().__init__(timeout=default, **kwargs)
+                base_url = str(kwargs.get("base_url", ""))
+                if base_url.startswith("unix://"):
+                    previous = self.adapters.get("http+docker://")
+                    socket_url = base_url.replace("unix://", "http+unix://", 1)
+                    self.mount("http+docker://", OnePoolUnixAdapter(socket_url, default))
+                    if previous is not None:
+                        previous.close()
 
             @property
             def timeout(self) -> float:

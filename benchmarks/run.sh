@@ -15,6 +15,7 @@ fi
 docker image inspect sandbox-exporter/busybox:local >/dev/null 2>&1 || bash scripts/build-test-image.sh
 echo "### bench (p50/p95 per backend)"; .venv/bin/sandbox-exporter bench -i 30 --image sandbox-exporter/busybox:local; echo
 echo "### measurement overhead"; "$py" benchmarks/overhead.py -n 40; echo
+"$py" benchmarks/overhead_kubernetes.py -n 40; echo
 echo "### /metrics cost"; "$py" benchmarks/metrics_cost.py; echo
 echo "### footprint"; "$py" benchmarks/footprint.py --idle 30; echo
 echo "### scheduling accuracy"; "$py" benchmarks/scheduling.py --seconds 60; echo

@@ -6,7 +6,8 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def machine_line() -> str:
@@ -36,3 +37,39 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def interleaved(
+    exporter: Callable[[], Any], minimal: Callable[[], dict[str, float]], n: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Per-phase durations of `n` lifecycles each side, ABAB, after one warm-up each.
+    `exporter()` is a LifecycleRunner's `run`; a failed run stops the measurement."""
+    exporter()
+    minimal()
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    for _ in range(n):
+        result = exporter()
+        if not result.success:
+            raise RuntimeError(f"exporter run failed: {result.failure}")
+        ours.append({str(p): d for p, d in result.durations.items()})
+        theirs.append(minimal())
+    return ours, theirs
+
+
+def overhead_table(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> bool:
+    """Print each phase's medians and their difference against the target (2% or 1 ms,
+    whichever is larger); True when every phase meets it."""
+    print(f"{'phase':<8}{'exporter ms':>13}{'minimal ms':>12}{'diff ms':>10}{'diff %':>9}"
+          "  target (2% or 1 ms)")  # fmt: skip
+    met = True
+    for phase in ("create", "start", "exec", "stop", "remove"):
+        e = median([r[phase] for r in ours]) * 1000
+        m = median([r[phase] for r in theirs]) * 1000
+        allowed = max(0.02 * m, 1.0)
+        ok = abs(e - m) <= allowed
+        met &= ok
+        print(f"{phase:<8}{e:>13.2f}{m:>12.2f}{e - m:>10.2f}{(e - m) / m * 100:>8.1f}%  "
+              f"{'met' if ok else 'MISSED'} (allowed {allowed:.1f} ms)")  # fmt: skip
+    print("target met for every phase" if met else "target MISSED for at least one phase")
+    return met

@@ -25,14 +25,12 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import machine_line, median
+from benchmarks.common import interleaved, machine_line, overhead_table
 from exporter.backends.docker import DEFAULT_KEEPALIVE
 from exporter.config import parse_config
 from exporter.logs import configure_logging
-from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from exporter.probing.lifecycle import LifecycleRunner
 from exporter.probing.prober import calls_for
-
-PHASES = [str(p) for p in LIFECYCLE]
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -139,36 +137,18 @@ def main() -> int:
     calls = calls_for(target)
     runner = LifecycleRunner(calls, target, "overhead-bench")
     minimal = MinimalClient(url.removeprefix("unix://"), args.image)
-    exporter_runs: list[dict[str, float]] = []
-    minimal_runs: list[dict[str, float]] = []
-    for side in ("exporter", "minimal"):  # one warm-up each, not counted
-        runner.run() if side == "exporter" else minimal.lifecycle()
-    for _ in range(args.n):
-        result = runner.run()
-        if not result.success:
-            print(f"exporter run failed: {result.failure}", file=sys.stderr)
-            return 1
-        exporter_runs.append({str(p): d for p, d in result.durations.items()})
-        minimal_runs.append(minimal.lifecycle())
-    calls.close()
-
+    try:
+        ours, theirs = interleaved(runner.run, minimal.lifecycle, args.n)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        calls.close()
     print(f"measurement overhead on {args.backend} ({url}): exporter (docker SDK, runner, "
           "threads) vs minimal raw client")  # fmt: skip
     print(machine_line())
     print(f"N = {args.n} lifecycles each, interleaved ABAB, image {args.image}")
-    head = f"{'phase':<8}{'exporter ms':>13}{'minimal ms':>12}{'diff ms':>10}{'diff %':>9}"
-    print(f"{head}  target (2% or 1 ms)")
-    worst_ok = True
-    for phase in PHASES:
-        e = median([r[phase] for r in exporter_runs]) * 1000
-        m = median([r[phase] for r in minimal_runs]) * 1000
-        allowed = max(0.02 * m, 1.0)
-        ok = abs(e - m) <= allowed
-        worst_ok &= ok
-        verdict = "met" if ok else "MISSED"
-        row = f"{phase:<8}{e:>13.2f}{m:>12.2f}{e - m:>10.2f}{(e - m) / m * 100:>8.1f}%"
-        print(f"{row}  {verdict} (allowed {allowed:.1f} ms)")
-    print("target met for every phase" if worst_ok else "target MISSED for at least one phase")
+    overhead_table(ours, theirs)
     return 0
 
 

@@ -152,7 +152,7 @@ class Daemon:
 
     def cut_short(self, deadline: float) -> None:
         """Cut the calls in flight short now; their removals get until `deadline`."""
-        if not self.interrupt.is_set():
+        if not self.interrupt.is_set() and any(p.busy for p in self.fleet.all()):
             left = round(max(deadline - time.monotonic(), 0), 1)
             self.log.warning("cutting short the calls in flight; removing their sandboxes",
                              seconds_left=left)  # fmt: skip

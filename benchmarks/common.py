@@ -6,8 +6,12 @@ import math
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+
+from exporter.config import Target
+from exporter.probing.lifecycle import LifecycleRunner
+from exporter.probing.prober import calls_for
 
 
 def machine_line() -> str:
@@ -40,21 +44,28 @@ def median(values: Sequence[float]) -> float:
 
 
 def interleaved(
-    exporter: Callable[[], Any], minimal: Callable[[], dict[str, float]], n: int
-) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """Per-phase durations of `n` lifecycles each side, ABAB, after one warm-up each.
-    `exporter()` is a LifecycleRunner's `run`; a failed run stops the measurement."""
-    exporter()
-    minimal()
-    ours: list[dict[str, float]] = []
-    theirs: list[dict[str, float]] = []
-    for _ in range(n):
-        result = exporter()
-        if not result.success:
-            raise RuntimeError(f"exporter run failed: {result.failure}")
-        ours.append({str(p): d for p, d in result.durations.items()})
-        theirs.append(minimal())
-    return ours, theirs
+    target: Target, minimal: Callable[[], dict[str, float]], n: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]] | None:
+    """Per-phase durations of `n` lifecycles each side, ABAB, after one warm-up each:
+    the exporter's own runner on `target` against `minimal()`. None, said on stderr,
+    when an exporter run failed: that stops the measurement."""
+    calls = calls_for(target)
+    run = LifecycleRunner(calls, target, "overhead-bench").run
+    try:
+        run()
+        minimal()
+        ours: list[dict[str, float]] = []
+        theirs: list[dict[str, float]] = []
+        for _ in range(n):
+            result = run()
+            if not result.success:
+                print(f"exporter run failed: {result.failure}", file=sys.stderr)
+                return None
+            ours.append({str(p): d for p, d in result.durations.items()})
+            theirs.append(minimal())
+        return ours, theirs
+    finally:
+        calls.close()
 
 
 def overhead_table(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> bool:

@@ -29,8 +29,6 @@ from benchmarks.common import interleaved, machine_line, overhead_table
 from exporter.backends.docker import DEFAULT_KEEPALIVE
 from exporter.config import parse_config
 from exporter.logs import configure_logging
-from exporter.probing.lifecycle import LifecycleRunner
-from exporter.probing.prober import calls_for
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -133,17 +131,11 @@ def main() -> int:
     config = parse_config({"defaults": {"image": args.image, "pull_policy": "never"},
                            "targets": [{"name": "overhead", "backend": args.backend,
                                         args.backend: {"base_url": url}}]})  # fmt: skip
-    target = config.targets[0]
-    calls = calls_for(target)
-    runner = LifecycleRunner(calls, target, "overhead-bench")
     minimal = MinimalClient(url.removeprefix("unix://"), args.image)
-    try:
-        ours, theirs = interleaved(runner.run, minimal.lifecycle, args.n)
-    except RuntimeError as exc:
-        print(exc, file=sys.stderr)
+    measured = interleaved(config.targets[0], minimal.lifecycle, args.n)
+    if measured is None:
         return 1
-    finally:
-        calls.close()
+    ours, theirs = measured
     print(f"measurement overhead on {args.backend} ({url}): exporter (docker SDK, runner, "
           "threads) vs minimal raw client")  # fmt: skip
     print(machine_line())

@@ -32,8 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import interleaved, machine_line, overhead_table
 from exporter.config import parse_config
 from exporter.logs import configure_logging
-from exporter.probing.lifecycle import LifecycleRunner
-from exporter.probing.prober import calls_for
 
 NAMESPACE = "sandbox-exporter-probes"
 SERVE = """
@@ -144,22 +142,15 @@ def main() -> int:
         config = parse_config({"targets": [{
             "name": "overhead", "backend": "kubernetes", "stop_grace": "1s",
             "kubernetes": {"kubeconfig": kubeconfig.name}}]})  # fmt: skip
-        target = config.targets[0]
-        calls = calls_for(target)
-        runner = LifecycleRunner(calls, target, "overhead-bench")
-        minimal = MinimalClient(url)
-        try:
-            ours, theirs = interleaved(runner.run, minimal.lifecycle, args.n)
-        except RuntimeError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        finally:
-            calls.close()
+        measured = interleaved(config.targets[0], MinimalClient(url).lifecycle, args.n)
     finally:
         os.unlink(kubeconfig.name)
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)
+    if measured is None:
+        return 1
+    ours, theirs = measured
     print("measurement overhead on kubernetes (the API-server double, its own process): "
           "exporter (kubernetes client, runner, threads) vs minimal raw client")  # fmt: skip
     print(machine_line())

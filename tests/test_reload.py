@@ -11,6 +11,7 @@ import pytest
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
+from exporter.probing.fleet import BackendFactory
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import scraped, wait_for
 from tests.process import ExporterProcess
@@ -26,14 +27,18 @@ B_CHANGED = "{name: b, backend: namespace, interval: 2h, buckets: [0.5, 1, 2]}"
 C = "{name: c, backend: namespace, interval: 1h}"
 
 
+def reloading(path: Path, backends: BackendFactory) -> Daemon:
+    """A daemon, not yet started, whose reload reads `path` again."""
+    return Daemon(load_config(path), listen_address=None, backends=backends,
+                  loader=lambda: load_config(path))  # fmt: skip
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
     path = tmp_path / "config.yaml"
     write(path, A, B)
     fakes: dict[str, FakeBackend] = {}
-    d = Daemon(load_config(path), listen_address=None,
-               backends=lambda target: fakes.setdefault(target.name, FakeBackend()),
-               loader=lambda: load_config(path))  # fmt: skip
+    d = reloading(path, lambda target: fakes.setdefault(target.name, FakeBackend()))
     d.start()
     wait_for(lambda: d.probers[0].last_result, what="a's first run")
     yield d, path
@@ -88,8 +93,7 @@ def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
     write(path, "{name: a, backend: namespace, interval: 1h, command: [echo, hello]}")
     old_backend = FakeBackend(hang={"exec"})
     backends = {"a": old_backend}
-    d = Daemon(load_config(path), listen_address=None, backends=by_name(backends),
-               loader=lambda: load_config(path))  # fmt: skip
+    d = reloading(path, by_name(backends))
     d.start()
     try:
         wait_for(lambda: old_backend.entered.get("exec"), what="the old run in exec")
@@ -182,8 +186,7 @@ def test_a_retired_backend_is_closed_only_once_its_run_is_over(tmp_path: Path) -
 
     old_backend = FakeBackend(on_call=slow)
     backends = {"a": old_backend}
-    d = Daemon(load_config(path), listen_address=None, backends=by_name(backends),
-               loader=lambda: load_config(path))  # fmt: skip
+    d = reloading(path, by_name(backends))
     d.start()
     try:
         wait_for(lambda: old_backend.entered.get("create"), what="the old run in create")

@@ -24,7 +24,6 @@ CONTENT_TYPES = {
     "text": "text/plain; version=0.0.4; charset=utf-8",
     "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
-CONTENT_TYPE_PLAIN_0_0_4 = CONTENT_TYPES["text"]
 
 
 def metrics_format(accept: str) -> str:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from exporter.backends.base import ManagedSandbox, SandboxRef
+from exporter.backends.base import ManagedSandbox
 from exporter.config.targets import Target
 from exporter.metrics.families import Metrics
 from exporter.probing.calls import Calls
@@ -101,23 +101,15 @@ class Collector:
             if not self._leftovers:
                 return
             try:
-                listed = {s.name for s in self._listed(lambda s: True)}
+                listed = {s.name: s for s in self._listed(lambda s: True)}
             except Exception as exc:  # noqa: BLE001 - kept for the next attempt
                 self._log.warning("leftover listing failed", error=describe(exc))
                 return
-            for gone in self._leftovers - listed:
+            for gone in sorted(self._leftovers - listed.keys()):
                 self._leftovers.discard(gone)
                 self._log.info("leftover already gone", sandbox=gone)
-            for name in sorted(self._leftovers):
-                try:
-                    self._calls().call("remove", SandboxRef(name), timeout=self._timeout,
-                                       sandbox=SandboxRef(name))  # fmt: skip
-                except Exception as exc:  # noqa: BLE001 - kept for the next attempt
-                    self._log.warning("leftover removal failed", sandbox=name, error=describe(exc))
-                    continue
-                self._leftovers.discard(name)
-                self._metrics.orphans_removed.labels(*self._labels).inc()
-                self._log.info("leftover removed", sandbox=name)
+            removed = self._remove([listed[name] for name in sorted(self._leftovers)], "leftover")
+            self._leftovers -= {s.name for s in removed}
 
     def collect_safely(self) -> None:
         """The periodic collection: never raises."""
@@ -139,17 +131,21 @@ class Collector:
         )
         return [s for s in found if wanted(s)]
 
-    def _remove(self, sandboxes: list[ManagedSandbox]) -> list[ManagedSandbox]:
+    def _remove(
+        self, sandboxes: list[ManagedSandbox], what: str = "orphan"
+    ) -> list[ManagedSandbox]:
+        """Each removed and counted as an orphan; those that failed are left for the
+        next attempt. Returns the removed."""
         removed = []
         for sandbox in sandboxes:
             try:
                 self._calls().call("remove", sandbox, timeout=self._timeout, sandbox=sandbox)
             except Exception as exc:  # noqa: BLE001 - tried again at the next collection
-                self._log.warning("orphan removal failed", sandbox=sandbox.name,
+                self._log.warning(f"{what} removal failed", sandbox=sandbox.name,
                                   error=describe(exc))  # fmt: skip
                 continue
             removed.append(sandbox)
             self._metrics.orphans_removed.labels(*self._labels).inc()
-            self._log.info("orphan removed", sandbox=sandbox.name, instance=sandbox.instance,
+            self._log.info(f"{what} removed", sandbox=sandbox.name, instance=sandbox.instance,
                            created_at=sandbox.created_at)  # fmt: skip
         return removed

@@ -9,9 +9,9 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 
-from exporter.config import Target
-from exporter.probing.lifecycle import LifecycleRunner
-from exporter.probing.prober import calls_for
+from sandbox_exporter.config import Target
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
+from sandbox_exporter.probing.prober import calls_for
 
 
 def machine_line() -> str:

@@ -24,7 +24,7 @@ class ExporterProcess:
         json.dump(config, self._config)  # JSON is YAML
         self._config.close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config.file", self._config.name,
+            [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", self._config.name,
              "--web.listen-address", "127.0.0.1:0", *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

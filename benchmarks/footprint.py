@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_line
-from exporter.backends import known_names
+from sandbox_exporter.backends import known_names
 
 ROOT = Path(__file__).parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,7 +41,7 @@ def kb_field(path: str, name: str) -> float:
 def web_process(parent: int) -> int:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            if b"exporter.web.http_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"sandbox_exporter.web.http_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     raise RuntimeError("no web process")
 
@@ -67,7 +67,7 @@ def measure(name: str, targets: list[dict[str, object]], idle: float, image: str
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         json.dump(config, handle)  # JSON is YAML
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "run", "--config.file", handle.name,
+        [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", handle.name,
          "--web.listen-address", "127.0.0.1:0", "--log.level", "info"],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip

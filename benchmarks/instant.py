@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.backends.base import ExecResult, ManagedSandbox, SandboxSpec
+from sandbox_exporter.backends.base import ExecResult, ManagedSandbox, SandboxSpec
 
 
 class InstantBackend:

@@ -15,10 +15,17 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_line, median, percentile
-from exporter.config import parse_config
-from exporter.daemon import Daemon
-from exporter.metrics.families import Metrics
-from exporter.probing.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult, Reason, failure_modes
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.lifecycle import (
+    LIFECYCLE,
+    Failure,
+    Phase,
+    ProbeResult,
+    Reason,
+    failure_modes,
+)
 
 
 def success(target: str, k: int) -> ProbeResult:

@@ -26,9 +26,9 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import interleaved, machine_line, overhead_table
-from exporter.backends.docker import DEFAULT_KEEPALIVE
-from exporter.config import parse_config
-from exporter.logs import configure_logging
+from sandbox_exporter.backends.docker import DEFAULT_KEEPALIVE
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.logs import configure_logging
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -30,8 +30,8 @@ from urllib.parse import urlencode, urlparse
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import interleaved, machine_line, overhead_table
-from exporter.config import parse_config
-from exporter.logs import configure_logging
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.logs import configure_logging
 
 NAMESPACE = "sandbox-exporter-probes"
 SERVE = """

@@ -21,9 +21,9 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 
 from benchmarks.common import machine_line, median, percentile
 from benchmarks.instant import InstantBackend
-from exporter.config import parse_config
-from exporter.daemon import Daemon
-from exporter.logs import configure_logging
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.logs import configure_logging
 
 
 def main() -> int:

@@ -1,16 +1,6 @@
-"""sandbox-exporter: times real sandbox lifecycles and exposes them to Prometheus."""
+"""The package's old name, kept for one release so `python -m exporter` still works.
 
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    # looked up when first asked for: importlib.metadata costs ~50 ms, and the web
-    # process, which imports this package, never needs the version
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("sandbox-exporter")
-        except PackageNotFoundError:  # running from a source tree that was not installed
-            return "0.0.0+source"
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+The code moved to `sandbox_exporter`: a top-level module called `exporter` is a name
+other distributions also install. This shim only forwards `python -m exporter`;
+it is removed in 0.3.0.
+"""

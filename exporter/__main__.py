@@ -1,4 +1,11 @@
-from exporter.cli import main
+import sys
 
-if __name__ == "__main__":  # not when a worker process (calls.py) imports it as __mp_main__
+from sandbox_exporter.cli import main
+
+if __name__ == "__main__":
+    print(
+        "sandbox-exporter: `python -m exporter` is deprecated and goes in 0.3.0; "
+        "use `sandbox-exporter` or `python -m sandbox_exporter`",
+        file=sys.stderr,
+    )
     raise SystemExit(main())

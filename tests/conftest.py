@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import structlog
 
-from exporter.backends.base import MANAGED_LABEL
-from exporter.backends.docker import docker_url, unix_socket_answers_ping
-from exporter.backends.podman import podman_url
+from sandbox_exporter.backends.base import MANAGED_LABEL
+from sandbox_exporter.backends.docker import docker_url, unix_socket_answers_ping
+from sandbox_exporter.backends.podman import podman_url
 
 TEST_IMAGE = os.environ.get("SANDBOX_EXPORTER_TEST_IMAGE", "sandbox-exporter/busybox:local")
 REQUIRED = {e for e in os.environ.get("SANDBOX_EXPORTER_REQUIRE", "").split(",") if e}

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.backends.base import (
+from sandbox_exporter.backends.base import (
     BackendError,
     Deadline,
     ExecResult,
@@ -20,9 +20,9 @@ from exporter.backends.base import (
     SandboxRef,
     SandboxSpec,
 )
-from exporter.config import Target
-from exporter.probing.calls import ThreadCalls
-from exporter.probing.fleet import BackendFactory
+from sandbox_exporter.config import Target
+from sandbox_exporter.probing.calls import ThreadCalls
+from sandbox_exporter.probing.fleet import BackendFactory
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.backends.base import (
+from sandbox_exporter.backends.base import (
     BackendError,
     BackendKind,
     BackendOptions,
@@ -22,7 +22,7 @@ from exporter.backends.base import (
     SandboxRef,
     SandboxSpec,
 )
-from exporter.config.settings import Timeouts
+from sandbox_exporter.config.settings import Timeouts
 
 
 class HeldOptions(BackendOptions):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.config import Config, Target, parse_config
+from sandbox_exporter.config import Config, Target, parse_config
 
 
 def make_config(*targets: dict[str, Any], defaults: dict[str, Any] | None = None) -> Config:

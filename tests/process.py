@@ -22,7 +22,7 @@ class ExporterProcess:
     def __init__(self, config: Path, *extra: str) -> None:
         self.config = config
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config.file", str(config),
+            [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", str(config),
              "--web.listen-address", "127.0.0.1:0", *extra],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, parse_config
-from exporter.daemon import Daemon
-from exporter.web.http_parent import ServingOptions
+from sandbox_exporter.config import ConfigError, parse_config
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.web.http_parent import ServingOptions
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from exporter.cli import main
-from exporter.commands.bench import (
+from sandbox_exporter.cli import main
+from sandbox_exporter.commands.bench import (
     BenchError,
     bench_targets,
     nearest_rank,
     parse_backend_names,
     run_bench,
 )
-from exporter.commands.bench_report import render_json, render_table
+from sandbox_exporter.commands.bench_report import render_json, render_table
 from tests.conftest import TEST_IMAGE
 from tests.fakes import FakeBackend, FakeClock, failing
 from tests.helpers import make_config, wait_for
@@ -164,7 +164,7 @@ targets:
 """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "bench", "--config.file", str(config), "-i", "50"],
+        [sys.executable, "-m", "sandbox_exporter", "bench", "--config.file", str(config), "-i", "50"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     mine = {"label": "sandbox-exporter.io/instance=bench-interrupt"}
@@ -198,7 +198,7 @@ class _Stream:
 
 
 def test_progress_bar_only_on_a_terminal() -> None:
-    from exporter.commands.bench_cli import ProgressBar
+    from sandbox_exporter.commands.bench_cli import ProgressBar
 
     terminal, pipe = _Stream(tty=True), _Stream(tty=False)
     for stream in (terminal, pipe):

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from exporter import backends
-from exporter.backends.base import BackendError, SandboxRef
-from exporter.daemon import Daemon
-from exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout, ProcessCalls
-from exporter.probing.lifecycle import Phase, Reason
+from sandbox_exporter import backends
+from sandbox_exporter.backends.base import BackendError, SandboxRef
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout, ProcessCalls
+from sandbox_exporter.probing.lifecycle import Phase, Reason
 from tests.fakes import FakeBackend, calls
 from tests.helpers import alive, make_config, make_target, wait_for
 from tests.test_server import call
@@ -124,7 +124,7 @@ def test_a_failure_at_the_deadline_is_a_timeout() -> None:
 
 
 def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
-    from exporter.probing.lifecycle import LifecycleRunner
+    from sandbox_exporter.probing.lifecycle import LifecycleRunner
 
     backend = FakeBackend(hang={"exec"})
     interrupt = Interrupt()
@@ -139,7 +139,7 @@ def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
 
 
 def _spec(name: str) -> Any:
-    from exporter.backends.base import SandboxSpec
+    from sandbox_exporter.backends.base import SandboxSpec
 
     return SandboxSpec(name=name, labels={}, image="", pull_policy="never", cpus=1,
                        memory_mb=64, pids_limit=64, stop_grace=1)  # fmt: skip
@@ -166,9 +166,9 @@ def test_a_registered_module_is_a_backend_everywhere(
 ) -> None:
     """One module and one registry line: its block in the config, its name for -b and
     in the help text, its options handed to it, nothing else edited."""
-    from exporter.cli import main
-    from exporter.commands.bench import parse_backend_names
-    from exporter.config.discovery import discover
+    from sandbox_exporter.cli import main
+    from sandbox_exporter.commands.bench import parse_backend_names
+    from sandbox_exporter.config.discovery import discover
 
     config = make_config(held_target(tmp_path, hold_in=None))
     assert config.targets[0].options.record_dir == str(tmp_path)  # type: ignore[attr-defined]

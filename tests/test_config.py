@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter import backends
-from exporter.backends.base import BackendKind, BackendOptions
-from exporter.cli import main
-from exporter.config import ConfigError, load_config, parse_config
+from sandbox_exporter import backends
+from sandbox_exporter.backends.base import BackendKind, BackendOptions
+from sandbox_exporter.cli import main
+from sandbox_exporter.config import ConfigError, load_config, parse_config
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "config" / "examples").glob("*.yaml"))
 

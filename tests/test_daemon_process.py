@@ -81,7 +81,7 @@ def test_default_run_without_a_config_probes_what_it_finds(docker_engine: Engine
     env = {k: v for k, v in os.environ.items() if k != "SANDBOX_EXPORTER_CONFIG_FILE"}
     env["DOCKER_HOST"] = docker_engine.url
     done = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config"],
+        [sys.executable, "-m", "sandbox_exporter", "check-config"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from exporter.daemon import Daemon
 from grafana import dashboard
+from sandbox_exporter.daemon import Daemon
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.backends.podman import podman_url
-from exporter.config.discovery import discover, discover_targets
+from sandbox_exporter.backends.podman import podman_url
+from sandbox_exporter.config.discovery import discover, discover_targets
 from tests.conftest import Engine
 
 

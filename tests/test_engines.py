@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from exporter.backends.base import Deadline, SandboxSpec
-from exporter.backends.docker import split_image
-from exporter.daemon import Daemon
-from exporter.metrics.families import Metrics
-from exporter.probing.calls import PhaseTimeout
-from exporter.probing.lifecycle import LifecycleRunner, Phase, ProbeResult, Reason
-from exporter.probing.prober import Prober
+from sandbox_exporter.backends.base import Deadline, SandboxSpec
+from sandbox_exporter.backends.docker import split_image
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.calls import PhaseTimeout
+from sandbox_exporter.probing.lifecycle import LifecycleRunner, Phase, ProbeResult, Reason
+from sandbox_exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine
 from tests.fakes import calls
 from tests.helpers import make_config, scraped, wait_for

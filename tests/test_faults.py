@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.backends.base import Deadline, SandboxRef, SandboxSpec
-from exporter.backends.docker import DockerBackend, DockerOptions, unix_socket_answers_ping
-from exporter.config import Config, Settings, Target, parse_config
-from exporter.daemon import Daemon
-from exporter.probing.lifecycle import Phase, Reason
+from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
+from sandbox_exporter.backends.docker import DockerBackend, DockerOptions, unix_socket_answers_ping
+from sandbox_exporter.config import Config, Settings, Target, parse_config
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.probing.lifecycle import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
 from tests.engine_proxy import KillingProxy
 from tests.fakes import by_name

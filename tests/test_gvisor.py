@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.metrics.families import Metrics
-from exporter.probing.prober import Prober
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.prober import Prober
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.helpers import make_config
 

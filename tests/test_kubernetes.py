@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from exporter.config import parse_config
-from exporter.metrics.families import Metrics
-from exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
-from exporter.probing.prober import Prober
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
+from sandbox_exporter.probing.prober import Prober
 from tests.fake_kubernetes import FakeKubernetes
 from tests.helpers import wait_for
 

@@ -10,8 +10,8 @@ SDKS = ("docker", "requests", "urllib3", "kubernetes", "websocket")
 SCRIPT = """
 import sys
 from prometheus_client import CollectorRegistry
-from exporter.config import parse_config
-from exporter.daemon import Daemon
+from sandbox_exporter.config import parse_config
+from sandbox_exporter.daemon import Daemon
 config = parse_config({"targets": [
     {"name": "ns", "backend": "namespace"},
     {"name": "d", "backend": "docker", "docker": {"base_url": "unix:///nowhere.sock"}},

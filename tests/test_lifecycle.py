@@ -8,8 +8,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.backends.base import BackendUnavailable, ExecResult
-from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, Reason
+from sandbox_exporter.backends.base import BackendUnavailable, ExecResult
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, Reason
 from tests.fakes import FakeBackend, FakeClock, calls, failing
 from tests.helpers import make_target, wait_for
 

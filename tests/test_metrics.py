@@ -8,9 +8,9 @@ import itertools
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.config import DEFAULT_BUCKETS
-from exporter.metrics.families import Metrics
-from exporter.probing.lifecycle import Failure, Phase, ProbeResult, Reason
+from sandbox_exporter.config import DEFAULT_BUCKETS
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.lifecycle import Failure, Phase, ProbeResult, Reason
 from tests.helpers import make_config
 
 DURATIONS = {

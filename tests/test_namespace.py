@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.backends.base import Deadline, SandboxRef, SandboxSpec
-from exporter.backends.namespace import NamespaceBackend, NamespaceOptions
-from exporter.config import Target
-from exporter.metrics.families import Metrics
-from exporter.probing.calls import PhaseTimeout
-from exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
-from exporter.probing.prober import Prober
+from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
+from sandbox_exporter.backends.namespace import NamespaceBackend, NamespaceOptions
+from sandbox_exporter.config import Target
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.calls import PhaseTimeout
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from sandbox_exporter.probing.prober import Prober
 from tests.fakes import calls
 from tests.helpers import alive, make_target, wait_for
 
@@ -146,8 +146,8 @@ def test_an_unprivileged_user_runs_it_through_a_user_namespace(tmp_path: Path) -
 
 def run_as_nobody(tmp_path: Path) -> None:
     script = (
-        "from exporter.probing.lifecycle import LifecycleRunner\n"
-        "from exporter.probing.prober import calls_for\n"
+        "from sandbox_exporter.probing.lifecycle import LifecycleRunner\n"
+        "from sandbox_exporter.probing.prober import calls_for\n"
         "from tests.helpers import make_target\n"
         f"t = make_target(namespace={{'state_dir': '{tmp_path}/state'}})\n"
         "r = LifecycleRunner(calls_for(t), t, 'i').run()\n"

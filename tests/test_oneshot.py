@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
-from exporter.daemon import Daemon
+from sandbox_exporter.cli import main
+from sandbox_exporter.daemon import Daemon
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config
 from tests.test_server import call
@@ -76,9 +76,9 @@ def test_probe_beside_a_running_daemon_leaves_its_sandbox_alone() -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from exporter.backends.base import ManagedSandbox
-    from exporter.metrics.families import Metrics
-    from exporter.probing.prober import Prober
+    from sandbox_exporter.backends.base import ManagedSandbox
+    from sandbox_exporter.metrics.families import Metrics
+    from sandbox_exporter.probing.prober import Prober
 
     in_flight = ManagedSandbox(
         "sandbox-exporter-fake-daemons", "fake", "test-instance", time.time()

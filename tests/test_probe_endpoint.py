@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.daemon import Daemon
+from sandbox_exporter.daemon import Daemon
 from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
-from exporter.daemon import Daemon
-from exporter.probing.fleet import BackendFactory
+from sandbox_exporter.config import load_config
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.probing.fleet import BackendFactory
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import scraped, wait_for
 from tests.process import ExporterProcess

@@ -11,12 +11,12 @@ import pytest
 import time_machine
 from prometheus_client import CollectorRegistry
 
-from exporter.backends.base import ManagedSandbox
-from exporter.daemon import Daemon
-from exporter.metrics.families import Metrics
-from exporter.probing.collector import collectable
-from exporter.probing.prober import Prober
-from exporter.probing.scheduler import first_run_offsets
+from sandbox_exporter.backends.base import ManagedSandbox
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.collector import collectable
+from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.probing.scheduler import first_run_offsets
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, make_target, wait_for
 

@@ -8,8 +8,8 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from exporter.daemon import Daemon
-from exporter.web.app import parse_listen_address
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.web.app import parse_listen_address
 from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped
 
@@ -177,7 +177,7 @@ def test_every_latency_observation_carries_its_run_id_as_an_exemplar() -> None:
 def test_the_format_is_negotiated_as_prometheus_client_would(accept: str) -> None:
     from prometheus_client.exposition import choose_encoder
 
-    from exporter.web.responses import CONTENT_TYPES, metrics_format
+    from sandbox_exporter.web.responses import CONTENT_TYPES, metrics_format
 
     ours = CONTENT_TYPES[metrics_format(accept)]
     theirs = choose_encoder(accept)[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
+from sandbox_exporter.cli import main
 from tests.helpers import wait_for
 from tests.process import ExporterProcess
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from exporter.backends.base import ManagedSandbox
-from exporter.backends.state import StateDirectory, start_time
+from sandbox_exporter.backends.base import ManagedSandbox
+from sandbox_exporter.backends.state import StateDirectory, start_time
 from tests.helpers import wait_for
 
 LABELS = {

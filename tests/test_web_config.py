@@ -12,8 +12,8 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.daemon import Daemon
-from exporter.web.webconfig import WebConfig, WebConfigError
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.web.webconfig import WebConfig, WebConfigError
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from exporter.daemon import Daemon
-from exporter.web import responses
-from exporter.web.http_child import Pacer, RequestBudget, forwarded_environ
-from exporter.web.http_parent import ServingOptions
+from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.web import responses
+from sandbox_exporter.web.http_child import Pacer, RequestBudget, forwarded_environ
+from sandbox_exporter.web.http_parent import ServingOptions
 from tests.fakes import FakeBackend, FakeClock, by_name
 from tests.helpers import alive, make_config, wait_for
 from tests.process import ExporterProcess
@@ -76,7 +76,7 @@ def started() -> Iterator[Callable[[Path], ExporterProcess]]:
 def web_child(parent: int) -> int | None:
     for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            if b"exporter.web.http_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"sandbox_exporter.web.http_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
     return None
 

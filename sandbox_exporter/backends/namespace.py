@@ -1,0 +1,286 @@
+"""Bare Linux namespaces through util-linux: no daemon, no image.
+
+The floor every other backend is read against: what the kernel alone costs.
+
+create = a private directory for the sandbox (its /tmp) and its record;
+start  = `unshare` into new pid, mount, uts, ipc and network namespaces (and a
+         user namespace when not root), until the init inside prints `ready`;
+exec   = `nsenter` into those namespaces and run the command;
+stop   = SIGTERM to the init, until it exits (SIGKILL after the grace period);
+remove = kill whatever is left, delete the directory.
+
+The namespaces have no network (a fresh network namespace holds only a down
+loopback) and a private /tmp. There are no cgroup limits: the floor measures
+namespaces, not resource control.
+
+Each sandbox's directory and processes are recorded through the shared state
+directory (state.py), so a restarted exporter finds what a killed one left;
+`unshare --kill-child` takes the init down with `unshare`. A call that outlives
+its deadline has its child (`unshare` or `nsenter`) killed by `kill`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendKind,
+    BackendOptions,
+    BackendUnavailable,
+    Capabilities,
+    Deadline,
+    ExecResult,
+    Found,
+    Images,
+    ManagedSandbox,
+    NotFound,
+    SandboxRef,
+    SandboxSpec,
+)
+from sandbox_exporter.backends.state import StateDirectory, default_root, proc_stat
+from sandbox_exporter.config.settings import Timeouts
+
+# $1: the sandbox's private directory, bound on /tmp; $2: its host name.
+# PID 1 ignores signals it has no handler for, hence the trap.
+INIT_SCRIPT = """set -e
+mount --bind "$1" /tmp
+hostname "$2"
+trap 'exit 0' TERM
+echo ready
+sleep 2147483647 &
+wait
+"""
+NAMESPACES = ("--pid", "--mount", "--uts", "--ipc", "--net")
+ENTER = ("-p", "-m", "-u", "-i", "-n")
+TOOLS = ("unshare", "nsenter", "mount", "hostname")
+
+
+class NamespaceOptions(BackendOptions):
+    state_dir: str | None = None
+    user_namespace: Literal["auto", "always", "never"] = "auto"
+
+
+def find_here() -> Found | NotFound:
+    if not sys.platform.startswith("linux"):
+        return NotFound(f"needs Linux namespaces; this is {sys.platform}")
+    missing = [tool for tool in ("unshare", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        return NotFound(f"util-linux {' and '.join(missing)} not found on PATH")
+    return Found({}, "the local kernel")
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields and fields[1] == str(parent):
+                out.append(int(entry.name))
+    return out
+
+
+class _Running:
+    """A started sandbox: the `unshare` process and the init inside the namespaces."""
+
+    def __init__(self, unshare: subprocess.Popen[bytes], init_pid: int) -> None:
+        self.unshare = unshare
+        self.init_pid = init_pid
+
+
+class NamespaceBackend:
+    def __init__(self, options: NamespaceOptions, timeouts: Timeouts) -> None:
+        root = Path(options.state_dir) if options.state_dir else default_root("namespace")
+        self.state = StateDirectory(root)
+        if options.user_namespace == "auto":
+            self.user_namespace = os.geteuid() != 0
+        else:
+            self.user_namespace = options.user_namespace == "always"
+        self._running: dict[str, _Running] = {}
+        self._children: dict[str, set[subprocess.Popen[bytes]]] = {}  # for `kill`
+        self._lock = threading.Lock()
+
+    # -- protocol ----------------------------------------------------------------
+
+    def ping(self, deadline: Deadline) -> None:
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise BackendUnavailable(f"util-linux tools not found on PATH: {', '.join(missing)}")
+        self.state.ensure()
+
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
+        home = self.state.create(spec.name, spec.labels)
+        try:
+            (home / "tmp").mkdir(mode=0o700)
+        except OSError as exc:
+            raise BackendError(f"cannot create {home / 'tmp'}: {exc}") from exc
+        return SandboxRef(spec.name)
+
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
+        home = self.state.path(name)
+        command = ["unshare", "--fork", "--kill-child", "--mount-proc", *NAMESPACES]
+        if self.user_namespace:
+            command += ["--user", "--map-root-user"]
+        command += ["--", "sh", "-c", INIT_SCRIPT, "sandbox-init", str(home / "tmp"), name]
+        unshare = self._spawn(name, command)
+        self.state.add_process(name, unshare.pid)
+        assert unshare.stdout is not None
+        line = _read_line(unshare.stdout, deadline)
+        if line != b"ready\n":
+            unshare.kill()
+            _, err = unshare.communicate()
+            self._forget(name, unshare)
+            if line is None:
+                raise BackendError("the namespace init did not say ready within the deadline")
+            raise BackendError(
+                f"the namespace init did not start (exit {unshare.returncode}): "
+                f"{err.decode(errors='replace').strip() or line.decode(errors='replace')}"
+            )
+        children = _children(unshare.pid)
+        if len(children) != 1:
+            unshare.kill()
+            unshare.wait()
+            self._forget(name, unshare)
+            raise BackendError(f"expected one init under unshare {unshare.pid}, found {children}")
+        with self._lock:
+            self._running[name] = _Running(unshare, children[0])
+        self.state.add_process(name, children[0])
+
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        running = self._get(sandbox.name)
+        enter = ["nsenter", "-t", str(running.init_pid), *ENTER]
+        if self.user_namespace:
+            enter += ["-U", "--preserve-credentials"]
+        child = self._spawn(sandbox.name, [*enter, "--", *command], stderr=subprocess.STDOUT)
+        try:
+            output, _ = child.communicate(timeout=deadline.remaining())
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            child.communicate()
+            raise BackendError(f"nsenter did not finish within the deadline: {exc}") from exc
+        finally:
+            self._forget(sandbox.name, child)
+        return ExecResult(child.returncode, output.decode(errors="replace"))
+
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
+        with self._lock:
+            running = self._running.get(sandbox.name)
+        if running is None:
+            return  # never started (or already removed): nothing to stop
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running.init_pid, signal.SIGTERM)
+        try:
+            running.unshare.wait(timeout=min(grace_seconds, deadline.remaining()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(running.init_pid, signal.SIGKILL)
+            try:
+                running.unshare.wait(timeout=deadline.remaining())
+            except subprocess.TimeoutExpired as exc:
+                raise BackendError(f"the init did not exit after SIGKILL: {exc}") from exc
+        running.unshare.communicate()
+
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
+        with self._lock:
+            running = self._running.pop(name, None)
+        if running is not None:
+            if running.unshare.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(running.init_pid, signal.SIGKILL)
+                running.unshare.kill()
+            running.unshare.communicate()
+        self.kill(sandbox)
+        with self._lock:
+            self._children.pop(name, None)
+        self.state.remove(name)  # kills what an earlier process of the exporter left, too
+
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        return self.state.managed(target)
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        """SIGKILL the `unshare` or `nsenter` a call on this sandbox is waiting for."""
+        with self._lock:
+            children = list(self._children.get(sandbox.name, ()))
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            names = list(self._running)
+        for name in names:
+            with contextlib.suppress(BackendError):
+                self.remove(SandboxRef(name), Deadline.after(5))
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, command: list[str], stderr: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        """`command` as a child of its own session, with its stdout and stderr piped
+        (stderr may go to stdout), known to `kill` until `_forget`."""
+        try:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot run {command[0]}: {exc}") from exc
+        with self._lock:
+            self._children.setdefault(name, set()).add(child)
+        return child
+
+    def _forget(self, name: str, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            children = self._children.get(name)
+            if children is not None:
+                children.discard(child)
+                if not children:
+                    del self._children[name]
+
+    def _get(self, name: str) -> _Running:
+        with self._lock:
+            running = self._running.get(name)
+        if running is None:
+            raise BackendError(f"sandbox {name} is not running")
+        return running
+
+
+def _read_line(stream: Any, deadline: Deadline) -> bytes | None:
+    """One line from a child's pipe, or None if none came before the deadline."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        line = b""
+        while not line.endswith(b"\n"):
+            if not selector.select(timeout=deadline.remaining()):
+                return None
+            chunk = os.read(stream.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+        return line
+
+
+KIND = BackendKind(
+    name="namespace",
+    options=NamespaceOptions,
+    factory=NamespaceBackend,
+    capabilities=Capabilities(images=Images.NONE, remote=False, needs_root=False, thread_safe=True),
+    discover=find_here,
+    summary="bare Linux namespaces through util-linux: no daemon, no image (the floor)",
+)

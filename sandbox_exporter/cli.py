@@ -1,0 +1,233 @@
+"""Command line: `run` (the daemon, the default), `bench`, `probe`, `gc`, `check-config`.
+
+Every flag can also be set from the environment: `--config.file` is
+`SANDBOX_EXPORTER_CONFIG_FILE`, `--web.listen-address` is
+`SANDBOX_EXPORTER_WEB_LISTEN_ADDRESS`, and so on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sandbox_exporter import __version__, backends
+from sandbox_exporter.config import Config, ConfigError, load_config, parse_config
+from sandbox_exporter.logs import LEVELS, configure_logging
+
+ENV_PREFIX = "SANDBOX_EXPORTER_"
+T = TypeVar("T")
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, default: str | None, help_text: str,
+         choices: Sequence[str] | None = None) -> None:  # fmt: skip
+    env = env_name(flag)
+    parser.add_argument(
+        flag,
+        dest=flag.lstrip("-").replace(".", "_").replace("-", "_"),
+        default=os.environ.get(env, default),
+        choices=choices,
+        help=f"{help_text} (env {env}; default: {default or 'none'})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add(common, "--config.file", None,
+         "YAML config file; without one, every backend found locally is probed")  # fmt: skip
+    _add(common, "--instance", None,
+         "this exporter's identity on the engines (overrides the config's `instance`; "
+         "default: the host name); stable across restarts, unique among running "
+         "exporters")  # fmt: skip
+    _add(common, "--log.level", None, "log level (run: info, bench: warning)", LEVELS)
+    _add(common, "--log.format", "json", "log line format", ("json", "logfmt", "console"))
+
+    parser = argparse.ArgumentParser(
+        prog="sandbox-exporter",
+        description="Times real sandbox lifecycles and serves them as Prometheus metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"sandbox-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", parents=[common], help="run the exporter (the default)")
+    _add(run, "--web.listen-address", ":9878", "address to serve /metrics on")
+    _add(run, "--web.config.file", None, "TLS and basic auth settings (exporter-toolkit format)")
+    _add(
+        run,
+        "--web.max-scrapes-per-second",
+        "50",
+        "answers to /metrics a second, at most; more clients wait their turn (0: no limit)",
+    )
+    _add(run, "--web.nice", "10",
+         "niceness the web process adds to the exporter's (0-19): under CPU contention the "
+         "probes, whose timings are the product, come before answering HTTP")  # fmt: skip
+    _add(run, "--config.auto-reload-interval", None,
+         "re-read the config file this often when it changed, e.g. 30s")  # fmt: skip
+    _add(run, "--shutdown.timeout", None,
+         "longest the shutdown may take, e.g. a pod's termination grace period less a few "
+         "seconds: runs in flight are cut short in time to remove their sandboxes "
+         "(default: as long as the runs in flight need)")  # fmt: skip
+    probe = commands.add_parser("probe", parents=[common], help="run one lifecycle of a target now")
+    probe.add_argument("--target", required=True, help="the configured target's name")
+    probe.add_argument("--json", action="store_true", help="the result as JSON")
+    gc = commands.add_parser(
+        "gc", parents=[common], help="remove this exporter's sandboxes older than max_age"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    kinds = backends.kinds()
+    remote = [k.name for k in kinds if k.capabilities.remote]
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="time N lifecycles per backend now and print p50/p95",
+        description="Runs the daemon's lifecycle N times per backend, one backend after "
+        "another, and prints p50/p95 per phase (nearest-rank). Without -b: every backend "
+        f"found on this machine ({', '.join(remote)} only when named).",
+    )
+    bench.add_argument(
+        "-b",
+        "--backends",
+        help="comma-separated backend names: "
+        + ", ".join(k.name + (f" ({', '.join(k.aliases)})" if k.aliases else "") for k in kinds),
+    )
+    bench.add_argument("-i", "--iterations", type=_count(1), default=10, help="default: 10")
+    bench.add_argument(
+        "--warmup", type=_count(0), default=1, help="uncounted runs first; default: 1"
+    )
+    bench.add_argument("--image", help="image to probe (default: the config's, else busybox:1.36)")
+    bench.add_argument("--json", action="store_true", help="every sample and the summaries as JSON")
+    bench.add_argument("--output", help="write the table (or JSON) to this file instead of stdout")
+    return parser
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (
+        args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
+    ):
+        args_list.insert(0, "run")
+    args = build_parser().parse_args(args_list)
+    configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
+                      args.log_format)  # fmt: skip
+    if args.command == "bench":
+        from sandbox_exporter.commands.bench_cli import bench
+
+        return bench(args)
+    try:
+        config = load_or_discover(args.config_file, args.instance)
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    if args.command == "check-config":
+        print(f"{config.source}: OK, {len(config.targets)} target(s), instance {config.instance}")
+        for target in config.targets:
+            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s")
+        return 0
+    if args.command == "probe":
+        from sandbox_exporter.commands.probe import probe_once
+
+        return probe_once(config, args.target, as_json=args.json)
+    if args.command == "gc":
+        from sandbox_exporter.commands.gc import collect_garbage
+
+        return collect_garbage(config, dry_run=args.dry_run)
+    return _run(config, args)
+
+
+def load_or_discover(path: str | None, instance: str | None = None) -> Config:
+    if path:
+        return load_config(path, instance=instance)
+    return parse_config({"targets": "auto"}, instance=instance)
+
+
+class FlagError(ValueError):
+    """A bad flag value; the message names the flag."""
+
+    def __init__(self, flag: str, problem: str) -> None:
+        super().__init__(f"{flag}: {problem}")
+
+
+def _flag(flag: str, text: str, parse: Callable[[str], T]) -> T:
+    """`parse(text)`, its ValueError a FlagError naming `flag`."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise FlagError(flag, str(exc)) from None
+
+
+def _niceness(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 19:
+        raise ValueError(f"expected a whole number from 0 to 19, got {text!r}")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number, 0 or more, got {text!r}")
+    return value
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from sandbox_exporter.config.durations import parse_duration
+    from sandbox_exporter.daemon import Daemon
+    from sandbox_exporter.web.app import parse_listen_address
+    from sandbox_exporter.web.http_parent import ServingOptions
+    from sandbox_exporter.web.webconfig import WebConfig, WebConfigError
+
+    listen_address = args.web_listen_address
+    try:
+        _flag("--web.listen-address", listen_address, parse_listen_address)
+        nice = _flag("--web.nice", args.web_nice, _niceness)
+        scrapes = _flag("--web.max-scrapes-per-second", args.web_max_scrapes_per_second, _rate)
+        auto_reload = shutdown_timeout = None
+        if args.config_auto_reload_interval:
+            auto_reload = _flag("--config.auto-reload-interval",
+                                args.config_auto_reload_interval, parse_duration)  # fmt: skip
+            if not args.config_file:
+                raise FlagError("--config.auto-reload-interval", "needs --config.file")
+        if args.shutdown_timeout:
+            shutdown_timeout = _flag("--shutdown.timeout", args.shutdown_timeout, parse_duration)
+        try:
+            web_config = WebConfig(args.web_config_file) if args.web_config_file else None
+        except WebConfigError as exc:
+            raise FlagError("--web.config.file", str(exc)) from None
+    except FlagError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    path = args.config_file
+    try:
+        daemon = Daemon(
+            config,
+            listen_address=listen_address,
+            loader=(lambda: load_config(path, instance=args.instance)) if path else None,
+            web_config=web_config,
+            serving=ServingOptions(nice=nice, scrapes_per_second=scrapes),
+        )
+    except OSError as exc:
+        print(f"--web.listen-address: cannot listen on {listen_address}: {exc}", file=sys.stderr)
+        return 1
+    return daemon.run_until_signal(auto_reload_interval=auto_reload,
+                                   shutdown_timeout=shutdown_timeout)  # fmt: skip

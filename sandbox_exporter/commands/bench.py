@@ -1,0 +1,173 @@
+"""`sandbox-exporter bench`: the daemon's measurement, run now, N times, per backend.
+
+Same code path as the daemon: targets come from the same config models and
+each iteration is one `LifecycleRunner.run`. Nothing here times anything.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox_exporter import backends
+from sandbox_exporter.backends.base import Backend, Found
+from sandbox_exporter.config import Config, ConfigError, Target, parse_config
+from sandbox_exporter.probing.calls import Calls
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, describe
+from sandbox_exporter.probing.prober import calls_for
+
+
+class BenchError(ValueError):
+    """Bad input to bench; the message names the option."""
+
+
+def parse_backend_names(text: str) -> list[str]:
+    """`-b " Docker, k8s "` -> ["docker", "kubernetes"]; unknown names are an error."""
+    names: list[str] = []
+    for raw in text.split(","):
+        if not raw.strip():
+            continue
+        name = backends.canonical(raw)
+        if name is None:
+            raise BenchError(f"-b/--backends: {backends.UnknownBackend(raw.strip())}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise BenchError("-b/--backends: no backend named")
+    return names
+
+
+def bench_targets(
+    config: Config | None, names: Sequence[str] | None, image: str | None
+) -> list[Target]:
+    """Targets to bench: the config's (filtered by backend name), else one per backend:
+    those named, or every local one (a remote control plane only when named: a
+    kubeconfig lying around is no reason to reach out to a cluster), each with the
+    options `targets: auto` would find for it here."""
+    if config is not None:
+        targets = [t for t in config.targets if names is None or t.backend in names]
+        if image is not None:
+            targets = [t.model_copy(update={"image": image}) for t in targets]
+        if not targets:
+            raise BenchError(
+                f"-b/--backends: no target in {config.source} uses {', '.join(names or [])}"
+            )
+        return targets
+    if names:
+        kinds = [backends.kind(name) for name in names]
+    else:
+        kinds = [k for k in backends.kinds() if not k.capabilities.remote]
+    raw: list[dict[str, Any]] = []
+    for kind in kinds:
+        target: dict[str, Any] = {"name": kind.name, "backend": kind.name}
+        found = kind.discover() if kind.discover is not None else None
+        if isinstance(found, Found):
+            target[kind.name] = found.options
+        raw.append(target)
+    defaults: dict[str, Any] = {} if image is None else {"image": image}
+    try:
+        return list(parse_config({"defaults": defaults, "targets": raw}, source="bench").targets)
+    except ConfigError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def nearest_rank(values: Sequence[float], percentile: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least p% of values <= it."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class BackendRun:
+    target: Target
+    skipped: str | None = None
+    results: list[ProbeResult] = field(default_factory=list)
+    warmup_failures: int = 0
+
+    @property
+    def successes(self) -> list[ProbeResult]:
+        return [r for r in self.results if r.success]
+
+    @property
+    def failures(self) -> list[ProbeResult]:
+        return [r for r in self.results if not r.success and not r.cancelled]
+
+    def percentile(self, p: float) -> dict[str, float]:
+        """Per phase, plus `total`, over the successful iterations (seconds)."""
+        ok = self.successes
+        if not ok:
+            return {}
+        out = {str(ph): nearest_rank([r.durations[ph] for r in ok], p) for ph in LIFECYCLE}
+        out["total"] = nearest_rank([r.total or 0.0 for r in ok], p)
+        return out
+
+
+@dataclass
+class BenchReport:
+    iterations: int
+    warmup: int
+    runs: list[BackendRun]
+    started_at: float
+    finished_at: float = 0.0
+    interrupted: bool = False
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def run_bench(
+    targets: Iterable[Target],
+    *,
+    iterations: int,
+    warmup: int,
+    instance: str,
+    cancel: threading.Event,
+    progress: Progress | None = None,
+    injected: dict[str, Backend[Any]] | None = None,
+) -> BenchReport:
+    """Run every target `warmup + iterations` times, one after another.
+
+    Backends run in turn, not in parallel, so they do not compete for the
+    machine and each one's figures are its own. `cancel` stops at the next
+    phase boundary; the sandbox in flight is still removed.
+    """
+    report = BenchReport(iterations=iterations, warmup=warmup, runs=[], started_at=time.time())
+    for target in targets:
+        run = BackendRun(target)
+        report.runs.append(run)
+        if cancel.is_set():
+            run.skipped = "interrupted"
+            continue
+        calls: Calls | None = None
+        try:
+            calls = calls_for(target, (injected or {}).get(target.name))
+            calls.call("ping", timeout=target.timeouts.create)
+        except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
+            run.skipped = describe(exc)
+            if calls is not None:
+                calls.close()
+            continue
+        runner = LifecycleRunner(calls, target, instance)
+        try:
+            for index in range(warmup + iterations):
+                if cancel.is_set():
+                    break
+                if progress is not None:
+                    progress(target.name, index + 1, warmup + iterations)
+                result = runner.run(cancel=cancel)
+                if index < warmup:
+                    run.warmup_failures += 0 if result.success else 1
+                elif not result.cancelled:
+                    run.results.append(result)
+        finally:
+            calls.close()
+    report.finished_at = time.time()
+    report.interrupted = cancel.is_set()
+    return report

@@ -1,0 +1,172 @@
+"""What every target has whatever its backend: schedule, image, command, limits, timeouts.
+
+`Settings` is the `defaults:` block; each target is a `Settings` plus its name and
+its backend's own block (targets.py). Backends receive only their options and the
+`Timeouts`, never a whole target.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from sandbox_exporter.config.durations import format_duration, parse_duration
+
+# Twelve edges a decade (1, 1.25, 1.5, 1.8, 2.2, 2.7, 3.3, 4, 5, 6, 7.5, 9), no two
+# more than 1.25x apart from 1 ms to 60 s, so that histogram_quantile is never more
+# than 25% off there (and typically far less); 1 s and 5 s, the SLO edges, exactly;
+# then 120 s and 300 s for slow pulls and Pods. 60 edges: 63 series per histogram.
+_DECADE = (1.0, 1.25, 1.5, 1.8, 2.2, 2.7, 3.3, 4.0, 5.0, 6.0, 7.5, 9.0)
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    *(round(step * 10.0**power, 6) for power in range(-3, 1) for step in _DECADE),
+    10.0, 12.5, 15.0, 18.0, 22.0, 27.0, 33.0, 40.0, 50.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+DEFAULT_IMAGE = "busybox:1.36"
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; a loaded value never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(low: float, high: float) -> Callable[[float], float]:
+    def check(seconds: float) -> float:
+        if not low < seconds <= high:
+            raise ValueError(
+                f"must be more than {format_duration(low) if low else '0s'}"
+                f" and at most {format_duration(high)}"
+            )
+        return seconds
+
+    return check
+
+
+IntervalDuration = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_duration(0.0, 86400.0))
+]
+PhaseDuration = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_duration(0.0, 3600.0))
+]
+
+
+def _jitter(value: object) -> str:
+    text = str(value).strip() if isinstance(value, str) else None
+    if text is None:
+        raise ValueError(
+            f"expected a percentage of the interval such as 10% or a duration, got {value!r}"
+        )
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"expected a percentage such as 10%, got {value!r}") from None
+        if not 0 <= pct <= 100:
+            raise ValueError(f"a percentage must be between 0% and 100%, got {value!r}")
+        return text
+    if text in ("0", "0s"):
+        return "0s"
+    parse_duration(text)
+    return text
+
+
+def _buckets(values: list[float]) -> tuple[float, ...]:
+    if not values:
+        raise ValueError("at least one bucket boundary is needed")
+    if len(values) > 60:
+        raise ValueError(f"at most 60 bucket boundaries, got {len(values)}")
+    if any(b <= 0 for b in values):
+        raise ValueError("bucket boundaries are seconds and must be positive")
+    if any(b >= a for b, a in itertools.pairwise(values)):
+        raise ValueError("bucket boundaries must be strictly increasing")
+    return tuple(float(v) for v in values)
+
+
+class Timeouts(StrictModel):
+    """Each phase's bound, and the two bounds of a whole run derived from them."""
+
+    pull: PhaseDuration = 300.0
+    create: PhaseDuration = 30.0
+    start: PhaseDuration = 60.0
+    exec: PhaseDuration = 30.0
+    stop: PhaseDuration = 30.0
+    remove: PhaseDuration = 30.0
+
+    @property
+    def whole_run(self) -> float:
+        """The longest one run can take, every call at its timeout: the engine check
+        and the image check (each bounded like `create`), the pull, the five phases,
+        and a second removal when the first failed."""
+        return 3 * self.create + self.pull + self.start + self.exec + self.stop + 2 * self.remove
+
+    @property
+    def after_cancel(self) -> float:
+        """The longest a run takes to wind down once cancelled: the call in flight
+        runs to its timeout, then the sandbox is removed."""
+        return max(self.pull, self.create, self.start, self.exec, self.stop) + self.remove
+
+
+class Resources(StrictModel):
+    cpus: float = Field(1.0, gt=0, le=512)
+    memory_mb: int = Field(256, ge=6, le=4 * 1024 * 1024)
+    pids: int = Field(64, ge=1, le=4_194_304)
+
+
+class Settings(StrictModel):
+    """What `defaults:` holds; each target may override any of it."""
+
+    interval: IntervalDuration = 60.0
+    jitter: Annotated[str, BeforeValidator(_jitter)] = "10%"
+    image: str = Field(DEFAULT_IMAGE, min_length=1)
+    pull_policy: Literal["if_not_present", "always", "never"] = "if_not_present"
+    command: tuple[str, ...] = Field(("echo", "hello"), min_length=1)
+    expect_output: str | None = "hello"
+    stop_grace: PhaseDuration = 10.0
+    gc_interval: IntervalDuration = 600.0
+    max_age: IntervalDuration = 3600.0
+    resources: Resources = Resources()
+    timeouts: Timeouts = Timeouts()
+    buckets: Annotated[tuple[float, ...], AfterValidator(_buckets)] = DEFAULT_BUCKETS
+
+    @field_validator("command")
+    @classmethod
+    def _command_words(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value[0]:
+            raise ValueError("the first word (the program) must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _grace_within_stop(self) -> Settings:
+        if self.stop_grace >= self.timeouts.stop:
+            raise ValueError(
+                f"stop_grace ({format_duration(self.stop_grace)}) must be shorter than "
+                f"timeouts.stop ({format_duration(self.timeouts.stop)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _max_age_beyond_a_run(self) -> Settings:
+        if self.max_age <= self.timeouts.whole_run:
+            raise ValueError(
+                f"max_age ({format_duration(self.max_age)}) must be longer than the longest a "
+                f"run can take ({format_duration(self.timeouts.whole_run)}: every timeout "
+                "added up), or the collector could remove a sandbox still in use"
+            )
+        return self
+
+    @property
+    def jitter_seconds(self) -> float:
+        if self.jitter.endswith("%"):
+            return self.interval * float(self.jitter[:-1]) / 100
+        return 0.0 if self.jitter == "0s" else parse_duration(self.jitter)

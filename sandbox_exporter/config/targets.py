@@ -1,0 +1,102 @@
+"""A target: the settings (defaults merged in), its name, its backend and that backend's
+block; and the whole config, an instance and its targets.
+
+The model of each backend's targets, and the discriminated union of them all, are
+built from the registry's declarations: adding a backend adds its block here."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import Field, TypeAdapter, create_model, field_validator, model_validator
+
+from sandbox_exporter import backends
+from sandbox_exporter.config.settings import Settings, StrictModel
+
+if TYPE_CHECKING:  # backends.base imports this package's settings: no cycle at run time
+    from sandbox_exporter.backends.base import BackendKind, BackendOptions
+
+_TARGET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+class Target(Settings):
+    """One configured target. Each backend's targets are a subclass with a literal
+    `backend` and a field named after it holding its options."""
+
+    name: str
+    backend: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TARGET_NAME.match(value):
+            raise ValueError(
+                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+                f"letter or digit (it becomes part of sandbox names), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_backend_block(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for kind in backends.kinds():
+                if kind.name != data.get("backend") and kind.name in data:
+                    raise ValueError(
+                        f"a {kind.name!r} block is given but backend is {data.get('backend')!r}"
+                    )
+        return data
+
+    @property
+    def kind(self) -> BackendKind[Any]:
+        return backends.kind(self.backend)
+
+    @property
+    def options(self) -> BackendOptions:
+        """This target's backend block (its defaults when the block was left out)."""
+        block: BackendOptions = getattr(self, self.backend)
+        return block
+
+    @property
+    def uses_image(self) -> bool:
+        """Whether `image` means anything to this target's backend."""
+        from sandbox_exporter.backends.base import Images
+
+        return self.kind.capabilities.images is not Images.NONE
+
+
+@functools.cache
+def _adapter(kinds: tuple[BackendKind[Any], ...]) -> TypeAdapter[Target]:
+    models: list[type[Target]] = [
+        create_model(  # type: ignore[call-overload]
+            f"{kind.name.capitalize()}Target",
+            __base__=Target,
+            backend=(Literal[kind.name], ...),
+            **{kind.name: (kind.options, Field(default_factory=kind.options))},
+        )
+        for kind in kinds
+    ]
+    union: Any = Union[tuple(models)]  # noqa: UP007 - built at run time
+    adapter: TypeAdapter[Target] = TypeAdapter(Annotated[union, Field(discriminator="backend")])
+    return adapter
+
+
+def target_adapter() -> TypeAdapter[Target]:
+    """Validates one target dict into its backend's model. Error locations start with
+    the backend's name (the union's tag), then the field."""
+    return _adapter(tuple(backends.kinds()))
+
+
+class Config(StrictModel):
+    instance: str
+    defaults: Settings
+    targets: tuple[Target, ...]
+    source: str = "<built-in defaults>"
+
+    def target(self, name: str) -> Target:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)

@@ -1,0 +1,385 @@
+"""Drive one sandbox through create, start, exec, stop, remove, and time it.
+
+The runner owns the clock, the per-phase timeouts and the cleanup; backends
+only do the work, through `Calls` (calls.py). It knows nothing of Prometheus:
+it returns a ProbeResult and the caller decides what to record.
+
+Rules a reader of the metrics can rely on:
+- a phase's duration is recorded only when that phase succeeded, and only up
+  to the first failure: after a failure everything is cleanup, never timed;
+- a failure names the phase and one reason from `Reason`;
+- whatever was created is removed, whatever failed (stop with grace, then a
+  forced remove); a cleanup that fails is reported as `reason="cleanup"`;
+- a backend call that outlives its timeout is ended (calls.py says how); if an
+  abandoned `create` or `start` still finishes, its sandbox is removed then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from sandbox_exporter.backends.base import (
+    CREATED_LABEL,
+    EXPIRES_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_LABEL,
+    NAME_PREFIX,
+    TARGET_LABEL,
+    BackendUnavailable,
+    ExecResult,
+    Images,
+    SandboxRef,
+    SandboxSpec,
+)
+from sandbox_exporter.config.targets import Target
+from sandbox_exporter.probing.calls import Calls, Interrupt, Interrupted, PhaseTimeout
+
+
+class Phase(StrEnum):
+    PULL = "pull"
+    CREATE = "create"
+    START = "start"
+    EXEC = "exec"
+    STOP = "stop"
+    REMOVE = "remove"
+
+
+LIFECYCLE: tuple[Phase, ...] = (Phase.CREATE, Phase.START, Phase.EXEC, Phase.STOP, Phase.REMOVE)
+TIME_TO_EXEC: tuple[Phase, ...] = (Phase.CREATE, Phase.START, Phase.EXEC)
+
+
+class Reason(StrEnum):
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+    EXEC_MISMATCH = "exec_mismatch"
+    CLEANUP = "cleanup"
+
+
+def failure_modes() -> list[tuple[Phase, Reason]]:
+    """Every (phase, reason) pair a run can report, so metrics can pre-create them."""
+    common = (Reason.TIMEOUT, Reason.UNAVAILABLE, Reason.ERROR)
+    modes = [(phase, reason) for phase in (Phase.PULL, *LIFECYCLE) for reason in common]
+    modes.append((Phase.EXEC, Reason.EXEC_MISMATCH))
+    modes += [(Phase.STOP, Reason.CLEANUP), (Phase.REMOVE, Reason.CLEANUP)]
+    return modes
+
+
+class ExecMismatch(Exception):
+    pass
+
+
+def reason_for(exc: BaseException) -> Reason:
+    """The one place an exception becomes a metric label."""
+    if isinstance(exc, PhaseTimeout):
+        return Reason.TIMEOUT
+    if isinstance(exc, BackendUnavailable):
+        return Reason.UNAVAILABLE
+    if isinstance(exc, ExecMismatch):
+        return Reason.EXEC_MISMATCH
+    return Reason.ERROR
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+@dataclass(frozen=True)
+class Failure:
+    phase: Phase
+    reason: Reason
+    message: str
+
+
+@dataclass
+class ProbeResult:
+    target: str
+    backend: str
+    run_id: str
+    sandbox: str
+    started_at: float
+    finished_at: float = 0.0
+    durations: dict[Phase, float] = field(default_factory=dict)
+    failure: Failure | None = None
+    cleanup_failures: list[Failure] = field(default_factory=list)
+    pulled: bool = False
+    backend_up: bool | None = None
+    cancelled: bool = False
+    output: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.failure is None and not self.cleanup_failures and not self.cancelled
+
+    @property
+    def total(self) -> float | None:
+        """The five phases added up; None unless the run succeeded."""
+        return sum(self.durations[p] for p in LIFECYCLE) if self.success else None
+
+    @property
+    def time_to_exec(self) -> float | None:
+        """create + start + exec: what a user waits before the agent's first command runs."""
+        return sum(self.durations[p] for p in TIME_TO_EXEC) if self.success else None
+
+    @property
+    def reason(self) -> Reason | None:
+        if self.failure:
+            return self.failure.reason
+        return self.cleanup_failures[0].reason if self.cleanup_failures else None
+
+
+class LifecycleRunner:
+    """Runs one lifecycle of one target through its backend's calls. Reusable; not
+    re-entrant."""
+
+    def __init__(
+        self,
+        calls: Calls,
+        target: Target,
+        instance: str,
+        *,
+        logger: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.calls = calls
+        self.target = target
+        self.instance = instance
+        self._log = logger if logger is not None else structlog.get_logger("sandbox_exporter")
+        self.clock = clock  # times the phases
+        self.wall_clock = wall_clock  # stamps results and labels
+
+    def run(
+        self,
+        cancel: threading.Event | None = None,
+        logger: Any = None,
+        interrupt: Interrupt | None = None,
+    ) -> ProbeResult:
+        """One lifecycle. `cancel`: stop at the next phase boundary (and clean up);
+        `interrupt`: cut the call in flight short too (and clean up by its `until`)."""
+        target = self.target
+        run_id = uuid.uuid4().hex[:12]
+        name = f"{NAME_PREFIX}{target.name}-{run_id[:8]}"
+        log = (logger or self._log).bind(
+            run_id=run_id, target=target.name, backend=target.backend, sandbox=name
+        )
+        result = ProbeResult(
+            target=target.name,
+            backend=target.backend,
+            run_id=run_id,
+            sandbox=name,
+            started_at=self.wall_clock(),
+        )
+        run = _Run(self, result, log, cancel or threading.Event(), interrupt)
+        try:
+            run.through_phases()
+        finally:
+            run.clean_up()
+            result.finished_at = self.wall_clock()
+            log.info(
+                "lifecycle",
+                success=result.success,
+                reason=str(result.reason) if result.reason else None,
+                total_seconds=result.total,
+                time_to_exec_seconds=result.time_to_exec,
+                cancelled=result.cancelled,
+            )
+        return result
+
+    def spec(self, name: str) -> SandboxSpec:
+        target = self.target
+        now = int(self.wall_clock())
+        return SandboxSpec(
+            name=name,
+            labels={
+                MANAGED_LABEL: "true",
+                TARGET_LABEL: target.name,
+                INSTANCE_LABEL: self.instance,
+                CREATED_LABEL: str(now),
+                # when the run that made it is over whatever happens: from then on any
+                # exporter may collect it (collector.py)
+                EXPIRES_LABEL: str(now + int(target.timeouts.whole_run) + 1),
+            },
+            image=target.image,
+            pull_policy=target.pull_policy,
+            cpus=target.resources.cpus,
+            memory_mb=target.resources.memory_mb,
+            pids_limit=target.resources.pids,
+            stop_grace=target.stop_grace,
+        )
+
+
+class _Run:
+    """The state of one lifecycle while it runs."""
+
+    def __init__(self, runner: LifecycleRunner, result: ProbeResult, log: Any,
+                 cancel: threading.Event, interrupt: Interrupt | None) -> None:  # fmt: skip
+        self.runner = runner
+        self.target = runner.target
+        self.calls = runner.calls
+        self.result = result
+        self.log = log
+        self.cancel = cancel
+        self.interrupt = interrupt
+        self.ref = SandboxRef(result.sandbox)
+        self.handle: SandboxRef | None = None  # what create returned
+        self.created = self.started = False
+
+    def call(self, method: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
+        return self.calls.call(method, *args, timeout=timeout, sandbox=self.handle or self.ref,
+                               interrupt=self.interrupt, **kwargs)  # fmt: skip
+
+    def through_phases(self) -> None:
+        if not self._backend_answers() or not self._image_ready():
+            return
+        for phase in LIFECYCLE:
+            if self.cancel.is_set() or (self.interrupt and self.interrupt.is_set()):
+                self.result.cancelled = True
+                self.log.info("cancelled", before_phase=str(phase))
+                return
+            self.created = self.created or phase is Phase.CREATE
+            self.started = self.started or phase is Phase.START
+            if not self._phase(phase):
+                return
+
+    # -- steps ---------------------------------------------------------------
+
+    def _backend_answers(self) -> bool:
+        result = self.result
+        try:
+            self.call("ping", timeout=self.target.timeouts.create)
+        except Interrupted:
+            result.cancelled = True
+            return False
+        except Exception as exc:  # noqa: BLE001 - every failure is a reason
+            result.backend_up = False
+            result.failure = Failure(Phase.CREATE, Reason.UNAVAILABLE, describe(exc))
+            self.log.warning("backend unreachable", phase="create", reason="unavailable",
+                             error=describe(exc))  # fmt: skip
+            return False
+        result.backend_up = True
+        return True
+
+    def _image_ready(self) -> bool:
+        target, result = self.target, self.result
+        if target.kind.capabilities.images is not Images.EXPORTER:
+            return True  # no image, or the engine pulls it inside `start`
+        image = target.image
+        try:
+            must_pull = target.pull_policy == "always"
+            if not must_pull:
+                present = self.call("image_present", image, timeout=target.timeouts.create)
+                if not present and target.pull_policy == "never":
+                    raise LookupError(
+                        f"image {image!r} is not present on the {target.backend} engine "
+                        "and pull_policy is never"
+                    )
+                must_pull = not present
+            if must_pull:
+                began = self.runner.clock()
+                self.call("pull_image", image, timeout=target.timeouts.pull)
+                result.durations[Phase.PULL] = self.runner.clock() - began
+                result.pulled = True
+                self.log.info("pull", phase="pull", image=image,
+                              duration_seconds=result.durations[Phase.PULL])  # fmt: skip
+        except Interrupted:
+            result.cancelled = True
+            return False
+        except Exception as exc:  # noqa: BLE001
+            self._fail(Phase.PULL, exc)
+            return False
+        return True
+
+    def _phase(self, phase: Phase) -> bool:
+        target, result = self.target, self.result
+        timeout = getattr(target.timeouts, str(phase))
+        clock = self.runner.clock
+        began = clock()
+        try:
+            if phase is Phase.CREATE:
+                self.handle = self.call("create", self.runner.spec(result.sandbox),
+                                        timeout=timeout, on_late=self._remove_late)  # fmt: skip
+            elif phase is Phase.START:
+                self.call("start", self.handle, timeout=timeout,
+                          on_late=lambda _: self._remove_late(self.handle))  # fmt: skip
+            elif phase is Phase.EXEC:
+                self._check(self.call("exec", self.handle, target.command, timeout=timeout))
+            elif phase is Phase.STOP:
+                self.call("stop", self.handle, target.stop_grace, timeout=timeout)
+            else:
+                self.call("remove", self.handle, timeout=timeout)
+        except Interrupted:
+            result.cancelled = True
+            self.log.info("interrupted", phase=str(phase))
+            return False
+        except Exception as exc:  # noqa: BLE001
+            self._fail(phase, exc)
+            return False
+        duration = clock() - began
+        result.durations[phase] = duration
+        self.log.info("phase", phase=str(phase), duration_seconds=duration, outcome="ok")
+        return True
+
+    def _check(self, answer: ExecResult) -> None:
+        self.result.output = answer.output
+        expected = self.target.expect_output
+        if answer.exit_code != 0:
+            raise ExecMismatch(
+                f"exit code {answer.exit_code}, expected 0; output {answer.output[:200]!r}"
+            )
+        if expected is not None and answer.output.strip() != expected.strip():
+            raise ExecMismatch(f"output {answer.output[:200]!r}, expected {expected!r}")
+
+    def clean_up(self) -> None:
+        """Whatever was created goes, unless the remove phase already took it."""
+        result = self.result
+        if not self.created or Phase.REMOVE in result.durations:
+            return
+        timeouts = self.target.timeouts
+        failed_early = result.failure is not None and result.failure.phase in TIME_TO_EXEC
+        steps: list[tuple[Phase, str, tuple[Any, ...], float]] = []
+        if self.started and failed_early and not result.cancelled:
+            steps.append((Phase.STOP, "stop", (self.target.stop_grace,), timeouts.stop))
+        steps.append((Phase.REMOVE, "remove", (), timeouts.remove))
+        sandbox = self.handle or self.ref
+        for phase, method, args, timeout in steps:
+            if self.interrupt is not None and self.interrupt.until is not None:
+                timeout = min(timeout, max(self.interrupt.until - time.monotonic(), 0.001))
+            try:
+                # not interruptible: the removal is what a shutdown waits for
+                self.calls.call(method, sandbox, *args, timeout=timeout, sandbox=sandbox)
+            except Exception as exc:  # noqa: BLE001
+                failure = Failure(phase, Reason.CLEANUP, describe(exc))
+                result.cleanup_failures.append(failure)
+                self.log.error("cleanup failed", phase=str(phase), reason="cleanup",
+                               error=failure.message)  # fmt: skip
+            else:
+                self.log.info("cleanup", phase=str(phase), outcome="ok")
+
+    # -- helpers -------------------------------------------------------------
+
+    def _fail(self, phase: Phase, exc: BaseException) -> None:
+        reason = reason_for(exc)
+        if reason is Reason.UNAVAILABLE:
+            self.result.backend_up = False
+        self.result.failure = Failure(phase, reason, describe(exc))
+        self.log.warning("phase", phase=str(phase), outcome="failed", reason=str(reason),
+                         error=describe(exc))  # fmt: skip
+
+    def _remove_late(self, sandbox: SandboxRef | None) -> None:
+        """An abandoned create or start finished after all: remove what it made."""
+        try:
+            self.calls.call("remove", sandbox or self.ref, timeout=self.target.timeouts.remove)
+        except Exception as exc:  # noqa: BLE001 - the collector will find it
+            self.log.error("late cleanup failed", error=describe(exc))
+        else:
+            self.log.info("late cleanup", outcome="ok")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import BackendKind, BackendOptions
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import ConfigError, load_config, parse_config
+from sandbox_exporter.config.settings import Settings
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "config" / "examples").glob("*.yaml"))
 
@@ -27,10 +32,12 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_examples_are_valid(path: Path) -> None:
-    sockets = ("DOCKER_URL", "DOCKER_HOST", "PODMAN_URL", "PODMAN_RUNSC_URL")
-    config = load_config(path, environ={name: "unix:///run/x.sock" for name in sockets})
-    assert config.targets
+def test_examples_pass_as_shipped_in_a_bare_environment(path: Path) -> None:
+    checked = subprocess.run(
+        [sys.executable, "-m", "sandbox_exporter", "check-config", "--config.file", str(path)],
+        env={}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_defaults_merge_into_targets_key_by_key(tmp_path: Path) -> None:
@@ -99,15 +106,21 @@ def test_env_references_are_substituted(tmp_path: Path) -> None:
         ("targets:\n  - {name: a, backend: namespace, docker: {}}\n",
          "targets[0] (a): a 'docker' block is given but backend is 'namespace'"),
         ("targets:\n  - {name: a, backend: namespace, pull_policy: sometimes}\n",
-         "targets[0] (a).pull_policy: Input should be 'if_not_present', 'always' or 'never'"),
+         "targets[0] (a).pull_policy: expected 'if_not_present', 'always' or 'never', got 'sometimes'"),
         ("targets:\n  - {name: a, backend: namespace, buckets: [1, 0.5]}\n",
          "targets[0] (a).buckets: bucket boundaries must be strictly increasing"),
         ("targets:\n  - {name: a, backend: namespace, resources: {memory_mb: 99999999999}}\n",
-         "targets[0] (a).resources.memory_mb: Input should be less than or equal to"),
+         "targets[0] (a).resources.memory_mb: must be at most 4194304, got 99999999999"),
+        ("targets:\n  - {name: a, backend: namespace, command: echo}\n",
+         "targets[0] (a).command: expected a list, got 'echo'"),
+        ("targets: docker\n", "targets: expected a list of targets, or `auto`, got 'docker'"),
+        ("targets:\n  - docker\n", "targets[0]: expected a target (name, backend, ...), got 'docker'"),
+        ("instance: [a]\ntargets: auto\n", "instance: expected text"),
         ("targets:\n  - {name: a, backend: namespace, stop_grace: 1m}\n",
-         "stop_grace (1m) must be shorter than timeouts.stop (30s)"),
+         "targets[0] (a).stop_grace: 1m must be shorter than timeouts.stop (30s)"),
         ("targets: []\n", "targets: at least one target is needed"),
-        ("defaults: {}\n", "targets: required but missing"),
+        ("defaults: {}\n", "targets: required: a list of targets, or `auto`"),
+        ("colour: red\ntargets: auto\n", "colour: unknown key"),
         ("targets: [\n", "not valid YAML at line"),
         ("- a\n- b\n", "expected a mapping at the top level"),
     ],
@@ -127,6 +140,80 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "targets:\n  - {name: a, backend: lxc}\n  - {name: b, backend: namespace, interval: x}\n",
     )
     assert len(found) == 2
+
+
+def test_independent_problems_come_in_one_run_each_once(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+defaults: {interval: 0s, jitter: 150%, colour: red}
+targets:
+  - {name: Bad Name, backend: namespace}
+  - {name: ok, backend: namespace, stop_grace: 1m}
+  - {name: ok, backend: docker, docker: {base_url: "${NOPE}"}}
+  - {name: x, backend: namespace, pull_policy: sometimes}
+""",
+    )
+    fields = [line.split(": ")[1] for line in found]
+    assert sorted(fields) == sorted([
+        "defaults.interval", "defaults.jitter", "defaults.colour",  # and not again per target
+        "targets[0] (Bad Name).name",
+        "targets[1] (ok).stop_grace",  # a check between fields, though other fields fail
+        "targets[2].name",  # the duplicate, though targets[0] is invalid
+        "targets[2].docker.base_url",  # the unset variable, and no more about that field
+        "targets[3] (x).pull_policy",
+    ]), found  # fmt: skip
+
+
+def test_a_problem_of_defaults_is_reported_there_once(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "defaults: {stop_grace: 40s, image: ''}\n"
+        "targets:\n  - {name: a, backend: namespace}\n  - {name: b, backend: namespace}\n"
+        "  - {name: c, backend: docker, image: busybox, timeouts: {stop: 1m}}\n",
+    )
+    assert [line.split(": ")[1] for line in found] == ["defaults.image", "defaults.stop_grace"]
+
+
+def test_env_references_may_carry_a_default(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "targets:\n  - {name: a, backend: docker, docker: {base_url: '${URL:-unix:///d.sock}'}}\n",
+    )
+    for environ, expected in (({}, "unix:///d.sock"), ({"URL": ""}, "unix:///d.sock"),
+                              ({"URL": "tcp://h:1"}, "tcp://h:1")):  # fmt: skip
+        options = load_config(path, environ=environ).targets[0].options
+        assert options.base_url == expected  # type: ignore[attr-defined]
+
+
+_ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    backend=st.sampled_from(sorted(backends.MODULES)),
+    key=st.sampled_from([*Settings.model_fields, "timeouts.exec", "resources.cpus", "block"]),
+    value=_ANY_VALUE,
+)
+def test_no_message_is_in_the_library_s_words(backend: str, key: str, value: object) -> None:
+    target: dict[str, object] = {"name": "t", "backend": backend}
+    if key == "block":
+        target[backend] = value
+    elif "." in key:
+        outer, inner = key.split(".")
+        target[outer] = {inner: value}
+    else:
+        target[key] = value
+    try:
+        parse_config({"targets": [target]})
+    except ConfigError as exc:
+        for line in exc.problems:
+            assert "Input should" not in line, line
+            assert "valid tuple" not in line, line
+            assert line.startswith("<built-in defaults>: targets[0]"), line
 
 
 def test_targets_auto_uses_discovery() -> None:

@@ -8,8 +8,8 @@ its backend's own block (targets.py). Backends receive only their options and th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import Annotated, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,9 +17,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from sandbox_exporter.config.durations import format_duration, parse_duration
 
@@ -147,22 +149,11 @@ class Settings(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _grace_within_stop(self) -> Settings:
-        if self.stop_grace >= self.timeouts.stop:
-            raise ValueError(
-                f"stop_grace ({format_duration(self.stop_grace)}) must be shorter than "
-                f"timeouts.stop ({format_duration(self.timeouts.stop)})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _max_age_beyond_a_run(self) -> Settings:
-        if self.max_age <= self.timeouts.whole_run:
-            raise ValueError(
-                f"max_age ({format_duration(self.max_age)}) must be longer than the longest a "
-                f"run can take ({format_duration(self.timeouts.whole_run)}: every timeout "
-                "added up), or the collector could remove a sandbox still in use"
-            )
+    def _related_fields_agree(self) -> Settings:
+        problems = relation_problems(self.stop_grace, self.max_age, self.timeouts)
+        if problems:
+            # its own error type: the loader reports these per field (related_problems)
+            raise PydanticCustomError(RELATION, "; ".join(message for _, message in problems))
         return self
 
     @property
@@ -170,3 +161,45 @@ class Settings(StrictModel):
         if self.jitter.endswith("%"):
             return self.interval * float(self.jitter[:-1]) / 100
         return 0.0 if self.jitter == "0s" else parse_duration(self.jitter)
+
+
+RELATION = "relation"  # the error type of a check that reads several fields
+
+
+def relation_problems(
+    stop_grace: float, max_age: float, timeouts: Timeouts
+) -> list[tuple[str, str]]:
+    """(field, what is wrong) for each check between fields that fails."""
+    problems = []
+    if stop_grace >= timeouts.stop:
+        problems.append((
+            "stop_grace",
+            f"{format_duration(stop_grace)} must be shorter than timeouts.stop "
+            f"({format_duration(timeouts.stop)})",
+        ))  # fmt: skip
+    if max_age <= timeouts.whole_run:
+        problems.append((
+            "max_age",
+            f"{format_duration(max_age)} must be longer than the longest a run can take "
+            f"({format_duration(timeouts.whole_run)}: every timeout added up), or the "
+            "collector could remove a sandbox still in use",
+        ))  # fmt: skip
+    return problems
+
+
+class _Related(StrictModel):
+    """The fields the checks between fields read, validated without the others."""
+
+    stop_grace: PhaseDuration = Settings.model_fields["stop_grace"].default
+    max_age: IntervalDuration = Settings.model_fields["max_age"].default
+    timeouts: Timeouts = Timeouts()
+
+
+def related_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The checks between fields on raw settings whose other fields may be invalid:
+    run when the fields they read are valid on their own (else those are reported)."""
+    try:
+        related = _Related.model_validate({k: data[k] for k in _Related.model_fields if k in data})
+    except ValidationError:
+        return []
+    return relation_problems(related.stop_grace, related.max_age, related.timeouts)

@@ -33,6 +33,8 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from sandbox_exporter.config.messages import describe, dotted
+
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -178,8 +180,7 @@ class WebConfig:
             raise WebConfigError(f"{where}: not valid YAML: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_url=False)
+                f"{dotted(e['loc'])}: {describe(e)}" for e in exc.errors(include_url=False)
             )
             raise WebConfigError(f"{where}: {problems}") from None
         users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}

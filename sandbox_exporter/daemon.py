@@ -134,6 +134,8 @@ class Daemon:
             instance=self.config.instance,
             targets=[f"{t.name} ({t.backend})" for t in self.config.targets],
         )
+        for backend, why in self.config.not_found.items():  # targets: auto
+            self.log.info("backend not found", backend=backend, reason=why)
 
     def shutdown_bound(self) -> float:
         """The longest the runs in flight take to wind down, uncut."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sandbox_exporter import backends
 from sandbox_exporter.cli import main
 from sandbox_exporter.commands.bench import (
     BenchError,
@@ -209,3 +210,20 @@ def test_progress_bar_only_on_a_terminal() -> None:
     assert "5/10" in terminal.written
     assert "[###############...............]" in terminal.written
     assert pipe.written == ""
+
+
+PLANNED = ("nomad", "firecracker", "hyperlight", "apple")  # in the issues, not in the registry
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["probe"], ["gc"], ["check-config"]])
+def test_help_names_only_the_backends_that_exist(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = capsys.readouterr().out.lower()
+    for name in PLANNED:
+        if name not in backends.MODULES:
+            assert name not in text, f"{name} is not a backend yet"
+    if command == ["bench"]:
+        assert all(name in text for name in backends.MODULES)

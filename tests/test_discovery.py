@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import socket
+from pathlib import Path
 
+import pytest
+from structlog.testing import capture_logs
+
+from sandbox_exporter.backends.base import BackendUnavailable, Deadline
 from sandbox_exporter.backends.podman import podman_url
+from sandbox_exporter.cli import main
+from sandbox_exporter.config import parse_config
 from sandbox_exporter.config.discovery import discover, discover_targets
+from sandbox_exporter.daemon import Daemon
 from tests.conftest import Engine
+from tests.helpers import make_config
 
 
 def backends(found: list[dict[str, object]]) -> list[str]:
@@ -39,15 +48,70 @@ def test_podman_behind_docker_host_is_probed_once(
     assert missing["podman"] == f"{podman_engine.url} is already probed as docker"
 
 
-def test_what_is_not_found_says_where_it_looked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    found, missing = discover()
+def test_what_is_not_found_says_which_engine_where_and_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    refusing = tmp_path / "podman.sock"  # a socket file nobody listens on
+    with socket.socket(socket.AF_UNIX) as bound:
+        bound.bind(str(refusing))
+        monkeypatch.setenv("CONTAINER_HOST", f"unix://{refusing}")
+        monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        found, missing = discover()
     assert backends(found) == ["namespace"]
     assert missing == {
-        "docker": "nothing answers GET /_ping at unix:///nonexistent/docker.sock",
-        "podman": "nothing answers GET /_ping at unix:///nonexistent/podman.sock",
-    }, "remote backends (kubernetes) are never looked for"
+        "docker": "the Docker engine does not answer at unix:///nonexistent/docker.sock: "
+        "no such socket (is the service running?)",
+        "podman": f"Podman does not answer at unix://{refusing}: "
+        "connection refused (nothing listens there)",
+        "kubernetes": "not looked for (it is reached over the network): name it in a config",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "engine"), [("docker", "the Docker engine"), ("podman", "Podman")]
+)
+def test_cannot_reach_names_the_engine_its_address_and_why(kind: str, engine: str) -> None:
+    pytest.importorskip("docker")
+    target = make_config({"name": "t", "backend": kind,
+                          kind: {"base_url": "unix:///nonexistent/engine.sock"}}).targets[0]  # fmt: skip
+    backend = target.kind.build(target.options, target.timeouts)
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            backend.ping(Deadline.after(5))
+    finally:
+        backend.close()
+    assert str(caught.value) == (
+        f"cannot reach {engine} at unix:///nonexistent/engine.sock: "
+        "no such socket (is the service running?)"
+    )
+
+
+def test_a_backend_auto_did_not_find_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.delenv("SANDBOX_EXPORTER_CONFIG_FILE", raising=False)
+    assert main(["probe", "--target", "docker"]) == 2
+    assert capsys.readouterr().err == (
+        "--target: no target 'docker': `targets: auto` did not find the docker backend: the "
+        "Docker engine does not answer at unix:///nonexistent/docker.sock: no such socket "
+        f"(is the service running?); found: {', '.join(t['name'] for t in discover()[0])}\n"
+    )
+    assert main(["probe", "--target", "nosuch"]) == 2
+    assert "unknown target 'nosuch'" in capsys.readouterr().err
+
+
+def test_the_daemon_logs_each_backend_auto_did_not_find() -> None:
+    config = parse_config(
+        {"targets": "auto"},
+        discover=lambda: [{"name": "namespace", "backend": "namespace"}],
+    ).model_copy(update={"not_found": {"docker": "the Docker engine does not answer at X"}})
+    daemon = Daemon(config, listen_address=None)
+    with capture_logs() as logs:
+        daemon.start()
+        daemon.shutdown()
+    assert {"event": "backend not found", "backend": "docker",
+            "reason": "the Docker engine does not answer at X", "log_level": "info"} in logs  # fmt: skip
 
 
 def test_podman_default_sockets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from sandbox_exporter.backends.base import BackendUnavailable, Deadline
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
 from sandbox_exporter.probing.prober import Prober
 from tests.fake_kubernetes import FakeKubernetes
-from tests.helpers import wait_for
+from tests.helpers import make_config, wait_for
 
 pytest.importorskip("kubernetes")
 
@@ -252,3 +254,33 @@ def test_a_real_cluster() -> None:
                         options={"create_namespace": True, "network_policy": False},
                         timeouts={"start": "120s"}))  # fmt: skip
     assert result.success, result.failure
+
+
+def test_cannot_reach_names_the_cluster_config_or_the_api_server(tmp_path: Path) -> None:
+    def ping(options: dict[str, Any]) -> str:
+        target = make_config({"name": "k", "backend": "kubernetes", "kubernetes": options})
+        backend = target.targets[0].kind.build(
+            target.targets[0].options, target.targets[0].timeouts
+        )
+        try:
+            with pytest.raises(BackendUnavailable) as caught:
+                backend.ping(Deadline.after(5))
+        finally:
+            backend.close()
+        return str(caught.value)
+
+    missing = str(tmp_path / "nonexistent-kubeconfig")
+    assert ping({"kubeconfig": missing}).startswith(
+        f"cannot load the Kubernetes cluster configuration from {missing}: "
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))  # fmt: skip
+    assert ping({"kubeconfig": str(kubeconfig)}).endswith(
+        "cannot reach the Kubernetes API server at http://127.0.0.1:1: "
+        "connection refused (nothing listens there)"
+    )

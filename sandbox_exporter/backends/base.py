@@ -48,6 +48,7 @@ everything else. Never catch and hide one: the runner decides what it means.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,42 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The engine could not be reached at all (socket refused, daemon down)."""
+
+    @classmethod
+    def at(cls, engine: str, address: str, exc: BaseException) -> BackendUnavailable:
+        """`cannot reach <engine> at <address>: <why>`, the why in plain words when the
+        root cause is a socket error the client library wrapped (often twice)."""
+        return cls(f"cannot reach {engine} at {address}: {cls.why(exc)}")
+
+    @staticmethod
+    def why(exc: BaseException) -> str:
+        """Why a connection failed, in plain words where the cause is a known socket error."""
+        return _why_unreachable(exc)
+
+
+_UNREACHABLE_WORDS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "no such socket (is the service running?)"),
+    (PermissionError, "permission denied (the exporter's user may not open the socket)"),
+    (ConnectionRefusedError, "connection refused (nothing listens there)"),
+    (TimeoutError, "no answer in time"),
+    (socket.gaierror, "the host name does not resolve"),
+)
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for kind, words in _UNREACHABLE_WORDS:
+            if isinstance(current, kind):
+                return words
+        todo.extend([current.__cause__, current.__context__, *current.args])
+        todo.extend(getattr(current, attr, None) for attr in ("reason", "original_error"))
+    return str(exc) or type(exc).__name__
 
 
 class Deadline:

@@ -62,26 +62,34 @@ def docker_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def unix_socket_answers_ping(path: str, timeout: float = 1.0) -> bool:
-    """True when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200.
-    A raw socket rather than the SDK: `targets: auto` must import nothing heavy."""
+    """True when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200."""
+    return ping_unix_socket(path, timeout) is None
+
+
+def ping_unix_socket(path: str, timeout: float = 1.0) -> str | None:
+    """None when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200, else
+    why not. A raw socket rather than the SDK: `targets: auto` must import nothing heavy."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: localhost\r\n\r\n")
             head = sock.recv(64)
-    except OSError:
-        return False
-    return head.startswith(b"HTTP/1.") and b" 200 " in head[:16]
+    except OSError as exc:
+        return BackendUnavailable.why(exc)
+    if head.startswith(b"HTTP/1.") and b" 200 " in head[:16]:
+        return None
+    return f"GET /_ping answered {head[:32]!r}"
 
 
-def find_engine(url: str) -> Found | NotFound:
+def find_engine(url: str, engine: str) -> Found | NotFound:
     """`targets: auto` for a Docker-API engine at `url`."""
     if not url.startswith("unix://"):
         return NotFound(f"{url} is not a unix:// socket; name it in a config to probe it")
-    if unix_socket_answers_ping(url.removeprefix("unix://")):
+    why = ping_unix_socket(url.removeprefix("unix://"))
+    if why is None:
         return Found({"base_url": url}, url)
-    return NotFound(f"nothing answers GET /_ping at {url}")
+    return NotFound(f"{engine} does not answer at {url}: {why}")
 
 
 class DockerOptions(BackendOptions):
@@ -153,9 +161,7 @@ class DockerBackend:
         if isinstance(exc, unreachable) or (
             isinstance(exc, self._errors.DockerException) and isinstance(exc.__cause__, unreachable)
         ):
-            return BackendUnavailable(
-                f"cannot reach {self.engine} at {self.options.base_url}: {exc}"
-            )
+            return BackendUnavailable.at(self.engine, self.options.base_url, exc)
         if isinstance(exc, self._errors.APIError):
             explanation = exc.explanation
             if isinstance(explanation, bytes):
@@ -343,6 +349,6 @@ KIND = BackendKind(
         images=Images.EXPORTER, remote=False, needs_root=False, thread_safe=True
     ),
     extra="docker",
-    discover=lambda: find_engine(docker_url()),
+    discover=lambda: find_engine(docker_url(), "the Docker engine"),
     summary="a container per probe on a Docker engine (any OCI runtime it knows)",
 )

@@ -143,7 +143,8 @@ class KubernetesBackend:
                                                 client_configuration=configuration)  # fmt: skip
                 except (config.ConfigException, OSError) as exc:
                     raise BackendUnavailable(
-                        f"cannot load the cluster configuration: {exc}"
+                        f"cannot load the Kubernetes cluster configuration from "
+                        f"{self._config_source()}: {exc}"
                     ) from exc
                 configuration.retries = False
                 # Pin the proxy found at load (environment or kubeconfig): left "from the
@@ -152,6 +153,16 @@ class KubernetesBackend:
                 configuration.proxy = configuration.proxy
                 self._api_client = self._k8s.ApiClient(configuration)
             return self._api_client
+
+    def _config_source(self) -> str:
+        if self.options.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return "the pod's service account (in-cluster)"
+        return self.options.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+    def _address(self) -> str:
+        """The API server this backend talks to, for messages."""
+        client = self._api_client
+        return str(client.configuration.host) if client is not None else self._config_source()
 
     @property
     def core(self) -> Any:
@@ -172,11 +183,11 @@ class KubernetesBackend:
         except ApiException as exc:
             if missing_ok and exc.status == 404:
                 return None
-            raise _api_error(exc, doing) from exc
+            raise _api_error(exc, doing, self._address()) from exc
         except BackendError:
             raise
         except Exception as exc:
-            raise _api_error(exc, doing) from exc
+            raise _api_error(exc, doing, self._address()) from exc
 
     # -- protocol --------------------------------------------------------------------
 
@@ -218,7 +229,7 @@ class KubernetesBackend:
                 except websocket.WebSocketConnectionClosedException:
                     break
                 except (websocket.WebSocketException, OSError) as exc:
-                    raise _api_error(exc, "exec") from exc
+                    raise _api_error(exc, "exec", self._address()) from exc
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     break
                 if data and data[0] in chunks:
@@ -313,7 +324,7 @@ class KubernetesBackend:
             except websocket.WebSocketBadStatusException as exc:
                 raise _refused(exc) from exc
             except (websocket.WebSocketException, OSError) as exc:
-                raise _api_error(exc, "exec") from exc
+                raise _api_error(exc, "exec", self._address()) from exc
             yield ws
         finally:
             with self._lock:
@@ -356,7 +367,7 @@ class KubernetesBackend:
             raise BackendError(f"watch of pod {name} failed: the API server ended it with an "
                                "error event") from exc  # fmt: skip
         except Exception as exc:
-            raise _api_error(exc, "watch pod") from exc
+            raise _api_error(exc, "watch pod", self._address()) from exc
         finally:
             w.stop()
 
@@ -474,22 +485,23 @@ def _status_message(body: bytes | str | None, fallback: str) -> str:
     return fallback
 
 
-def _api_error(exc: Exception, doing: str) -> BackendError:
+def _api_error(exc: Exception, doing: str, address: str) -> BackendError:
     """The cluster's own message; an API server that cannot be reached is `unavailable`."""
     import urllib3.exceptions
     from kubernetes.client.exceptions import ApiException
 
+    server = "the Kubernetes API server"
     if isinstance(exc, ApiException):
         message = _status_message(exc.body, exc.reason or "")
         if exc.status == 0 or exc.status is None:
-            return BackendUnavailable(f"{doing}: cannot reach the API server: {message}")
+            return BackendUnavailable(f"{doing}: cannot reach {server} at {address}: {message}")
         return BackendError(f"{doing}: API server answered {exc.status}: {message}")
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | OSError):
-        return BackendUnavailable(f"{doing}: cannot reach the API server: {exc}")
+        return BackendUnavailable(f"{doing}: {BackendUnavailable.at(server, address, exc)}")
     import websocket
 
     if isinstance(exc, websocket.WebSocketException):
-        return BackendUnavailable(f"{doing}: cannot reach the API server: {exc}")
+        return BackendUnavailable(f"{doing}: {BackendUnavailable.at(server, address, exc)}")
     return BackendError(f"{doing}: {exc}")
 
 

@@ -92,6 +92,6 @@ KIND = BackendKind(
         images=Images.EXPORTER, remote=False, needs_root=False, thread_safe=True
     ),
     extra="podman",
-    discover=lambda: find_engine(podman_url()),
+    discover=lambda: find_engine(podman_url(), "Podman"),
     summary="a container per probe on Podman (rootful or rootless; one runtime per service)",
 )

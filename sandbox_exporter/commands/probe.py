@@ -8,6 +8,7 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.config import Config
+from sandbox_exporter.config.discovery import missing_backend
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.probing.report import as_json as render_json
@@ -20,7 +21,11 @@ def probe_once(config: Config, name: str, *, as_json: bool = False) -> int:
         target = config.target(name)
     except KeyError:
         names = ", ".join(t.name for t in config.targets)
-        print(f"--target: unknown target {name!r}; configured: {names}", file=sys.stderr)
+        why = missing_backend(config, name)
+        if why is not None:
+            print(f"--target: no target {name!r}: {why}; found: {names}", file=sys.stderr)
+        else:
+            print(f"--target: unknown target {name!r}; configured: {names}", file=sys.stderr)
         return 2
     stopping = threading.Event()
     prober = Prober(

@@ -8,10 +8,13 @@ as the first in registry order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import NotFound
+
+if TYPE_CHECKING:
+    from sandbox_exporter.config.targets import Config
 
 
 def discover() -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -21,6 +24,9 @@ def discover() -> tuple[list[dict[str, Any]], dict[str, str]]:
     seen: dict[str, str] = {}
     for kind in backends.kinds():
         if kind.discover is None:
+            missing[kind.name] = (
+                "not looked for (it is reached over the network): name it in a config"
+            )
             continue
         outcome = kind.discover()
         if isinstance(outcome, NotFound):
@@ -35,3 +41,11 @@ def discover() -> tuple[list[dict[str, Any]], dict[str, str]]:
 
 def discover_targets() -> list[dict[str, Any]]:
     return discover()[0]
+
+
+def missing_backend(config: Config, name: str) -> str | None:
+    """Why `name`, a backend's name, is not a target of this `targets: auto` config."""
+    canonical = backends.canonical(name)
+    if canonical is None or canonical not in config.not_found:
+        return None
+    return f"`targets: auto` did not find the {canonical} backend: {config.not_found[canonical]}"

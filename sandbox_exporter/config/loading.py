@@ -113,7 +113,8 @@ def parse_config(
 
     targets: list[Target] = []
     names: dict[str, int] = {}
-    for index, raw in enumerate(_raw_targets(document, discover, check)):
+    raw_targets, not_found = _raw_targets(document, discover, check)
+    for index, raw in enumerate(raw_targets):
         if not isinstance(raw, dict):
             check.add(("targets", index), f"expected a target (name, backend, ...), got {got(raw)}")
             continue
@@ -139,6 +140,7 @@ def parse_config(
         defaults=defaults,
         targets=tuple(targets),
         source=source,
+        not_found=not_found,
     )
 
 
@@ -211,24 +213,27 @@ def _instance(value: object, check: _Checker) -> str | None:
 
 def _raw_targets(
     data: Mapping[str, Any], discover: Callable[[], list[dict[str, Any]]] | None, check: _Checker
-) -> list[Any]:
+) -> tuple[list[Any], dict[str, str]]:
+    """The targets as written (or found, for `auto`), and the backends `auto` did not find."""
     if "targets" not in data:
         check.add(("targets",), "required: a list of targets, or `auto`")
-        return []
+        return [], {}
     raw = data["targets"]
     if raw == "auto":
-        from sandbox_exporter.config.discovery import discover_targets
+        from sandbox_exporter.config import discovery
 
-        found = (discover or discover_targets)()
+        found, not_found = discovery.discover() if discover is None else (discover(), {})
         if not found:
-            check.add(("targets",), "`auto` found no backend on this machine")
-        return found
+            why = "; ".join(f"{name}: {reason}" for name, reason in not_found.items())
+            check.add(("targets",), "`auto` found no backend on this machine" + (
+                f" ({why})" if why else ""))  # fmt: skip
+        return found, not_found
     if not isinstance(raw, list):
         check.add(("targets",), f"expected a list of targets, or `auto`, got {got(raw)}")
-        return []
+        return [], {}
     if not raw and not check.already(("targets",)):
         check.add(("targets",), "at least one target is needed (or `auto`)")
-    return raw
+    return raw, {}
 
 
 def _target(

@@ -94,6 +94,8 @@ class Config(StrictModel):
     defaults: Settings
     targets: tuple[Target, ...]
     source: str = "<built-in defaults>"
+    # `targets: auto`: each backend looked for and not found, and why
+    not_found: dict[str, str] = Field(default_factory=dict)
 
     def target(self, name: str) -> Target:
         for target in self.targets:

@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
          "this exporter's identity on the engines (overrides the config's `instance`; "
          "default: the host name); stable across restarts, unique among running "
          "exporters")  # fmt: skip
-    _add(common, "--log.level", None, "log level (run: info, bench: warning)", LEVELS)
+    _add(
+        common,
+        "--log.level",
+        None,
+        "log level (bench and probe, which print their own report: warning; others: info)",
+        LEVELS,
+    )
     _add(common, "--log.format", "json", "log line format", ("json", "logfmt", "console"))
 
     parser = argparse.ArgumentParser(
@@ -126,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
-    configure_logging(args.log_level or ("warning" if args.command == "bench" else "info"),
-                      args.log_format)  # fmt: skip
+    quiet = args.command in ("bench", "probe")  # their report is the output
+    configure_logging(args.log_level or ("warning" if quiet else "info"), args.log_format)
     if args.command == "bench":
         from sandbox_exporter.commands.bench_cli import bench
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import structlog
 
 from sandbox_exporter.backends.base import MANAGED_LABEL
 from sandbox_exporter.backends.docker import docker_url, unix_socket_answers_ping
 from sandbox_exporter.backends.podman import podman_url
+from sandbox_exporter.logs import reset_logging
 
 TEST_IMAGE = os.environ.get("SANDBOX_EXPORTER_TEST_IMAGE", "sandbox-exporter/busybox:local")
 REQUIRED = {e for e in os.environ.get("SANDBOX_EXPORTER_REQUIRE", "").split(",") if e}
@@ -95,4 +95,4 @@ def docker_client(docker_engine: Engine) -> Any:
 def _fresh_logging() -> Iterator[None]:
     """CLI tests configure structlog onto pytest's captured stderr; undo that after each test."""
     yield
-    structlog.reset_defaults()
+    reset_logging()

@@ -28,6 +28,7 @@ class ExporterProcess:
             text=True,
         )  # fmt: skip
         self.logs: list[dict[str, Any]] = []
+        self.drained = threading.Event()  # set once stderr is closed and every line read
         threading.Thread(target=self._read, daemon=True).start()
         listening = wait_for(lambda: self.event("listening"), timeout=30, what="listening log line")
         self.url = f"http://{listening['address']}"
@@ -39,6 +40,7 @@ class ExporterProcess:
                 self.logs.append(json.loads(line))
             except ValueError:
                 self.logs.append({"event": "unparsed", "line": line})
+        self.drained.set()
 
     def event(self, name: str) -> dict[str, Any] | None:
         """The latest log line with this event."""

@@ -31,7 +31,8 @@ def test_probe_prints_a_table_and_exits_zero_on_success(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["probe", "--config.file", str(config_file(tmp_path)), "--target", "floor"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == "", "quiet by default: the table is the output"
     assert "target floor (namespace)" in out
     for phase in ("create", "start", "exec", "stop", "remove"):
         assert f"  {phase}" in out

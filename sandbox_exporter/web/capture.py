@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from sandbox_exporter.logs import timestamp
 
 
 class CapturingLogger:
@@ -22,7 +23,7 @@ class CapturingLogger:
         return CapturingLogger(self._inner.bind(**values), self.lines, {**self._context, **values})
 
     def _log(self, level: str, event: str, **values: Any) -> None:
-        self.lines.append({"ts": time.time(), "level": level, "event": event,
+        self.lines.append({"ts": timestamp(), "level": level, "event": event,
                            **self._context, **values})  # fmt: skip
         getattr(self._inner, level)(event, **values)
 

@@ -12,7 +12,7 @@ if ! docker version >/dev/null 2>&1; then
   DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work")
   export DOCKER_HOST
 fi
-docker image inspect sandbox-exporter/busybox:local >/dev/null 2>&1 || bash scripts/build-test-image.sh
+docker image inspect sandbox-exporter/busybox:local >/dev/null 2>&1 || .venv/bin/sandbox-exporter image build -b docker
 echo "### bench (p50/p95 per backend)"; .venv/bin/sandbox-exporter bench -i 30 --image sandbox-exporter/busybox:local; echo
 echo "### measurement overhead"; "$py" benchmarks/overhead.py -n 40; echo
 "$py" benchmarks/overhead_kubernetes.py -n 40; echo

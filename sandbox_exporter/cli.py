@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from sandbox_exporter import __version__, backends
 from sandbox_exporter.config import Config, ConfigError, load_config, parse_config
+from sandbox_exporter.images.busybox import LOCAL_IMAGE
 from sandbox_exporter.logs import LEVELS, configure_logging
 
 ENV_PREFIX = "SANDBOX_EXPORTER_"
@@ -86,6 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    init = commands.add_parser(
+        "init",
+        help="print a commented starter config for the backends found here",
+        description="Prints a starter config for every backend found on this machine, with "
+        "the addresses found, and, commented out, those not found and why. It passes "
+        "check-config as written.",
+    )
+    init.add_argument("-b", "--backends", help="only these backends (comma-separated)")
+    init.add_argument("-o", "--output", help="write it to this new file instead of stdout")
+    image = commands.add_parser(
+        "image", help="make the probe image here, for engines without a registry"
+    ).add_subparsers(dest="image_command", metavar="build", required=True)
+    image_build = image.add_parser(
+        "build",
+        parents=[common],
+        help="make the probe image from this machine's static busybox",
+        description="Makes the probe image from this machine's static busybox (Debian: "
+        "busybox-static) and imports it into the engine of every target that takes images "
+        "from the exporter: the config's, else every such backend found here. No registry "
+        "is needed. Then set `image: <tag>` and `pull_policy: never`.",
+    )
+    image_build.add_argument("--tag", default=LOCAL_IMAGE, help=f"default: {LOCAL_IMAGE}")
+    image_build.add_argument("--busybox", help="a static busybox (default: busybox on PATH)")
+    image_build.add_argument(
+        "-b", "--backends", help="comma-separated backend names (default: every one found)"
+    )
     kinds = backends.kinds()
     remote = [k.name for k in kinds if k.capabilities.remote]
     bench = commands.add_parser(
@@ -132,12 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
-    quiet = args.command in ("bench", "probe")  # their report is the output
-    configure_logging(args.log_level or ("warning" if quiet else "info"), args.log_format)
+    quiet = args.command in ("bench", "probe", "image", "init")  # their report is the output
+    configure_logging(getattr(args, "log_level", None) or ("warning" if quiet else "info"),
+                      getattr(args, "log_format", "json"))  # fmt: skip
     if args.command == "bench":
         from sandbox_exporter.commands.bench_cli import bench
 
         return bench(args)
+    if args.command == "init":
+        from sandbox_exporter.commands.init import write_starter_config
+
+        return write_starter_config(args)
+    if args.command == "image":
+        from sandbox_exporter.commands.image import build_image
+
+        return build_image(args)
     try:
         config = load_or_discover(args.config_file, args.instance)
     except ConfigError as exc:

@@ -12,6 +12,6 @@ fi
 image=sandbox-exporter/busybox:local
 if docker version >/dev/null 2>&1 && ! docker image inspect "$image" >/dev/null 2>&1; then
   command -v busybox >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y -q busybox-static; }
-  bash scripts/build-test-image.sh "$image"
+  .venv/bin/sandbox-exporter image build -b docker --tag "$image"
 fi
 exec .venv/bin/sandbox-exporter run --config.file config/examples/local.yaml "$@"

@@ -40,13 +40,13 @@ trap stop EXIT
 echo "== starting dockerd in $work/docker"
 DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work/docker")
 export DOCKER_HOST
-bash scripts/build-test-image.sh
+.venv/bin/sandbox-exporter image build -b docker
 echo "== starting podman in $work/podman"
 SANDBOX_EXPORTER_PODMAN_URL=$(bash scripts/start-podman.sh "$work/podman")
 SANDBOX_EXPORTER_PODMAN_RUNSC_URL=unix://$work/podman/podman-runsc.sock
 export SANDBOX_EXPORTER_PODMAN_URL SANDBOX_EXPORTER_PODMAN_RUNSC_URL
 export CONTAINERS_CONF=$work/podman/containers.conf
-CONTAINER_CLI=$(cat "$work/podman/podman-cmd") bash scripts/build-test-image.sh
+CONTAINER_HOST=$SANDBOX_EXPORTER_PODMAN_URL .venv/bin/sandbox-exporter image build -b podman
 
 echo "== lint, types, generated dashboard"
 .venv/bin/ruff check .

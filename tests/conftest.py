@@ -53,7 +53,7 @@ def _connect(backend: str, url: str) -> Iterator[Engine]:
     try:
         client.images.get(TEST_IMAGE)
     except docker.errors.ImageNotFound:
-        unavailable(backend, f"test image {TEST_IMAGE} is missing (scripts/build-test-image.sh)")
+        unavailable(backend, f"test image {TEST_IMAGE} is missing (sandbox-exporter image build)")
     engine = Engine(backend, url, client)
     yield engine
     leftovers = engine.managed()

@@ -5,6 +5,9 @@ Every test here runs once per engine present (the `engine` fixture).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -134,6 +137,26 @@ def test_missing_image_with_pull_policy_never(engine: Engine) -> None:
     assert len(lines) == 1
     assert "image 'sandbox-exporter/absent:nope' is not present" in lines[0]["error"]
     assert "pull_policy is never" in lines[0]["error"]
+    assert "`sandbox-exporter image build` makes a probe image" in lines[0]["error"]
+
+
+def test_image_build_makes_a_probe_image_with_no_registry(engine: Engine) -> None:
+    """What a user with no registry does: build the image here, probe with it."""
+    tag = f"sandbox-exporter/busybox:built-by-test-{engine.backend}"
+    env = {"PATH": os.environ["PATH"], "DOCKER_HOST": engine.url, "CONTAINER_HOST": engine.url}
+    built = subprocess.run(
+        [sys.executable, "-m", "sandbox_exporter", "image", "build", "-b", engine.backend,
+         "--tag", tag], env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    try:
+        assert built.returncode == 0, built.stderr
+        assert f"{engine.backend}: built {tag}" in built.stdout
+        _, result = run_once(engine, image=tag)
+        assert result.success, result.failure
+        assert result.output is not None
+        assert result.output.strip() == "hello"
+    finally:
+        engine.client.images.remove(tag, force=True)
 
 
 def test_unknown_runtime_is_a_failure_with_the_engine_message(engine: Engine) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -43,8 +44,8 @@ class PrivateDockerd:
         self.directory = directory
         self.url = self.start()
         env = {**os.environ, "DOCKER_HOST": self.url}
-        subprocess.run(["bash", str(ROOT / "scripts" / "build-test-image.sh")], env=env,
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run([sys.executable, "-m", "sandbox_exporter", "image", "build", "-b", "docker"],
+                       env=env, check=True, capture_output=True)  # fmt: skip
         # a clean stop writes the image store out: a SIGKILL seconds after an import
         # can otherwise lose the image, which is not the fault under test
         self.stop()

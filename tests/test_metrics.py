@@ -84,6 +84,16 @@ def test_every_series_exists_at_zero_from_start_up(
     info = {"target": "alpha", "backend": "docker", "image": "img:1", "runtime": ""}
     assert value(registry, "sandbox_target_info", pull_policy="if_not_present",
                  interval_seconds="60", **info) == 1  # fmt: skip
+
+
+def test_target_info_shows_no_image_settings_for_a_backend_without_images(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    floor = make_config({"name": "floor", "backend": "namespace"}).targets[0]
+    metrics.add_target(floor)
+    info = {"target": "floor", "backend": "namespace", "image": "", "runtime": ""}
+    assert value(registry, "sandbox_target_info", pull_policy="",
+                 interval_seconds="60", **info) == 1  # fmt: skip
     assert value(registry, "sandbox_exporter_config_last_reload_successful") == 0
 
 

@@ -299,3 +299,7 @@ class ImageStore(Protocol):
     def image_present(self, image: str, deadline: Deadline) -> bool: ...
 
     def pull_image(self, image: str, deadline: Deadline) -> None: ...
+
+    def import_image(self, rootfs: bytes, image: str, path: str, deadline: Deadline) -> None:
+        """Make `image` from a root filesystem (an uncompressed tar) with PATH=`path`,
+        as `docker import` does: for engines that cannot reach a registry."""

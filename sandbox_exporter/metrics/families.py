@@ -198,7 +198,7 @@ class Metrics:
             {
                 "image": target.image if target.uses_image else "",
                 "runtime": target.options.runtime_name() or "",
-                "pull_policy": target.pull_policy,
+                "pull_policy": target.pull_policy if target.uses_image else "",
                 "interval_seconds": f"{target.interval:g}",
             }
         )

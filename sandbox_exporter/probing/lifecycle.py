@@ -42,6 +42,12 @@ from sandbox_exporter.backends.base import (
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.probing.calls import Calls, Interrupt, Interrupted, PhaseTimeout
 
+NO_REGISTRY_HINT = (
+    "; without a registry, `sandbox-exporter image build` makes a probe image from this "
+    "machine's static busybox: then set image: sandbox-exporter/busybox:local and "
+    "pull_policy: never"
+)
+
 
 class Phase(StrEnum):
     PULL = "pull"
@@ -295,7 +301,7 @@ class _Run:
             result.cancelled = True
             return False
         except Exception as exc:  # noqa: BLE001
-            self._fail(Phase.PULL, exc)
+            self._fail(Phase.PULL, exc, NO_REGISTRY_HINT)
             return False
         return True
 
@@ -367,13 +373,14 @@ class _Run:
 
     # -- helpers -------------------------------------------------------------
 
-    def _fail(self, phase: Phase, exc: BaseException) -> None:
+    def _fail(self, phase: Phase, exc: BaseException, hint: str = "") -> None:
         reason = reason_for(exc)
         if reason is Reason.UNAVAILABLE:
             self.result.backend_up = False
-        self.result.failure = Failure(phase, reason, describe(exc))
+        message = describe(exc) + hint
+        self.result.failure = Failure(phase, reason, message)
         self.log.warning("phase", phase=str(phase), outcome="failed", reason=str(reason),
-                         error=describe(exc))  # fmt: skip
+                         error=message)  # fmt: skip
 
     def _remove_late(self, sandbox: SandboxRef | None) -> None:
         """An abandoned create or start finished after all: remove what it made."""

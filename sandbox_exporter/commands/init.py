@@ -1,0 +1,119 @@
+"""`sandbox-exporter init`: a commented starter config for what this machine has.
+
+A `pip install` brings no example files; this writes the first config from what
+`targets: auto` finds here (with the addresses it found), so that it passes
+`check-config` and probes as written. What was not found is there too, commented
+out, with why, ready to be uncommented once it is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any, cast
+
+import yaml
+
+from sandbox_exporter import backends
+from sandbox_exporter.backends.base import Deadline, Images, ImageStore
+from sandbox_exporter.commands.bench import BenchError, parse_backend_names
+from sandbox_exporter.config import discovery
+from sandbox_exporter.config.settings import DEFAULT_IMAGE, Timeouts
+from sandbox_exporter.images.busybox import LOCAL_IMAGE
+
+HEADER = """\
+# sandbox-exporter starter config, written by `sandbox-exporter init` on {host}.
+# Check it:  sandbox-exporter check-config --config.file {file}
+# Run it:    sandbox-exporter run --config.file {file}   (then open http://localhost:9878/)
+# Every key, with its default: the README's "Configuration" section.
+defaults:
+  interval: 60s          # between the starts of two probes of a target
+  jitter: 10%            # random delay added to each run
+  timeouts: {{create: 30s, start: 60s, exec: 30s, stop: 30s, remove: 30s, pull: 5m}}
+"""
+
+
+def write_starter_config(args: argparse.Namespace) -> int:
+    """Prints the config; exit status 0, 1 when no backend was found, 2 for bad options."""
+    try:
+        wanted = parse_backend_names(args.backends) if args.backends else None
+    except BenchError as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return 2
+    found, missing = discovery.discover()
+    found = [t for t in found if wanted is None or t["backend"] in wanted]
+    missing = {k: v for k, v in missing.items() if wanted is None or k in wanted}
+    text = HEADER.format(host=socket.gethostname(), file=args.output or "sandbox-exporter.yaml")
+    if found:
+        text += "targets:\n" + "".join(_target(raw) for raw in found)
+    else:
+        text += "targets: []   # nothing was found: uncomment one below once it is there\n"
+    if missing:
+        text += "\n# Not found on this machine:\n" + "".join(
+            _not_found(name, why) for name, why in missing.items()
+        )
+    if args.output:
+        try:
+            with open(args.output, "x", encoding="utf-8") as out:  # never overwrite a config
+                out.write(text)
+        except OSError as exc:
+            print(f"init: --output: cannot create {args.output}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}: {len(found)} target(s)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0 if found else 1
+
+
+def _target(raw: dict[str, Any]) -> str:
+    kind = backends.kind(raw["backend"])
+    lines = [f"  - name: {raw['name']}", f"    backend: {kind.name}   # {kind.summary}"]
+    options = raw.get(kind.name) or {}
+    if options:
+        lines.append(f"    {kind.name}: {_flow(options)}   # found here")
+    notes, settings = _image_settings(kind, options)
+    lines += [f"    {key}: {value}" for key, value in settings.items()]
+    lines += [f"    # {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _image_settings(kind: Any, options: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The image to probe with: the local one when it is there, else the default and
+    how to do without a registry. Notes when the backend cannot be used as installed."""
+    try:
+        backend = kind.build(kind.options(**options), Timeouts())
+    except ImportError:
+        return [f"needs its SDK: pip install 'sandbox-exporter[{kind.extra}]'"], {}
+    try:
+        if kind.capabilities.images is not Images.EXPORTER:
+            return [], {}
+        try:
+            present = cast(ImageStore, backend).image_present(LOCAL_IMAGE, Deadline.after(5))
+        except Exception:  # noqa: BLE001 - then say how to make it
+            present = False
+        if present:
+            return ["the probe image made here by `sandbox-exporter image build`"], {
+                "image": LOCAL_IMAGE, "pull_policy": "never"}  # fmt: skip
+        return [f"image: {DEFAULT_IMAGE} (the default) is pulled from Docker Hub; with no "
+                "registry, run `sandbox-exporter image build`,",
+                f"then set image: {LOCAL_IMAGE} and pull_policy: never"], {}  # fmt: skip
+    finally:
+        backend.close()
+
+
+def _not_found(name: str, why: str) -> str:
+    kind = backends.kind(name)
+    return (
+        f"# {name}: {why}\n"
+        f"#  - name: {name}\n"
+        f"#    backend: {name}   # {kind.summary}\n"
+        f"#    {name}: {_flow(kind.options().model_dump(mode='json'))}\n"
+    )
+
+
+def _flow(options: dict[str, Any]) -> str:
+    """A mapping on one line, in YAML flow style."""
+    text = yaml.safe_dump(json.loads(json.dumps(options)), default_flow_style=True, width=10**6)
+    return text.strip()

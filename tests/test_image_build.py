@@ -47,3 +47,15 @@ def test_the_rootfs_holds_busybox_its_applets_and_nobody() -> None:
         assert passwd is not None
         assert b"nobody:x:65534:65534" in passwd.read()
     assert {"bin/busybox", "bin/echo", "bin/sleep", "etc/group"} <= set(names)
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox-static")
+def test_a_missing_sdk_is_a_line_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "docker", None)  # as after a plain `pip install`
+    monkeypatch.setitem(sys.modules, "docker.errors", None)
+    assert main(["image", "build", "-b", "docker"]) == 1
+    assert "docker: needs a package that is not installed (docker" in (
+        capsys.readouterr().err
+    )

@@ -55,7 +55,12 @@ def build_image(args: argparse.Namespace) -> int:
 
 def _import(target: Target, rootfs: bytes, image: str) -> str | None:
     """None once `image` is in the target's engine, else why not."""
-    backend = target.kind.build(target.options, target.timeouts)
+    kind = target.kind
+    try:
+        backend = kind.build(target.options, target.timeouts)
+    except ImportError as exc:
+        return f"needs a package that is not installed ({exc.name}): pip install " + (
+            f"'sandbox-exporter[{kind.extra}]'")  # fmt: skip
     try:
         store = cast(ImageStore, backend)
         store.import_image(rootfs, image, IMAGE_PATH, Deadline.after(target.timeouts.pull))

@@ -54,6 +54,7 @@ class Daemon:
         `listen_address` None: no HTTP at all (tests call `app` directly).
         `backends`: a backend object to use for a target instead of building one."""
         self.log = logger or structlog.get_logger("sandbox_exporter")
+        self.started_at = time.time()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.config_loaded(True, time.time())

@@ -5,12 +5,14 @@
 # private Podman API services (own storage; one with runsc), all stopped
 # afterwards, the probe image built locally in both engines, then lint, type
 # checks, the dashboard generator check and pytest (which starts its own
-# Prometheus for the dashboard and rules tests). Extra arguments go to pytest.
+# Prometheus for the dashboard and rules tests; the landing page tests drive Debian's
+# headless Chromium). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv)
+packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv
+          chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -55,5 +57,5 @@ echo "== lint, types, generated dashboard"
 .venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium
 .venv/bin/pytest "$@"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +51,21 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def namespaces_missing() -> str | None:
+    """Why the namespace backend cannot run here (no Linux, no util-linux unshare, or
+    not permitted); None when it can."""
+    if not sys.platform.startswith("linux") or not shutil.which("unshare"):
+        return "needs Linux and util-linux unshare"
+    probe = subprocess.run(
+        ["unshare", "--fork", "--pid", "--mount-proc", "--mount", "--net",
+         *([] if os.geteuid() == 0 else ["--user", "--map-root-user"]), "true"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"namespaces not permitted here: {probe.stderr.decode().strip()}"
+    return None
 
 
 def scraped(text: str, name: str, **labels: str) -> float | None:

@@ -17,11 +17,11 @@ from sandbox_exporter.cli import main
 from sandbox_exporter.commands.bench import (
     BenchError,
     bench_targets,
-    nearest_rank,
     parse_backend_names,
     run_bench,
 )
 from sandbox_exporter.commands.bench_report import render_json, render_table
+from sandbox_exporter.probing.percentiles import nearest_rank
 from tests.conftest import TEST_IMAGE
 from tests.fakes import FakeBackend, FakeClock, failing
 from tests.helpers import make_config, wait_for

@@ -56,6 +56,4 @@ def test_a_missing_sdk_is_a_line_saying_what_to_install(
     monkeypatch.setitem(sys.modules, "docker", None)  # as after a plain `pip install`
     monkeypatch.setitem(sys.modules, "docker.errors", None)
     assert main(["image", "build", "-b", "docker"]) == 1
-    assert "docker: needs a package that is not installed (docker" in (
-        capsys.readouterr().err
-    )
+    assert "docker: needs a package that is not installed (docker" in (capsys.readouterr().err)

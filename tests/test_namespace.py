@@ -21,22 +21,16 @@ from sandbox_exporter.probing.calls import PhaseTimeout
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
 from tests.fakes import calls
-from tests.helpers import alive, make_target, wait_for
+from tests.helpers import alive, make_target, namespaces_missing, wait_for
 
 pytestmark = pytest.mark.namespace
 
 
 @pytest.fixture(autouse=True)
 def _needs_namespaces(tmp_path: Path) -> None:
-    if not sys.platform.startswith("linux") or not shutil.which("unshare"):
-        pytest.skip("needs Linux and util-linux unshare")
-    probe = subprocess.run(
-        ["unshare", "--fork", "--pid", "--mount-proc", "--mount", "--net",
-         *([] if os.geteuid() == 0 else ["--user", "--map-root-user"]), "true"],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    if probe.returncode != 0:
-        pytest.skip(f"namespaces not permitted here: {probe.stderr.decode().strip()}")
+    why = namespaces_missing()
+    if why is not None:
+        pytest.skip(why)
 
 
 def spec(name: str) -> SandboxSpec:

@@ -86,7 +86,8 @@ def test_landing_page_lists_targets_with_their_last_result() -> None:
         prober.run()
     page = call(d.app, "/")[2].decode()
     assert "success" in page
-    assert "start error: no &lt;runtime&gt;" in page, "failure text is shown, escaped"
+    assert '<b class="phase">start</b> <b class="reason">error</b>: ' in page
+    assert '<span class="message">no &lt;runtime&gt;</span>' in page, "the engine's text, escaped"
     assert '<a href="/metrics">' in page
 
 

@@ -6,7 +6,6 @@ each iteration is one `LifecycleRunner.run`. Nothing here times anything.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +17,7 @@ from sandbox_exporter.backends.base import Backend, Found
 from sandbox_exporter.config import Config, ConfigError, Target, parse_config
 from sandbox_exporter.probing.calls import Calls
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, describe
+from sandbox_exporter.probing.percentiles import nearest_rank
 from sandbox_exporter.probing.prober import calls_for
 
 
@@ -73,15 +73,6 @@ def bench_targets(
         return list(parse_config({"defaults": defaults, "targets": raw}, source="bench").targets)
     except ConfigError as exc:
         raise BenchError(str(exc)) from None
-
-
-def nearest_rank(values: Sequence[float], percentile: float) -> float:
-    """The nearest-rank percentile: the smallest value with at least p% of values <= it."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass

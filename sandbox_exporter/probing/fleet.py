@@ -18,6 +18,7 @@ from sandbox_exporter.config.targets import Config, Target
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import Interrupt
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.probing.recent import RecentRuns
 from sandbox_exporter.probing.scheduler import ProbeScheduler
 
 # A backend object to use for a target instead of building one (tests), or None.
@@ -45,7 +46,12 @@ class Fleet:
         self.retiring: set[Prober] = set()
         self.probers = [self.prober(target) for target in config.targets]
 
-    def prober(self, target: Target, guard: threading.Lock | None = None) -> Prober:
+    def prober(
+        self,
+        target: Target,
+        guard: threading.Lock | None = None,
+        recent: RecentRuns | None = None,
+    ) -> Prober:
         return Prober(
             target,
             self.config.instance,
@@ -55,6 +61,7 @@ class Fleet:
             backend=self._backends(target) if self._backends is not None else None,
             logger=self._log,
             guard=guard,
+            recent=recent,
         )
 
     def all(self) -> list[Prober]:
@@ -84,7 +91,9 @@ class Fleet:
                     target.buckets,
                 )
                 self._retire(previous, drop_series=relabelled)
-                prober = self.prober(target, guard=previous.guard)
+                # the page's recent figures go on as the histograms do: unless relabelled
+                recent = None if relabelled else previous.recent
+                prober = self.prober(target, guard=previous.guard, recent=recent)
                 scheduler.replace(prober)
                 changes["changed"].append(target.name)
             probers.append(prober)

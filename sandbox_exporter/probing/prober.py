@@ -28,6 +28,7 @@ from sandbox_exporter.probing.lifecycle import (
     Reason,
     describe,
 )
+from sandbox_exporter.probing.recent import RecentRuns
 
 
 class BackendSetupError(Exception):
@@ -65,10 +66,12 @@ class Prober:
         backend: Backend[Any] | None = None,
         logger: Any = None,
         guard: threading.Lock | None = None,
+        recent: RecentRuns | None = None,
         sweep_at_start: bool = True,
     ) -> None:
         """`guard` is the target's no-overlap lock; a reload hands the old one on, so a
-        run of the old configuration and one of the new never overlap.
+        run of the old configuration and one of the new never overlap. `recent`, the
+        target's recent runs (the landing page's figures), is handed on likewise.
 
         `sweep_at_start=False` for a one-off run beside a daemon of the same instance
         (the `probe` command): the start-up sweep would take the daemon's sandbox
@@ -79,6 +82,7 @@ class Prober:
         self.stopping = stopping
         self.interrupt = interrupt
         self.last_result: ProbeResult | None = None
+        self.recent = recent if recent is not None else RecentRuns()
         self.created = time.monotonic()
         self.last_attempt: float | None = None
         self.record_results = True  # off once a reload has dropped this target's series
@@ -135,6 +139,7 @@ class Prober:
             self.guard.release()
         if record:
             self.last_result = result
+            self.recent.add(result)
         return result
 
     def skipped(self) -> None:

@@ -8,16 +8,20 @@ this app what only the probing process can answer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs
 
+import sandbox_exporter
 from sandbox_exporter.web import responses
-from sandbox_exporter.web.landing import landing_page
+from sandbox_exporter.web.landing import DEFAULT_REFRESH_SECONDS, About, landing_page
 from sandbox_exporter.web.probe_endpoint import handle_probe
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from sandbox_exporter.config import Config
     from sandbox_exporter.probing.prober import Prober
 
 
@@ -29,6 +33,14 @@ class ExporterState(Protocol):
 
     def current_probers(self) -> Sequence[Prober]: ...
 
+    @property
+    def config(self) -> Config:
+        """The running config: the landing page shows its instance and file."""
+
+    @property
+    def started_at(self) -> float:
+        """When the exporter started (wall clock): the landing page shows its uptime."""
+
     def ready(self) -> bool: ...
 
     def health(self) -> str | None:
@@ -38,8 +50,12 @@ class ExporterState(Protocol):
         """Re-read the config; the problems that kept it out (empty: reloaded)."""
 
 
+MAX_REFRESH_SECONDS = 86400
+
+
 def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplication:
     rendered = responses.MetricsCache(state.exposition, metrics_max_age)
+    version = str(sandbox_exporter.__version__)  # importlib.metadata: once, not per page
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
@@ -75,13 +91,35 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
                 return responses.text(start_response, "200 OK", "Ready\n")
             return responses.text(start_response, "503 Service Unavailable", "Not ready\n")
         if path == "/":
-            body = landing_page(state.current_probers()).encode()
+            try:
+                refresh = _refresh(environ.get("QUERY_STRING", ""))
+            except ValueError as exc:
+                return responses.text(start_response, "400 Bad Request", f"{exc}\n")
+            config = state.config
+            about = About(config.instance, config.source, version, state.started_at)
+            page = landing_page(state.current_probers(), about, now=time.time(), refresh=refresh)
+            body = page.encode()
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Cache-Control", "no-store"),
                                       ("Content-Length", str(len(body)))])  # fmt: skip
             return [body]
         return responses.text(start_response, "404 Not Found", f"no such page: {path}\n")
 
     return app
+
+
+def _refresh(query: str) -> int:
+    """`/?refresh=SECONDS`: how often the landing page refreshes (0: never)."""
+    values = parse_qs(query).get("refresh")
+    if not values:
+        return DEFAULT_REFRESH_SECONDS
+    value = values[-1]
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_REFRESH_SECONDS:
+        raise ValueError(
+            f"refresh: expected whole seconds from 0 (never) to {MAX_REFRESH_SECONDS}, "
+            f"got {value!r}"
+        )
+    return int(value)
 
 
 def _not_allowed(start_response: StartResponse, method: str, allowed: str) -> list[bytes]:

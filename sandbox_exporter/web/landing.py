@@ -1,55 +1,228 @@
-"""The landing page: each target, its last result, why it failed and when."""
+"""The landing page, for the operator woken at 3 a.m.: per target its last result, how
+long since it last succeeded, why it failed in the engine's own words, the p50/p95 of
+each phase over its recent runs, and a button that probes it now.
+
+Everything is rendered here, on the server, as HTML that reads without JavaScript;
+the inline script (landing_assets.py) only adds the in-page probe output and a
+refresh that keeps it. Every value from outside (names, paths, engine messages) is
+escaped.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
-from sandbox_exporter import __version__
+from sandbox_exporter.probing.recent import FIGURES, RECENT_RUNS, Spread, Summary
+from sandbox_exporter.probing.report import failures
+from sandbox_exporter.web.humanize import age, duration, utc
+from sandbox_exporter.web.landing_assets import SCRIPT, STYLE
 
 if TYPE_CHECKING:
+    from sandbox_exporter.probing.lifecycle import ProbeResult
     from sandbox_exporter.probing.prober import Prober
 
+DEFAULT_REFRESH_SECONDS = 15
+# a success older than this many intervals is shown as late
+LATE_AFTER_INTERVALS = 3
 
-def landing_page(probers: Sequence[Prober]) -> str:
-    rows = []
-    for prober in probers:
-        target = prober.target
-        result = prober.last_result
-        if result is None:
-            outcome, reason, when, figure = "not run yet", "", "", ""
-        else:
-            outcome = "success" if result.success else "failure"
-            failures = [result.failure] if result.failure else result.cleanup_failures
-            reason = "; ".join(f"{f.phase} {f.reason}: {f.message}" for f in failures)
-            when = datetime.fromtimestamp(result.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            tte = result.time_to_exec
-            figure = f"{tte * 1000:.1f} ms" if tte is not None else ""
-        cells = (
-            target.name,
-            target.backend,
-            f"{target.interval:g}s",
-            outcome,
-            figure,
-            when,
-            reason,
-        )
-        rows.append(
-            f'<tr class="{html.escape(outcome.split()[0])}">'
-            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-            + "</tr>"
-        )
+
+@dataclass(frozen=True)
+class About:
+    """The exporter the page is about."""
+
+    instance: str
+    config: str  # the config file's path, or what stood in for one
+    version: str
+    started_at: float  # wall clock
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def landing_page(
+    probers: Sequence[Prober], about: About, *, now: float, refresh: int = DEFAULT_REFRESH_SECONDS
+) -> str:
+    """The page; `now` is the wall clock it is rendered at, `refresh` its period in
+    seconds (0: it does not refresh)."""
+    rows = [(prober, prober.recent.summary()) for prober in probers]
+    meta = (
+        f'<noscript><meta http-equiv="refresh" content="{refresh}"></noscript>' if refresh else ""
+    )
     return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>sandbox-exporter</title>
-<style>body{{font-family:sans-serif}} td,th{{padding:2px 10px;text-align:left}}
-.failure{{color:#b00}} .success{{color:#070}}</style></head>
-<body><h1>sandbox-exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
- &middot; <a href="/-/ready">Readiness</a></p>
-<table><tr><th>Target</th><th>Backend</th><th>Interval</th><th>Last result</th>
-<th>Time to exec</th><th>Finished</th><th>Failure</th></tr>
-{"".join(rows)}
-</table></body></html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sandbox-exporter: {_e(about.instance)}</title>
+{meta}
+<style>{STYLE}</style></head>
+<body data-refresh="{refresh}">
+<main id="live">
+{_header(about, rows, now, refresh)}
+<h2>Targets</h2>
+{_targets_table(rows, now)}
+<h2>Durations over the last runs</h2>
+<p class="muted">p50 / p95 (nearest rank) of each target's last {RECENT_RUNS} runs, kept in
+this exporter's memory: the scheduled runs (and <code>/probe</code>'s with
+<code>record=true</code>). A phase counts in every run in which it succeeded; time to exec
+and total count successful runs only, as in <a href="/metrics">/metrics</a>.</p>
+{_durations_table(rows)}
+</main>
+<section id="probes" hidden>
+<h2>Probe runs from this page</h2>
+<p class="muted">Each is one lifecycle run now, its log as <code>/probe?debug=true</code>
+answers it; not counted in the metrics.</p>
+<div id="probe-output"></div>
+</section>
+<script>{SCRIPT}</script>
+</body></html>
 """
+
+
+def _header(about: About, rows: Sequence[tuple[Prober, Summary]], now: float, refresh: int) -> str:
+    states = [_state(summary) for _, summary in rows]
+    counts = ", ".join(
+        f'<span class="{cls}">{states.count(state)} {label}</span>'
+        for state, label, cls in (
+            ("success", "succeeding", "ok"),
+            ("failure", "failing", "bad"),
+            ("pending", "not run yet", "muted"),
+        )
+        if state in states
+    )
+    refreshing = f"refreshes every {refresh} s" if refresh else "does not refresh"
+    overview = f"{len(rows)} target{'' if len(rows) == 1 else 's'}" + (
+        f": {counts}" if counts else ""
+    )
+    return f"""<header>
+<h1>sandbox-exporter <span id="instance">{_e(about.instance)}</span></h1>
+<p id="about">instance <b>{_e(about.instance)}</b> &middot;
+config <code id="config-file">{_e(about.config)}</code> &middot;
+version <span id="version">{_e(about.version)}</span> &middot;
+up <span id="uptime" data-seconds="{max(now - about.started_at, 0):.0f}"
+title="since {_e(utc(about.started_at))}">{_e(age(now - about.started_at))}</span></p>
+<p id="overview">{overview}</p>
+<p class="muted"><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
+&middot; <a href="/-/ready">Readiness</a> &middot; figures of
+<span id="rendered-at">{_e(utc(now))}</span>; this page {refreshing}.
+<span id="refresh-state"></span></p>
+</header>"""
+
+
+def _state(summary: Summary) -> str:
+    if summary.last is None:
+        return "pending"
+    return "success" if summary.last.success else "failure"
+
+
+def _targets_table(rows: Sequence[tuple[Prober, Summary]], now: float) -> str:
+    body = "\n".join(_target_row(prober, summary, now) for prober, summary in rows)
+    return f"""<table id="targets">
+<thead><tr><th>Target</th><th>Backend</th><th class="num">Interval</th><th>Last result</th>
+<th>Finished</th><th>Last success</th><th class="num">Recent runs</th><th>Failure</th>
+<th>Probe now</th></tr></thead>
+<tbody>
+{body}
+</tbody></table>"""
+
+
+def _target_row(prober: Prober, summary: Summary, now: float) -> str:
+    target = prober.target
+    state = _state(summary)
+    last = summary.last
+    result = {"success": "success", "failure": "failure", "pending": "not run yet"}[state]
+    if last is not None and last.cancelled:
+        result = "cancelled"
+    running = ' <span class="muted running">running now</span>' if prober.busy else ""
+    finished = (
+        f'<td class="finished" title="{_e(utc(last.finished_at))}">'
+        f"{_e(age(now - last.finished_at))} ago</td>"
+        if last is not None
+        else '<td class="finished muted">&ndash;</td>'
+    )
+    link = "/probe?" + urlencode({"target": target.name, "debug": "true"})
+    runs = (
+        f"{summary.successes} of {summary.runs} ok"
+        if summary.runs
+        else '<span class="muted">0</span>'
+    )
+    return (
+        f'<tr class="target {state}" data-target="{_e(target.name)}">'
+        f'<td class="name"><b>{_e(target.name)}</b></td>'
+        f'<td class="backend">{_e(target.backend)}</td>'
+        f'<td class="num">{target.interval:g} s</td>'
+        f'<td class="result"><span class="badge">{result}</span>{running}</td>'
+        f"{finished}"
+        f"{_last_success(summary, now, target.interval)}"
+        f'<td class="num runs">{runs}</td>'
+        f'<td class="failure-detail">{_failure(summary, now)}</td>'
+        f'<td><a class="probe" data-target="{_e(target.name)}" href="{_e(link)}">Run probe</a></td>'
+        "</tr>"
+    )
+
+
+def _last_success(summary: Summary, now: float, interval: float) -> str:
+    at = summary.last_success_at
+    if at is None:
+        cls = "late" if summary.runs else "muted"
+        return f'<td class="last-success {cls}">none since the exporter started</td>'
+    late = " late" if now - at > LATE_AFTER_INTERVALS * interval else ""
+    return (
+        f'<td class="last-success{late}" data-seconds="{now - at:.3f}" title="{_e(utc(at))}">'
+        f"{_e(age(now - at))} ago</td>"
+    )
+
+
+def _failure(summary: Summary, now: float) -> str:
+    """The last run's failure; else, dimmed, the latest failure among the recent runs."""
+    last, earlier = summary.last, summary.last_failure
+    if last is not None and not last.success:
+        return _describe(last)
+    if earlier is not None:
+        when = f"{age(now - earlier.finished_at)} ago"
+        return f'<span class="muted">earlier, {_e(when)}: {_describe(earlier)}</span>'
+    return ""
+
+
+def _describe(result: ProbeResult) -> str:
+    found = failures(result)
+    if not found:
+        return "cancelled by shutdown" if result.cancelled else ""
+    return "<br>".join(
+        f'<b class="phase">{_e(f.phase)}</b> <b class="reason">{_e(f.reason)}</b>: '
+        f'<span class="message">{_e(f.message)}</span>'
+        for f in found
+    )
+
+
+def _durations_table(rows: Sequence[tuple[Prober, Summary]]) -> str:
+    heads = "".join(
+        f'<th class="num">{_e(name)}<br><small>p50 / p95</small></th>' for name in FIGURES
+    )
+    body = "\n".join(
+        f'<tr data-target="{_e(prober.target.name)}">'
+        f'<td class="name">{_e(prober.target.name)}</td>'
+        f'<td class="num runs">{summary.runs}</td>'
+        + "".join(_spread(name, summary.spreads.get(name)) for name in FIGURES)
+        + "</tr>"
+        for prober, summary in rows
+    )
+    return f"""<table id="durations">
+<thead><tr><th>Target</th><th class="num">Runs</th>{heads}</tr></thead>
+<tbody>
+{body}
+</tbody></table>"""
+
+
+def _spread(name: str, spread: Spread | None) -> str:
+    if spread is None:
+        return f'<td class="num spread muted" data-figure="{_e(name)}" data-n="0">&ndash;</td>'
+    return (
+        f'<td class="num spread" data-figure="{_e(name)}" data-n="{spread.n}" '
+        f'title="over {spread.n} run{"" if spread.n == 1 else "s"}">'
+        f'<span class="p50" data-seconds="{spread.p50!r}">{_e(duration(spread.p50))}</span> / '
+        f'<span class="p95" data-seconds="{spread.p95!r}">{_e(duration(spread.p95))}</span></td>'
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_exporter.config import parse_config
 from sandbox_exporter.daemon import Daemon
 from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped, wait_for
@@ -86,6 +87,16 @@ def test_unknown_and_missing_targets() -> None:
     status, _, body = call(d.app, "/probe?target=fake&debug=maybe")
     assert status.startswith("400")
     assert b"debug: expected true or false" in body
+
+
+def test_a_backend_auto_did_not_find_is_named_as_such() -> None:
+    config = parse_config(
+        {"targets": "auto"}, discover=lambda: [{"name": "namespace", "backend": "namespace"}]
+    ).model_copy(update={"not_found": {"podman": "Podman does not answer at unix:///x.sock"}})
+    status, _, body = call(Daemon(config, listen_address=None).app, "/probe?target=Podman")
+    assert status.startswith("404")
+    assert body == (b"target: no target 'Podman': `targets: auto` did not find the podman "
+                    b"backend: Podman does not answer at unix:///x.sock; configured: namespace\n")  # fmt: skip
 
 
 def test_debug_answers_the_run_log() -> None:

@@ -76,7 +76,7 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
             return responses.metrics(rendered.get(fmt), fmt, environ, start_response)
         if path == "/probe":
             probers = {p.target.name: p for p in state.current_probers()}
-            status, headers, body = handle_probe(environ, probers)
+            status, headers, body = handle_probe(environ, probers, state.config)
             start_response(status, [*headers, ("Content-Length", str(len(body)))])
             return [body]
         if path == "/-/healthy":

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import structlog
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from sandbox_exporter.config.discovery import missing_backend
 from sandbox_exporter.config.durations import parse_duration
 from sandbox_exporter.metrics.single_run import exposition
 from sandbox_exporter.probing.lifecycle import ProbeResult
@@ -27,6 +28,7 @@ from sandbox_exporter.web.capture import CapturingLogger
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from sandbox_exporter.config import Config
     from sandbox_exporter.probing.prober import Prober
 
 Response = tuple[str, list[tuple[str, str]], bytes]
@@ -57,7 +59,10 @@ def _timeout(environ: WSGIEnvironment, query: Mapping[str, list[str]], prober: P
     return prober.target.timeouts.whole_run
 
 
-def handle_probe(environ: WSGIEnvironment, probers: Mapping[str, Prober]) -> Response:
+def handle_probe(
+    environ: WSGIEnvironment, probers: Mapping[str, Prober], config: Config | None = None
+) -> Response:
+    """`config`: the running one, to say why a backend's name is not a target."""
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     configured = ", ".join(sorted(probers)) or "(none)"
     name = query.get("target", [""])[-1]
@@ -65,6 +70,10 @@ def handle_probe(environ: WSGIEnvironment, probers: Mapping[str, Prober]) -> Res
         return _plain("400 Bad Request", f"target: required; configured: {configured}\n")
     prober = probers.get(name)
     if prober is None:
+        why = missing_backend(config, name) if config is not None else None
+        if why is not None:
+            return _plain("404 Not Found", f"target: no target {name!r}: {why}; "
+                                           f"configured: {configured}\n")  # fmt: skip
         return _plain(
             "404 Not Found", f"target: unknown target {name!r}; configured: {configured}\n"
         )

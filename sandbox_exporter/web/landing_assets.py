@@ -94,7 +94,8 @@ SCRIPT = r"""
       var entry;
       try { entry = JSON.parse(line); } catch (e) { return line; }
       if (!entry || typeof entry !== "object") { return line; }
-      var head = [entry.ts ? new Date(entry.ts * 1000).toISOString().slice(11, 23) : "",
+      // ts is ISO 8601 in UTC, as every log line writes it: the time of day, to the ms
+      var head = [typeof entry.ts === "string" ? entry.ts.slice(11, 23) : "",
                   entry.level || "", entry.event || ""];
       var rest = Object.keys(entry).filter(function (key) {
         return ["ts", "level", "event"].indexOf(key) < 0;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -31,12 +30,6 @@ def machine_line() -> str:
         f"machine: {platform.system()} {platform.release()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
     )
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank, as `sandbox-exporter bench` reports."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 def median(values: Sequence[float]) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import machine_line, median, percentile
+from benchmarks.common import machine_line, median
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.metrics.families import Metrics
@@ -26,6 +26,7 @@ from sandbox_exporter.probing.lifecycle import (
     Reason,
     failure_modes,
 )
+from sandbox_exporter.probing.percentiles import nearest_rank
 
 
 def success(target: str, k: int) -> ProbeResult:
@@ -90,7 +91,7 @@ def main() -> int:
             metrics.exposition("openmetrics")
             open_cold.append(time.perf_counter() - t)
         print(f"{n:>8}{samples:>9}{len(body):>10}{len(zipped):>12}{median(cold) * 1000:>15.2f}"
-              f"{percentile(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
+              f"{nearest_rank(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
               f"{median(open_cold) * 1000:>22.2f}")  # fmt: skip
     return 0
 

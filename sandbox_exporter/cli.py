@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from sandbox_exporter import __version__, backends
 from sandbox_exporter.config import Config, ConfigError, load_config, parse_config
+from sandbox_exporter.config.sharding import Shard
 from sandbox_exporter.images.busybox import LOCAL_IMAGE
 from sandbox_exporter.logs import LEVELS, configure_logging
 
@@ -61,7 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sandbox-exporter {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", parents=[common], help="run the exporter (the default)")
+    sharded = argparse.ArgumentParser(add_help=False)
+    _add(sharded, "--shard.count", "1",
+         "exporters splitting the config's targets (a StatefulSet's replicas); each probes "
+         "the targets whose name hashes to its index, as Prometheus's hashmod does")  # fmt: skip
+    _add(sharded, "--shard.index", "0", "this exporter's shard, 0 to --shard.count - 1")
+    run = commands.add_parser(
+        "run", parents=[common, sharded], help="run the exporter (the default)"
+    )
     _add(run, "--web.listen-address", ":9878", "address to serve /metrics on")
     _add(run, "--web.config.file", None, "TLS and basic auth settings (exporter-toolkit format)")
     _add(
@@ -83,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--target", required=True, help="the configured target's name")
     probe.add_argument("--json", action="store_true", help="the result as JSON")
     gc = commands.add_parser(
-        "gc", parents=[common], help="remove this exporter's sandboxes older than max_age"
+        "gc", parents=[common, sharded], help="remove this exporter's sandboxes older than max_age"
     )
     gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
-    commands.add_parser("check-config", parents=[common], help="validate the config; exit 0 or 1")
+    commands.add_parser("check-config", parents=[common, sharded],
+                        help="validate the config; exit 0 or 1")  # fmt: skip
     init = commands.add_parser(
         "init",
         help="print a commented starter config for the backends found here",
@@ -175,14 +184,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return build_image(args)
     try:
-        config = load_or_discover(args.config_file, args.instance)
+        shard = _shard(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        whole = load_or_discover(args.config_file, args.instance)
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 1
+    config = shard.of(whole)
     if args.command == "check-config":
-        print(f"{config.source}: OK, {len(config.targets)} target(s), instance {config.instance}")
-        for target in config.targets:
-            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s")
+        print(f"{config.source}: OK, {len(whole.targets)} target(s), instance {config.instance}")
+        for target in whole.targets:
+            mine = "" if shard.owns(target.name) else f" (not in {shard})"
+            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s{mine}")
         return 0
     if args.command == "probe":
         from sandbox_exporter.commands.probe import probe_once
@@ -192,7 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox_exporter.commands.gc import collect_garbage
 
         return collect_garbage(config, dry_run=args.dry_run)
-    return _run(config, args)
+    return _run(config, args, shard)
+
+
+def _shard(args: argparse.Namespace) -> Shard:
+    """--shard.index and --shard.count (commands without them: the one shard)."""
+    if not hasattr(args, "shard_count"):
+        return Shard()
+    count = _flag("--shard.count", args.shard_count, _whole)
+    index = _flag("--shard.index", args.shard_index, _whole)
+    return Shard(index, count)
+
+
+def _whole(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(text)
 
 
 def load_or_discover(path: str | None, instance: str | None = None) -> Config:
@@ -232,7 +263,7 @@ def _rate(text: str) -> float:
     return value
 
 
-def _run(config: Config, args: argparse.Namespace) -> int:
+def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
     from sandbox_exporter.config.durations import parse_duration
     from sandbox_exporter.daemon import Daemon
     from sandbox_exporter.web.app import parse_listen_address
@@ -264,7 +295,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
         daemon = Daemon(
             config,
             listen_address=listen_address,
-            loader=(lambda: load_config(path, instance=args.instance)) if path else None,
+            loader=(lambda: shard.of(load_config(path, instance=args.instance))) if path else None,
             web_config=web_config,
             serving=ServingOptions(nice=nice, scrapes_per_second=scrapes),
         )

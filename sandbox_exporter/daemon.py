@@ -134,7 +134,12 @@ class Daemon:
             config=self.config.source,
             instance=self.config.instance,
             targets=[f"{t.name} ({t.backend})" for t in self.config.targets],
-        )
+            **({"shard": "shard {} of {}".format(*self.config.shard)}
+               if self.config.shard[1] > 1 else {}),
+        )  # fmt: skip
+        if not self.config.targets and self.config.shard[1] > 1:
+            self.log.warning("no target hashes to this shard; it probes nothing",
+                             shard="shard {} of {}".format(*self.config.shard))  # fmt: skip
         for backend, why in self.config.not_found.items():  # targets: auto
             self.log.info("backend not found", backend=backend, reason=why)
 

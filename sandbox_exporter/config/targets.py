@@ -96,6 +96,8 @@ class Config(StrictModel):
     source: str = "<built-in defaults>"
     # `targets: auto`: each backend looked for and not found, and why
     not_found: dict[str, str] = Field(default_factory=dict)
+    # (index, count): this exporter probes only the targets of its shard (sharding.py)
+    shard: tuple[int, int] = (0, 1)
 
     def target(self, name: str) -> Target:
         for target in self.targets:

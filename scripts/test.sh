@@ -3,7 +3,9 @@
 # Debian packages, a virtualenv with the project and its dev tools, a private
 # dockerd (own socket, data and exec roots, gVisor's runsc registered) and
 # private Podman API services (own storage; one with runsc), all stopped
-# afterwards, the probe image built locally in both engines, then lint, type
+# afterwards, the probe image built locally in both engines, the exporter's own
+# image built from the Dockerfile on a debootstrapped base (scripts/build-image.sh),
+# then lint, type
 # checks, the dashboard generator check and pytest (which starts its own
 # Prometheus for the dashboard and rules tests; the landing page tests drive Debian's
 # headless Chromium). Extra arguments go to pytest.
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv
-          chromium chromium-driver)
+          chromium chromium-driver debootstrap)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -43,6 +45,8 @@ echo "== starting dockerd in $work/docker"
 DOCKER_HOST=$(bash scripts/start-dockerd.sh "$work/docker")
 export DOCKER_HOST
 .venv/bin/sandbox-exporter image build -b docker
+echo "== building the exporter's image"
+bash scripts/build-image.sh sandbox-exporter:test
 echo "== starting podman in $work/podman"
 SANDBOX_EXPORTER_PODMAN_URL=$(bash scripts/start-podman.sh "$work/podman")
 SANDBOX_EXPORTER_PODMAN_RUNSC_URL=unix://$work/podman/podman-runsc.sock
@@ -57,5 +61,5 @@ echo "== lint, types, generated dashboard"
 .venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image
 .venv/bin/pytest "$@"

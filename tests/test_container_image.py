@@ -161,3 +161,17 @@ def test_run_with_the_engine_socket_records_a_docker_lifecycle_and_stops_clean(
     container.reload()
     assert container.attrs["State"]["ExitCode"] == 0, container.logs()[-2000:]
     assert not docker_engine.managed(**{"sandbox-exporter.io/instance": "image-test"})
+
+
+def test_init_in_the_container_finds_the_mounted_engine_and_says_why_not_namespaces(
+    image: Any, docker_engine: Engine
+) -> None:
+    socket_path = docker_engine.url.removeprefix("unix://")
+    status, out = run(
+        docker_engine, "init",
+        group_add=[str(os.stat(socket_path).st_gid)],
+        mounts=[{"type": "bind", "source": socket_path, "target": "/var/run/docker.sock"}],
+    )  # fmt: skip
+    assert status == 0, out
+    assert "docker: {base_url: 'unix:///var/run/docker.sock'}" in out
+    assert "# namespace: namespaces cannot be made here (unshare: " in out, out

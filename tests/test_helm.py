@@ -650,6 +650,14 @@ def test_the_chart_files_are_links_to_the_repositorys_not_copies() -> None:
         assert path.resolve() == (ROOT / target).resolve()
 
 
+def test_a_packaged_chart_holds_the_files_themselves(chart: helm.Chart, tmp_path: Path) -> None:
+    """`helm package` stores what the links point at: the archive installs on its own."""
+    archive = helm.package(CHART, destination=tmp_path)
+    values = {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}
+    with helm.Chart.load(archive) as packaged:
+        assert render(packaged, values) == render(chart, values)
+
+
 def test_servicemonitor_labels_each_daemonset_series_with_its_node(chart: helm.Chart) -> None:
     node = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node",
             "action": "replace"}  # fmt: skip

@@ -125,6 +125,22 @@ class Resources(StrictModel):
     pids: int = Field(64, ge=1, le=4_194_304)
 
 
+class Burst(StrictModel):
+    """A target's burst probe: `concurrency` sandboxes launched together (`burst`) or
+    `stagger` apart (`staggered`), each through its lifecycle, every `interval`."""
+
+    concurrency: int = Field(ge=2, le=200)
+    mode: Literal["burst", "staggered"] = "burst"
+    stagger: PhaseDuration = 0.2
+    interval: IntervalDuration = 300.0
+
+    @property
+    def offsets(self) -> list[float]:
+        """Seconds after the launch at which each sandbox's create is sent."""
+        step = self.stagger if self.mode == "staggered" else 0.0
+        return [index * step for index in range(self.concurrency)]
+
+
 class Settings(StrictModel):
     """What `defaults:` holds; each target may override any of it."""
 

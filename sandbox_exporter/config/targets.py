@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import Field, TypeAdapter, create_model, field_validator, model_validator
 
 from sandbox_exporter import backends
-from sandbox_exporter.config.settings import Settings, StrictModel
+from sandbox_exporter.config.settings import Burst, Settings, StrictModel
 
 if TYPE_CHECKING:  # backends.base imports this package's settings: no cycle at run time
     from sandbox_exporter.backends.base import BackendKind, BackendOptions
@@ -27,6 +27,7 @@ class Target(Settings):
 
     name: str
     backend: str
+    burst: Burst | None = None  # a burst probe besides the single one (probing/burst.py)
 
     @field_validator("name")
     @classmethod
@@ -48,6 +49,15 @@ class Target(Settings):
                         f"a {kind.name!r} block is given but backend is {data.get('backend')!r}"
                     )
         return data
+
+    @model_validator(mode="after")
+    def _burst_needs_concurrent_calls(self) -> Target:
+        if self.burst is not None and not self.kind.capabilities.thread_safe:
+            raise ValueError(
+                f"burst: the {self.backend} backend runs its calls one at a time in a worker "
+                "process, so its sandboxes cannot be launched together"
+            )
+        return self
 
     @property
     def kind(self) -> BackendKind[Any]:

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from sandbox_exporter import __version__
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.metrics.burst_families import BurstMetrics
 from sandbox_exporter.metrics.histograms import HistogramFamily
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
 
@@ -82,11 +83,13 @@ class Metrics:
             "Duration of an image pull a probe had to make, timed apart from its lifecycle.",
             TB,
         )
+        self.burst = BurstMetrics(registry)
         self._histograms = (
             self.phase_duration,
             self.lifecycle_duration,
             self.time_to_exec,
             self.image_pull_duration,
+            *self.burst.histograms,
         )
         for family in self._histograms:
             registry.register(family)
@@ -177,7 +180,7 @@ class Metrics:
         labels = (target.name, target.backend)
         for phase in LIFECYCLE:
             self.phase_duration.add((*labels, str(phase)), target.buckets)
-        for family in self._histograms[1:]:
+        for family in (self.lifecycle_duration, self.time_to_exec, self.image_pull_duration):
             family.add(labels, target.buckets)
         for result in ("success", "failure"):
             self.probes.labels(*labels, result)
@@ -194,6 +197,7 @@ class Metrics:
         ):
             metric.labels(*labels)
         self.interval.labels(*labels).set(target.interval)
+        self.burst.add_target(target)
         self.target_info.labels(*labels).info(
             {
                 "image": target.image if target.uses_image else "",
@@ -206,6 +210,7 @@ class Metrics:
     def remove_target(self, target: Target) -> None:
         """Drop every series of `target` (a reload removed or relabelled it)."""
         labels = (target.name, target.backend)
+        self.burst.remove_target(target)
         for family in self._histograms:
             family.remove_where("target", target.name)
         combos: list[tuple[Any, tuple[str, ...]]] = [

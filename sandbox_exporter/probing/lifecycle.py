@@ -121,6 +121,10 @@ class ProbeResult:
     backend_up: bool | None = None
     cancelled: bool = False
     output: str | None = None
+    # on the runner's clock: when the create call was sent, and when the exec answered
+    # (a burst's launch skew and its times to ready are read from these)
+    launched_at: float | None = None
+    ready_at: float | None = None
 
     @property
     def success(self) -> bool:
@@ -169,9 +173,15 @@ class LifecycleRunner:
         cancel: threading.Event | None = None,
         logger: Any = None,
         interrupt: Interrupt | None = None,
+        *,
+        preflight: bool = True,
+        launch: Callable[[], None] | None = None,
     ) -> ProbeResult:
         """One lifecycle. `cancel`: stop at the next phase boundary (and clean up);
-        `interrupt`: cut the call in flight short too (and clean up by its `until`)."""
+        `interrupt`: cut the call in flight short too (and clean up by its `until`).
+        `preflight=False` skips the engine and image checks (a burst makes them once for
+        all its sandboxes); `launch` is called just before create is sent and returns
+        at the moment it should be (a burst's start line, a stagger's offset)."""
         target = self.target
         run_id = uuid.uuid4().hex[:12]
         name = f"{NAME_PREFIX}{target.name}-{run_id[:8]}"
@@ -185,9 +195,9 @@ class LifecycleRunner:
             sandbox=name,
             started_at=self.wall_clock(),
         )
-        run = _Run(self, result, log, cancel or threading.Event(), interrupt)
+        run = _Run(self, result, log, cancel or threading.Event(), interrupt, launch)
         try:
-            run.through_phases()
+            run.through_phases(preflight)
         finally:
             run.clean_up()
             result.finished_at = self.wall_clock()
@@ -199,6 +209,22 @@ class LifecycleRunner:
                 time_to_exec_seconds=result.time_to_exec,
                 cancelled=result.cancelled,
             )
+        return result
+
+    def preflight(
+        self,
+        cancel: threading.Event | None = None,
+        logger: Any = None,
+        interrupt: Interrupt | None = None,
+    ) -> ProbeResult:
+        """The engine and image checks alone (what `run(preflight=False)` leaves out): a
+        result with no sandbox, failed or cancelled when they did not pass."""
+        log = (logger or self._log).bind(target=self.target.name, backend=self.target.backend)
+        result = ProbeResult(self.target.name, self.target.backend, "", "", self.wall_clock())
+        run = _Run(self, result, log, cancel or threading.Event(), interrupt)
+        if run._backend_answers():
+            run._image_ready()
+        result.finished_at = self.wall_clock()
         return result
 
     def spec(self, name: str) -> SandboxSpec:
@@ -228,7 +254,9 @@ class _Run:
     """The state of one lifecycle while it runs."""
 
     def __init__(self, runner: LifecycleRunner, result: ProbeResult, log: Any,
-                 cancel: threading.Event, interrupt: Interrupt | None) -> None:  # fmt: skip
+                 cancel: threading.Event, interrupt: Interrupt | None,
+                 launch: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self.launch = launch
         self.runner = runner
         self.target = runner.target
         self.calls = runner.calls
@@ -244,9 +272,11 @@ class _Run:
         return self.calls.call(method, *args, timeout=timeout, sandbox=self.handle or self.ref,
                                interrupt=self.interrupt, **kwargs)  # fmt: skip
 
-    def through_phases(self) -> None:
-        if not self._backend_answers() or not self._image_ready():
+    def through_phases(self, preflight: bool = True) -> None:
+        if preflight and (not self._backend_answers() or not self._image_ready()):
             return
+        if self.launch is not None:
+            self.launch()
         for phase in LIFECYCLE:
             if self.cancel.is_set() or (self.interrupt and self.interrupt.is_set()):
                 self.result.cancelled = True
@@ -312,6 +342,7 @@ class _Run:
         began = clock()
         try:
             if phase is Phase.CREATE:
+                result.launched_at = began
                 self.handle = self.call("create", self.runner.spec(result.sandbox),
                                         timeout=timeout, on_late=self._remove_late)  # fmt: skip
             elif phase is Phase.START:
@@ -330,8 +361,11 @@ class _Run:
         except Exception as exc:  # noqa: BLE001
             self._fail(phase, exc)
             return False
-        duration = clock() - began
+        ended = clock()
+        duration = ended - began
         result.durations[phase] = duration
+        if phase is Phase.EXEC:
+            result.ready_at = ended
         self.log.info("phase", phase=str(phase), duration_seconds=duration, outcome="ok")
         return True
 

@@ -18,6 +18,7 @@ from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Backend, ManagedSandbox
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.burst import BurstResult, BurstRunner
 from sandbox_exporter.probing.calls import Calls, Interrupt, ProcessCalls, ThreadCalls
 from sandbox_exporter.probing.collector import Collector
 from sandbox_exporter.probing.lifecycle import (
@@ -142,6 +143,28 @@ class Prober:
             self.recent.add(result)
         return result
 
+    def run_burst(self, *, record: bool = True) -> BurstResult | None:
+        """One burst now (the target's `burst`), or None (counted as skipped) when a run
+        of this target, single or burst, is going: the two never overlap."""
+        if not self.guard.acquire(blocking=False):
+            if record:
+                self.burst_skipped()
+            return None
+        gauge = self.metrics.burst.in_progress.labels(*self.labels)
+        gauge.set(1)
+        try:
+            burst = self._burst_locked()
+            if record and self.record_results:
+                self.metrics.burst.record(burst)
+        finally:
+            gauge.set(0)
+            self.guard.release()
+        return burst
+
+    def burst_skipped(self) -> None:
+        self.metrics.burst.skipped.labels(*self.labels).inc()
+        self._log.warning("burst skipped", why="a run of this target is still going")
+
     def skipped(self) -> None:
         self.last_attempt = time.monotonic()
         self.metrics.skipped.labels(*self.labels).inc()
@@ -181,6 +204,27 @@ class Prober:
                 self._log.warning("backend close failed", error=describe(exc))
 
     # -- internals -------------------------------------------------------------
+
+    def _burst_locked(self) -> BurstResult:
+        try:
+            calls = self.calls()
+            if not self._swept:
+                self._swept = self.collector.sweep()
+            self.collector.remove_leftovers()
+            burst = BurstRunner(calls, self.target, self.instance, logger=self._log).run(
+                cancel=self.stopping, interrupt=self.interrupt
+            )
+        except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
+            self._log.error("burst could not run", error=describe(exc))
+            now = time.time()
+            failure = Failure(Phase.CREATE, Reason.ERROR, describe(exc))
+            name, backend = self.target.name, self.target.backend
+            failed = ProbeResult(name, backend, "", "", now, now, failure=failure)
+            return BurstResult(name, backend, "", "", now, now, preflight=failed)
+        for result in burst.results:
+            if any(f.phase is Phase.REMOVE for f in result.cleanup_failures):
+                self.collector.remember(result.sandbox)
+        return burst
 
     def _run_locked(self, logger: Any) -> ProbeResult:
         log = (

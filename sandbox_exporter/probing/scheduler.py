@@ -19,6 +19,7 @@ from sandbox_exporter.probing.prober import Prober
 
 STAGGER_WINDOW_SECONDS = 10.0
 GC_PREFIX = "gc:"
+BURST_PREFIX = "burst:"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -121,7 +122,7 @@ class ProbeScheduler:
 
     def remove(self, name: str) -> None:
         self.probers.pop(name, None)
-        for job_id in (name, GC_PREFIX + name):
+        for job_id in (name, GC_PREFIX + name, BURST_PREFIX + name):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
 
@@ -156,6 +157,17 @@ class ProbeScheduler:
             next_run_time=first_run,
             replace_existing=True,
         )
+        if target.burst is not None:
+            # between two single runs, so the two meet as seldom as they can
+            first_burst = min(target.interval, target.burst.interval) / 2
+            self._scheduler.add_job(
+                prober.run_burst,
+                IntervalTrigger(seconds=target.burst.interval),
+                id=BURST_PREFIX + target.name,
+                name=BURST_PREFIX + target.name,
+                next_run_time=first_run + timedelta(seconds=first_burst),
+                replace_existing=True,
+            )
         self._scheduler.add_job(
             prober.collect_garbage_safely,
             IntervalTrigger(seconds=target.gc_interval),
@@ -165,6 +177,12 @@ class ProbeScheduler:
         )
 
     def _on_skipped(self, event: Any) -> None:
-        prober = self.probers.get(event.job_id)
+        job: str = event.job_id
+        if job.startswith(BURST_PREFIX):
+            prober = self.probers.get(job.removeprefix(BURST_PREFIX))
+            if prober is not None:
+                prober.burst_skipped()
+            return
+        prober = self.probers.get(job)
         if prober is not None:
             prober.skipped()

@@ -198,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.source}: OK, {len(whole.targets)} target(s), instance {config.instance}")
         for target in whole.targets:
             mine = "" if shard.owns(target.name) else f" (not in {shard})"
-            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s{mine}")
+            burst = target.burst
+            bursts = (f", bursts of {burst.concurrency} ({burst.mode}) every {burst.interval:g}s"
+                      if burst else "")  # fmt: skip
+            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s"
+                  f"{bursts}{mine}")  # fmt: skip
         return 0
     if args.command == "probe":
         from sandbox_exporter.commands.probe import probe_once

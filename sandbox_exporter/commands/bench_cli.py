@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import TextIO
 
 from sandbox_exporter.commands.bench import (
+    BackendRun,
     BenchError,
     BenchReport,
     bench_targets,
     parse_backend_names,
     run_bench,
 )
+from sandbox_exporter.commands.bench_burst import BurstBackendRun, burst_settings, with_burst
+from sandbox_exporter.commands.bench_burst_report import render_burst_json, render_burst_table
 from sandbox_exporter.commands.bench_report import render_json, render_table
 from sandbox_exporter.config import ConfigError, default_instance, load_config
 
@@ -43,9 +46,12 @@ class ProgressBar:
 
 def bench(args: argparse.Namespace) -> int:
     try:
+        burst = burst_settings(args.concurrency, args.stagger)
         config = load_config(args.config_file, instance=args.instance) if args.config_file else None
         names = parse_backend_names(args.backends) if args.backends else None
         targets = bench_targets(config, names, args.image)
+        if burst is not None:
+            targets = with_burst(targets, burst)
     except (ConfigError, BenchError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BenchError) else 1
@@ -66,6 +72,7 @@ def bench(args: argparse.Namespace) -> int:
                     instance=instance,
                     cancel=cancel,
                     progress=progress,
+                    make_run=BackendRun if burst is None else BurstBackendRun,
                 )
             )
         finally:
@@ -77,17 +84,21 @@ def bench(args: argparse.Namespace) -> int:
     try:
         finished.wait()
     except KeyboardInterrupt:
-        # The lifecycle in flight stops at its next phase and removes its sandbox.
+        # Each lifecycle in flight stops at its next phase and removes its sandbox.
         cancel.set()
         progress.clear()
-        print("interrupted: removing the sandbox in flight...", file=sys.stderr)
+        what = "the sandbox" if burst is None else "the sandboxes"
+        print(f"interrupted: removing {what} in flight...", file=sys.stderr)
         finished.wait(timeout=max(t.timeouts.after_cancel for t in targets))
     progress.clear()
     if not outcome:
         print("bench: interrupted before any result; cleanup may still be running", file=sys.stderr)
         return INTERRUPTED
     report = outcome[0]
-    text = render_json(report) + "\n" if args.json else render_table(report)
+    if burst is None:
+        text = render_json(report) + "\n" if args.json else render_table(report)
+    else:
+        text = render_burst_json(report) + "\n" if args.json else render_burst_table(report)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

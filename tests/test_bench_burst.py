@@ -145,6 +145,7 @@ def test_fake_bursts_json_has_every_burst_and_sandbox() -> None:
     assert (good["iterations"], good["sandboxes"], good["successful_bursts"]) == (2, 6, 2)
     assert set(good["time_to_all_ready_seconds"]) == {"p50", "p95"}
     assert set(good["launch_skew_seconds"]) == {"p50", "max"}
+    assert set(good["time_to_exec_seconds"]) == {"p50", "p95"}
     assert len(good["launch_quarter_time_to_exec_seconds"]) == 4
     first = good["bursts"][0]
     assert [s["launch_index"] for s in first["sandboxes"]] == [0, 1, 2]

@@ -111,6 +111,11 @@ class BackendRun:
     def failures(self) -> list[ProbeResult]:
         return [r for r in self.results if not r.success and not r.cancelled]
 
+    def time_to_exec(self, p: float) -> float | None:
+        """Create + start + exec, over the successful iterations (seconds)."""
+        values = [tte for r in self.successes if (tte := r.time_to_exec) is not None]
+        return nearest_rank(values, p) if values else None
+
     def percentile(self, p: float) -> dict[str, float]:
         """Per phase, plus `total`, over the successful iterations (seconds)."""
         ok = self.successes

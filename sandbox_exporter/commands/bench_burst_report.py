@@ -148,6 +148,7 @@ def _backend(run: BurstBackendRun) -> dict[str, Any]:
         "successful_bursts": sum(b.success for b in run.bursts),
         "time_to_first_ready_seconds": {"p50": run.first_ready(50), "p95": run.first_ready(95)},
         "time_to_all_ready_seconds": {"p50": run.all_ready(50), "p95": run.all_ready(95)},
+        "time_to_exec_seconds": {"p50": run.time_to_exec(50), "p95": run.time_to_exec(95)},
         "launch_skew_seconds": {"p50": run.skew(50), "max": run.skew(None)},
         "launch_quarter_time_to_exec_seconds": run.quarters(),
         "bursts": [burst_json(i, b) for i, b in enumerate(run.bursts)],

@@ -14,6 +14,7 @@ if ! docker version >/dev/null 2>&1; then
 fi
 docker image inspect sandbox-exporter/busybox:local >/dev/null 2>&1 || .venv/bin/sandbox-exporter image build -b docker
 echo "### bench (p50/p95 per backend)"; .venv/bin/sandbox-exporter bench -i 30 --image sandbox-exporter/busybox:local; echo
+echo "### burst scaling (N launched together: namespace, Docker, gVisor)"; "$py" benchmarks/burst_scaling.py; echo
 echo "### measurement overhead"; "$py" benchmarks/overhead.py -n 40; echo
 "$py" benchmarks/overhead_kubernetes.py -n 40; echo
 echo "### /metrics cost"; "$py" benchmarks/metrics_cost.py; echo

@@ -142,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--warmup", type=_count(0), default=1, help="uncounted runs first; default: 1"
     )
+    bench.add_argument(
+        "--concurrency",
+        type=_count(2),
+        help="each iteration is one burst of this many sandboxes per backend, launched "
+        "together by the daemon's burst runner; -i counts bursts",
+    )
+    bench.add_argument(
+        "--stagger",
+        help="with --concurrency: launch the burst's sandboxes this far apart, e.g. 200ms",
+    )
     bench.add_argument("--image", help="image to probe (default: the config's, else busybox:1.36)")
     bench.add_argument("--json", action="store_true", help="every sample and the summaries as JSON")
     bench.add_argument("--output", help="write the table (or JSON) to this file instead of stdout")

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Backend, Found
@@ -75,12 +75,33 @@ def bench_targets(
         raise BenchError(str(exc)) from None
 
 
+class Outcome(Protocol):
+    """What one iteration gives: a lifecycle's result, or a burst's."""
+
+    @property
+    def success(self) -> bool: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
 @dataclass
 class BackendRun:
+    """One backend's iterations, each one lifecycle (`bench_burst` makes each a burst)."""
+
     target: Target
     skipped: str | None = None
     results: list[ProbeResult] = field(default_factory=list)
     warmup_failures: int = 0
+
+    def measure(self, calls: Calls, instance: str, cancel: threading.Event) -> Outcome:
+        """One iteration: a lifecycle, by the daemon's runner."""
+        return LifecycleRunner(calls, self.target, instance).run(cancel=cancel)
+
+    def add(self, outcome: Outcome) -> None:
+        """Keep a measured (not warm-up, not cancelled) iteration."""
+        assert isinstance(outcome, ProbeResult)
+        self.results.append(outcome)
 
     @property
     def successes(self) -> list[ProbeResult]:
@@ -89,6 +110,11 @@ class BackendRun:
     @property
     def failures(self) -> list[ProbeResult]:
         return [r for r in self.results if not r.success and not r.cancelled]
+
+    def time_to_exec(self, p: float) -> float | None:
+        """Create + start + exec, over the successful iterations (seconds)."""
+        values = [tte for r in self.successes if (tte := r.time_to_exec) is not None]
+        return nearest_rank(values, p) if values else None
 
     def percentile(self, p: float) -> dict[str, float]:
         """Per phase, plus `total`, over the successful iterations (seconds)."""
@@ -122,8 +148,10 @@ def run_bench(
     cancel: threading.Event,
     progress: Progress | None = None,
     injected: dict[str, Backend[Any]] | None = None,
+    make_run: Callable[[Target], BackendRun] = BackendRun,
 ) -> BenchReport:
-    """Run every target `warmup + iterations` times, one after another.
+    """Run every target `warmup + iterations` times, one after another; `make_run`
+    says what an iteration is (BackendRun: one lifecycle).
 
     Backends run in turn, not in parallel, so they do not compete for the
     machine and each one's figures are its own. `cancel` stops at the next
@@ -131,7 +159,7 @@ def run_bench(
     """
     report = BenchReport(iterations=iterations, warmup=warmup, runs=[], started_at=time.time())
     for target in targets:
-        run = BackendRun(target)
+        run = make_run(target)
         report.runs.append(run)
         if cancel.is_set():
             run.skipped = "interrupted"
@@ -145,18 +173,17 @@ def run_bench(
             if calls is not None:
                 calls.close()
             continue
-        runner = LifecycleRunner(calls, target, instance)
         try:
             for index in range(warmup + iterations):
                 if cancel.is_set():
                     break
                 if progress is not None:
                     progress(target.name, index + 1, warmup + iterations)
-                result = runner.run(cancel=cancel)
+                outcome = run.measure(calls, instance, cancel)
                 if index < warmup:
-                    run.warmup_failures += 0 if result.success else 1
-                elif not result.cancelled:
-                    run.results.append(result)
+                    run.warmup_failures += 0 if outcome.success else 1
+                elif not outcome.cancelled:
+                    run.add(outcome)
         finally:
             calls.close()
     report.finished_at = time.time()

@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from sandbox_exporter.commands.bench import (
+    BackendRun,
     BenchError,
     BenchReport,
     bench_targets,
     parse_backend_names,
     run_bench,
 )
+from sandbox_exporter.commands.bench_burst import BurstBackendRun, burst_settings, with_burst
+from sandbox_exporter.commands.bench_burst_report import render_burst_json, render_burst_table
 from sandbox_exporter.commands.bench_report import render_json, render_table
-from sandbox_exporter.config import ConfigError, default_instance, load_config
+from sandbox_exporter.config import ConfigError, Target, default_instance, load_config
 
 INTERRUPTED = 130
 
@@ -41,53 +45,75 @@ class ProgressBar:
             self.stream.flush()
 
 
-def bench(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config_file, instance=args.instance) if args.config_file else None
-        names = parse_backend_names(args.backends) if args.backends else None
-        targets = bench_targets(config, names, args.image)
-    except (ConfigError, BenchError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, BenchError) else 1
-    instance = config.instance if config is not None else (args.instance or default_instance())
+def interruptible(
+    work: Callable[[threading.Event], BenchReport],
+    targets: Sequence[Target],
+    on_interrupt: Callable[[], None] = lambda: None,
+) -> BenchReport | None:
+    """`work(cancel)` on a thread. Ctrl-C sets `cancel` (each lifecycle in flight stops
+    at its next phase and removes its sandbox) and waits as long as the targets' runs
+    take to wind down; None when the work did not finish by then."""
     cancel = threading.Event()
-    progress = ProgressBar(sys.stderr)
+    finished = threading.Event()
     outcome: list[BenchReport] = []
 
-    finished = threading.Event()
-
-    def work() -> None:
+    def run() -> None:
         try:
-            outcome.append(
-                run_bench(
-                    targets,
-                    iterations=args.iterations,
-                    warmup=args.warmup,
-                    instance=instance,
-                    cancel=cancel,
-                    progress=progress,
-                )
-            )
+            outcome.append(work(cancel))
         finally:
             finished.set()
 
     # Joining a thread after Ctrl-C interrupted an earlier join can return at once
     # (CPython gh-90882), so the main thread waits on an Event instead.
-    threading.Thread(target=work, name="bench", daemon=True).start()
+    threading.Thread(target=run, name="bench", daemon=True).start()
     try:
         finished.wait()
     except KeyboardInterrupt:
-        # The lifecycle in flight stops at its next phase and removes its sandbox.
         cancel.set()
-        progress.clear()
-        print("interrupted: removing the sandbox in flight...", file=sys.stderr)
+        on_interrupt()
         finished.wait(timeout=max(t.timeouts.after_cancel for t in targets))
+    return outcome[0] if outcome else None
+
+
+def bench(args: argparse.Namespace) -> int:
+    try:
+        burst = burst_settings(args.concurrency, args.stagger)
+        config = load_config(args.config_file, instance=args.instance) if args.config_file else None
+        names = parse_backend_names(args.backends) if args.backends else None
+        targets = bench_targets(config, names, args.image)
+        if burst is not None:
+            targets = with_burst(targets, burst)
+    except (ConfigError, BenchError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, BenchError) else 1
+    instance = config.instance if config is not None else (args.instance or default_instance())
+    progress = ProgressBar(sys.stderr)
+
+    def work(cancel: threading.Event) -> BenchReport:
+        return run_bench(
+            targets,
+            iterations=args.iterations,
+            warmup=args.warmup,
+            instance=instance,
+            cancel=cancel,
+            progress=progress,
+            make_run=BackendRun if burst is None else BurstBackendRun,
+        )
+
+    def on_interrupt() -> None:
+        progress.clear()
+        what = "the sandbox" if burst is None else "the sandboxes"
+        print(f"interrupted: removing {what} in flight...", file=sys.stderr)
+
+    report = interruptible(work, targets, on_interrupt)
     progress.clear()
-    if not outcome:
+    if report is None:
         print("bench: interrupted before any result; cleanup may still be running", file=sys.stderr)
         return INTERRUPTED
-    report = outcome[0]
-    text = render_json(report) + "\n" if args.json else render_table(report)
+    if burst is None:
+        text = render_json(report) + "\n" if args.json else render_table(report)
+    else:
+        text = render_burst_json(report) + "\n" if args.json else render_burst_table(report)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

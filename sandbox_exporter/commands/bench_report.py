@@ -38,44 +38,62 @@ def _row(label: str, runs: str, values: dict[str, float]) -> str:
     return f"{label:<24}{runs:>7}{cells}"
 
 
-def render_table(report: BenchReport) -> str:
+def header(report: BenchReport, what: str) -> list[str]:
+    """The first lines: what was run (`what`: "10 iteration(s)"), the image, the machine."""
     images = sorted({r.target.image for r in report.runs if r.target.uses_image})
     m = machine()
     warm = f" (+{report.warmup} warm-up)" if report.warmup else ""
-    lines = [
-        f"sandbox-exporter bench: {len(report.runs)} backend(s) x {report.iterations} "
-        f"iteration(s){warm}, image {', '.join(images) or '(none)'}",
+    return [
+        f"sandbox-exporter bench: {len(report.runs)} backend(s) x {what}{warm}, "
+        f"image {', '.join(images) or '(none)'}",
         f"machine: {m['system']} {m['machine']}, {m['cpus']} CPUs, Python {m['python']}",
         "",
-        f"{'Backend':<24}{'Runs':>7}"
-        + "".join(f"{c.capitalize():>9}" for c in COLUMNS)
-        + "   (ms)",
     ]
-    notes: list[str] = []
+
+
+def phase_header(label: str = "Backend") -> str:
+    return f"{label:<24}{'Runs':>7}" + "".join(f"{c.capitalize():>9}" for c in COLUMNS) + "   (ms)"
+
+
+def phase_rows(run: BackendRun) -> list[str]:
+    """A backend's p50 and p95 rows (one row for one run), or why there are none."""
+    name = run.target.name
+    if run.skipped is not None:
+        return [f"{name:<24}  skipped: {run.skipped}"]
+    ok = len(run.successes)
+    runs = f"{ok}/{len(run.results)}"
+    if not ok:
+        return [f"{name:<24}{runs:>7}  no successful iteration"]
+    if len(run.results) == 1:
+        return [_row(name, runs, run.percentile(50))]
+    return [
+        _row(f"{name} p50", runs, run.percentile(50)),
+        _row(f"{name} p95", "", run.percentile(95)),
+    ]
+
+
+def notes(run: BackendRun, unit: str = "iteration") -> list[str]:
+    """The failures by phase and reason, the first one's message, failed warm-ups."""
+    name = run.target.name
+    out: list[str] = []
+    if run.failures:
+        out.append(f"{name}: {len(run.failures)} failed: {_failure_summary(run.failures)}")
+        first = run.failures[0].failure or run.failures[0].cleanup_failures[0]
+        out.append(f"  first failure: {first.message}")
+    if run.warmup_failures:
+        out.append(f"{name}: {run.warmup_failures} warm-up {unit}(s) failed")
+    return out
+
+
+def render_table(report: BenchReport) -> str:
+    lines = [*header(report, f"{report.iterations} iteration(s)"), phase_header()]
     for run in report.runs:
-        name = run.target.name
-        if run.skipped is not None:
-            lines.append(f"{name:<24}  skipped: {run.skipped}")
-            continue
-        ok = len(run.successes)
-        runs = f"{ok}/{len(run.results)}"
-        if not ok:
-            lines.append(f"{name:<24}{runs:>7}  no successful iteration")
-        elif len(run.results) == 1:
-            lines.append(_row(name, runs, run.percentile(50)))
-        else:
-            lines.append(_row(f"{name} p50", runs, run.percentile(50)))
-            lines.append(_row(f"{name} p95", "", run.percentile(95)))
-        if run.failures:
-            notes.append(f"{name}: {len(run.failures)} failed: {_failure_summary(run.failures)}")
-            first = run.failures[0].failure or run.failures[0].cleanup_failures[0]
-            notes.append(f"  first failure: {first.message}")
-        if run.warmup_failures:
-            notes.append(f"{name}: {run.warmup_failures} warm-up iteration(s) failed")
+        lines += phase_rows(run)
+    found = [line for run in report.runs for line in notes(run)]
     total = sum(len(r.results) for r in report.runs)
     failed = sum(len(r.failures) for r in report.runs)
     took = report.finished_at - report.started_at
-    lines += ["", *notes] if notes else []
+    lines += ["", *found] if found else []
     end = "interrupted: " if report.interrupted else ""
     lines.append(
         f"{end}{total} lifecycle(s) in {took:.1f} s, {failed} failed"
@@ -84,8 +102,14 @@ def render_table(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sample(index: int, result: ProbeResult) -> dict[str, Any]:
+def failure_json(result: ProbeResult) -> dict[str, str] | None:
     failure = result.failure or (result.cleanup_failures[0] if result.cleanup_failures else None)
+    if failure is None:
+        return None
+    return {"phase": str(failure.phase), "reason": str(failure.reason), "message": failure.message}
+
+
+def sample(index: int, result: ProbeResult) -> dict[str, Any]:
     return {
         "iteration": index,
         "success": result.success,
@@ -93,17 +117,11 @@ def _sample(index: int, result: ProbeResult) -> dict[str, Any]:
         "total_seconds": result.total,
         "time_to_exec_seconds": result.time_to_exec,
         "pulled": result.pulled,
-        "failure": None
-        if failure is None
-        else {
-            "phase": str(failure.phase),
-            "reason": str(failure.reason),
-            "message": failure.message,
-        },
+        "failure": failure_json(result),
     }
 
 
-def _backend_json(run: BackendRun) -> dict[str, Any]:
+def backend_json(run: BackendRun) -> dict[str, Any]:
     return {
         "target": run.target.name,
         "backend": run.target.backend,
@@ -114,20 +132,22 @@ def _backend_json(run: BackendRun) -> dict[str, Any]:
         "warmup_failures": run.warmup_failures,
         "p50_seconds": run.percentile(50),
         "p95_seconds": run.percentile(95),
-        "samples": [_sample(i, r) for i, r in enumerate(run.results)],
+        "samples": [sample(i, r) for i, r in enumerate(run.results)],
+    }
+
+
+def report_json(report: BenchReport) -> dict[str, Any]:
+    """Everything but the backends'."""
+    return {
+        "machine": machine(),
+        "started_at": datetime.fromtimestamp(report.started_at, UTC).isoformat(),
+        "iterations": report.iterations,
+        "warmup": report.warmup,
+        "interrupted": report.interrupted,
+        "percentiles": "nearest-rank over successful iterations",
     }
 
 
 def render_json(report: BenchReport) -> str:
-    return json.dumps(
-        {
-            "machine": machine(),
-            "started_at": datetime.fromtimestamp(report.started_at, UTC).isoformat(),
-            "iterations": report.iterations,
-            "warmup": report.warmup,
-            "interrupted": report.interrupted,
-            "percentiles": "nearest-rank over successful iterations",
-            "backends": [_backend_json(run) for run in report.runs],
-        },
-        indent=2,
-    )
+    backends = [backend_json(run) for run in report.runs]
+    return json.dumps({**report_json(report), "backends": backends}, indent=2)

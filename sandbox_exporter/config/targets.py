@@ -52,12 +52,17 @@ class Target(Settings):
 
     @model_validator(mode="after")
     def _burst_needs_concurrent_calls(self) -> Target:
+        self.check_burst()
+        return self
+
+    def check_burst(self) -> None:
+        """ValueError when `burst` is set and the backend cannot launch sandboxes together
+        (a burst set by `model_copy`, which does not validate, is checked by calling this)."""
         if self.burst is not None and not self.kind.capabilities.thread_safe:
             raise ValueError(
                 f"burst: the {self.backend} backend runs its calls one at a time in a worker "
                 "process, so its sandboxes cannot be launched together"
             )
-        return self
 
     @property
     def kind(self) -> BackendKind[Any]:

@@ -91,11 +91,21 @@ class BurstResult:
                 if r.launched_at is not None]  # fmt: skip
         return max(late) - min(late) if late else None
 
+    def quarters(self) -> list[list[ProbeResult]]:
+        """The results by launch quarter. The first and the last are a quarter each,
+        rounded up (with 5 sandboxes, 2 each); the second and the third split what is
+        between (the second the larger half), so with fewer than 8 one of them can be
+        empty (with 5: 2, 1, 0, 2)."""
+        count = len(self.results)
+        size = math.ceil(count / 4)
+        middle = self.results[size : max(size, count - size)]
+        half = math.ceil(len(middle) / 2)
+        return [self.results[:size], middle[:half], middle[half:], self.results[-size:]]
+
     def quarter_time_to_exec(self, which: str) -> float | None:
         """The median time to exec of the first or the last quarter launched (rounded up:
         with 5 sandboxes, 2 each), over their successful runs."""
-        size = math.ceil(len(self.results) / 4)
-        chosen = self.results[:size] if which == "first" else self.results[-size:]
+        chosen = self.quarters()[0 if which == "first" else 3]
         values = [tte for r in chosen if (tte := r.time_to_exec) is not None]
         return statistics.median(values) if values else None
 

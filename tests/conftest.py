@@ -41,8 +41,10 @@ class Engine:
     client: Any
 
     def managed(self, **labels: str) -> list[Any]:
+        """The managed containers (with `labels`), as listed: sparse, so that one removed
+        between the listing and its inspection (a run cleaning up) is no error."""
         wanted = [f"{MANAGED_LABEL}=true", *(f"{k}={v}" for k, v in labels.items())]
-        return list(self.client.containers.list(all=True, filters={"label": wanted}))
+        return list(self.client.containers.list(all=True, filters={"label": wanted}, sparse=True))
 
 
 def _connect(backend: str, url: str) -> Iterator[Engine]:
@@ -57,7 +59,7 @@ def _connect(backend: str, url: str) -> Iterator[Engine]:
     engine = Engine(backend, url, client)
     yield engine
     leftovers = engine.managed()
-    names = [c.name for c in leftovers]
+    names = [c.attrs["Names"] for c in leftovers]
     for container in leftovers:
         container.remove(force=True)
     client.close()

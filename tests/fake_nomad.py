@@ -20,7 +20,9 @@ data/close, tty_size, `{}` heartbeats), answers base64 stdout frames and
 `{"exited":true,"result":{...}}` (exit code 0 as `{}`), then closes 1000; errors
 after the upgrade are a close frame 1008 (or 1011 for a 500) with the error text.
 
-`faults` makes it misbehave: forbid (a set of "register", "exec": 403 /
+With a token, ACLs are on: a request without it is a 403, and `capabilities` (a
+set of namespace capabilities the token's policy grants) makes each endpoint check
+the one Nomad checks. `faults` makes it misbehave: forbid (a set of "register", "exec": 403 /
 close 1008 "Permission denied"), placement ("constraint" or "memory"),
 driver_failure, slow_placement (seconds), exec_no_exit (never sends `exited`),
 down_during ("start": the agent goes away while start's blocking query waits);
@@ -64,9 +66,26 @@ def _duration(text: str) -> float:
     raise ValueError(text)
 
 
+def _capability(request: web.Request) -> str | None:
+    """The namespace capability Nomad's ACL checks for this request (its endpoints'
+    `AllowNsOp` calls: nomad/job_endpoint.go, eval_endpoint.go, alloc_endpoint.go)."""
+    path, method = request.path, request.method
+    if path == "/v1/status/leader":
+        return None
+    if path == "/v1/jobs":
+        return "list-jobs"
+    if path.startswith("/v1/client/allocation/") and path.endswith("/exec"):
+        return "alloc-exec"
+    if path.startswith("/v1/job/") and method in ("PUT", "POST", "DELETE"):
+        return "submit-job"
+    return "read-job"
+
+
 class FakeNomad:
     def __init__(self, token: str | None = None) -> None:
         self.token = token  # when set, ACLs are on: requests without it get 403
+        # the namespace capabilities the token's policy grants (None: all of them)
+        self.capabilities: set[str] | None = None
         self.jobs_by_id: dict[str, dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
@@ -160,6 +179,11 @@ class FakeNomad:
         self.tokens_seen.append(token)
         if self.token is not None and request.path != "/v1/status/leader" and token != self.token:
             return _text(403, "ACL token not found" if token else "Permission denied")
+        needed = _capability(request)
+        granted = self.capabilities
+        # exec says no after the upgrade (see `exec`); everything else before answering
+        if needed not in (None, "alloc-exec") and granted is not None and needed not in granted:
+            return _text(403, "Permission denied")
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -420,7 +444,9 @@ class FakeNomad:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         task = request.query.get("task", "")
-        if "exec" in self.faults.get("forbid", set()):
+        if "exec" in self.faults.get("forbid", set()) or (
+            self.capabilities is not None and "alloc-exec" not in self.capabilities
+        ):
             await ws.close(code=1008, message=b"Permission denied")
             return ws
         if alloc is None:

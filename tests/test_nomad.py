@@ -173,7 +173,14 @@ def test_slow_placement_is_a_start_timeout(fake: FakeNomad) -> None:
     assert blocked, "start waited in a blocking query on the evaluation"
 
 
-def test_an_exec_that_never_exits_times_out_and_ends(fake: FakeNomad) -> None:
+def test_an_exec_that_never_exits_times_out_and_ends(
+    fake: FakeNomad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that never ends: the exec keeps the stream alive with `{}` heartbeats
+    until its deadline, then times out and its thread ends."""
+    from sandbox_exporter.backends import nomad
+
+    monkeypatch.setattr(nomad, "HEARTBEAT", 0.2)
     fake.faults["exec_no_exit"] = True
     before = set(threading.enumerate())
     result = run(prober(fake.url, timeouts={"exec": "1s"}))
@@ -185,6 +192,26 @@ def test_an_exec_that_never_exits_times_out_and_ends(fake: FakeNomad) -> None:
         return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
 
     wait_for(lambda: not left(), timeout=10, what="the exec's thread to end")
+    assert fake.exec_frames[0] == {"stdin": {"close": True}}
+    assert {} in fake.exec_frames[1:], "heartbeats while waiting"
+
+
+@pytest.mark.parametrize("driver", ["podman", "exec"])
+def test_the_other_drivers(fake: FakeNomad, driver: str) -> None:
+    assert run(prober(fake.url, options={"driver": driver})).success
+    task = fake.registered[0]["TaskGroups"][0]["Tasks"][0]
+    assert task["Driver"] == driver
+    config = task["Config"]
+    assert "privileged" not in config
+    if driver == "podman":
+        assert config["image"] == "busybox:1.36"
+        assert config["cap_drop"] == ["ALL"]
+        assert config["readonly_rootfs"] is True
+        assert config["network_mode"] == "none"
+    else:
+        assert "image" not in config, "exec runs the host's binaries"
+        assert config["command"] == "sh"
+    nothing_left(fake)
 
 
 def test_a_wrong_exit_code_is_an_exec_mismatch(fake: FakeNomad) -> None:
@@ -277,6 +304,49 @@ def test_a_wrong_token_is_nomads_403(fake: FakeNomad, monkeypatch: pytest.Monkey
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
     assert "Nomad answered 403: ACL token not found" in result.failure.message
+
+
+def test_the_readme_acl_policy_is_all_it_takes(fake: FakeNomad) -> None:
+    """A token with exactly the README's capabilities runs the whole lifecycle and the
+    orphan sweep; without any one of them, something fails with Nomad's 403."""
+    from sandbox_exporter.backends.nomad import ACL_CAPABILITIES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    policy = ", ".join(f'"{c}"' for c in ACL_CAPABILITIES)
+    assert f"capabilities = [{policy}]" in readme
+    fake.capabilities = set(ACL_CAPABILITIES)
+    orphan(fake, "sandbox-exporter-nomad-old", "nomad-test", 7200)
+    registry = CollectorRegistry()
+    assert run(prober(fake.url, registry)).success
+    assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 1
+    nothing_left(fake)
+    for missing in ACL_CAPABILITIES:
+        fake.capabilities = set(ACL_CAPABILITIES) - {missing}
+        with capture_logs() as logs:
+            result = run(prober(fake.url))
+        said = [str(e.get("error")) for e in logs if "Permission denied" in str(e.get("error"))]
+        assert said, f"nothing says what {missing} is needed for"
+        if missing == "list-jobs":  # the sweep fails (logged); the probe itself runs
+            assert "list jobs: Nomad answered 403" in said[0]
+        else:
+            assert result.failure is not None, f"runs without {missing}"
+            assert "Permission denied" in result.failure.message
+        fake.capabilities = None
+        fake.jobs_by_id.clear()
+
+
+def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Nomad", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("NOMAD_TOKEN", "from-the-environment")
+    target = parse_config(yaml.safe_load(block)).targets[0]
+    options: Any = target.options
+    assert options.token.get_secret_value() == "from-the-environment"
+    assert options.constraints[0].attribute == "${attr.kernel.name}", "Nomad's, not ours"
+    assert options.datacenters == ("dc1",)
 
 
 def test_options_are_checked() -> None:

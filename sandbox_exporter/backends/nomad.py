@@ -78,6 +78,7 @@ from sandbox_exporter.backends.base import (
 from sandbox_exporter.backends.docker import DEFAULT_KEEPALIVE
 from sandbox_exporter.config.settings import StrictModel, Timeouts
 
+ACL_CAPABILITIES = ("submit-job", "read-job", "list-jobs", "alloc-exec")  # see the docstring
 TASK = "probe"  # the task group's and the task's name
 TERMINAL = {"complete", "failed", "lost"}
 HEARTBEAT = 10.0  # seconds between `{}` frames on the exec websocket, as Nomad's CLI sends

@@ -368,8 +368,9 @@ class FakeNomad:
         job_id = request.match_info["id"]
         job = self.jobs_by_id.get(job_id)
         purge = request.query.get("purge", "false").lower() in ("1", "t", "true")
-        if job is None:
-            return _text(404, "job not found")
+        if job is None:  # nomad/job_endpoint.go Deregister: no job, no error, no evaluation
+            return web.json_response({"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0,
+                                      "Index": self._index})  # fmt: skip
         job.update(Stop=True, Status="dead", ModifyIndex=await self._bump())
         if purge:
             del self.jobs_by_id[job_id]

@@ -77,17 +77,31 @@ def test_a_full_lifecycle_on_the_agent_double(fake: FakeNomad) -> None:
     assert fake.exec_frames[0] == {"stdin": {"close": True}}, "stdin closed at once"
     assert registry.get_sample_value("sandbox_probes_total", {**LABELS, "result": "success"}) == 1
     nothing_left(fake)
-    # start and stop follow blocking queries (index > 0) on the job's allocations and
-    # the allocation (and on the evaluation while it is pending); nothing polls
-    blocking = [p for m, p in fake.requests if m == "GET" and "index=" in p and "index=0&" not in p]
-    assert any("/v1/allocation/" in p for p in blocking)
-    assert any(p.startswith("/v1/job/") and "/allocations" in p for p in blocking)
-    assert all("wait=" in p for p in blocking)
+    # start and stop follow blocking queries: every read of the evaluation, the job's
+    # allocations and the allocation names an index and a wait, and each asks from the
+    # index the last one answered (a new one each time: nothing polls the same state)
+    for kind in ("/v1/evaluation/", "/v1/allocation/", "/allocations"):
+        reads = [p for m, p in fake.requests if m == "GET" and kind in p and "index=" in p]
+        assert reads, kind
+        assert all("wait=" in p for p in reads)
+        for phase_reads in _runs_from_zero(reads):
+            indexes = [int(p.split("index=")[1].split("&")[0]) for p in phase_reads]
+            assert indexes == sorted(set(indexes)), f"{kind}: {phase_reads}"
     reads = [p for m, p in fake.requests if m == "GET" and "/v1/allocation/" in p]
     assert len(reads) <= 6, f"a handful of blocking reads, not a poll loop: {reads}"
     methods = [(m, p.split("?")[0]) for m, p in fake.requests if m in ("PUT", "POST", "DELETE")]
     assert [m for m, _ in methods] == ["POST", "DELETE", "DELETE"], "register, stop, purge"
     assert any("purge=True" in p for m, p in fake.requests if m == "DELETE")
+
+
+def _runs_from_zero(reads: list[str]) -> list[list[str]]:
+    """The reads split where one starts again from index 0 (a new wait: start, stop)."""
+    runs: list[list[str]] = []
+    for path in reads:
+        if "index=0&" in path or not runs:
+            runs.append([])
+        runs[-1].append(path)
+    return runs
 
 
 def test_the_job_is_hardened_labelled_and_sized(fake: FakeNomad) -> None:
@@ -347,6 +361,36 @@ def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     assert options.token.get_secret_value() == "from-the-environment"
     assert options.constraints[0].attribute == "${attr.kernel.name}", "Nomad's, not ours"
     assert options.datacenters == ("dc1",)
+
+
+def test_the_doubles_blocking_queries_block_until_the_index_moves_or_the_wait_ends(
+    fake: FakeNomad,
+) -> None:
+    """What the backend relies on, through the real client: `index`/`wait` hold the
+    answer until the object changes (then a higher X-Nomad-Index) or the wait, plus up
+    to wait/16 of jitter, is over (then the same index)."""
+    import nomad
+
+    orphan(fake, "sandbox-exporter-nomad-blocking", "nomad-test", 0)
+    api = nomad.Nomad(address=fake.url, token=TOKEN, timeout=5)
+    wait_for(lambda: fake.live_allocations(), what="the allocation to be placed")
+    wait_for(lambda: any(a["ClientStatus"] == "running" for a in fake.allocs.values()))
+    index = int(api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
+                                params={"index": 0}).headers["X-Nomad-Index"])  # fmt: skip
+    began = time.monotonic()
+    idle = api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
+                           params={"index": index, "wait": "400ms"}, timeout=5)  # fmt: skip
+    held = time.monotonic() - began
+    assert 0.4 <= held < 0.4 * 17 / 16 + 0.2, held
+    assert int(idle.headers["X-Nomad-Index"]) == index
+    threading.Timer(0.2, lambda: api.job.deregister_job("sandbox-exporter-nomad-blocking",
+                                                        purge=True)).start()  # fmt: skip
+    began = time.monotonic()
+    woken = api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
+                            params={"index": index, "wait": "30s"}, timeout=35)  # fmt: skip
+    assert time.monotonic() - began < 5, "woken by the change, not the wait"
+    assert int(woken.headers["X-Nomad-Index"]) > index
+    nothing_left(fake)
 
 
 def test_options_are_checked() -> None:

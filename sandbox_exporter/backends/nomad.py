@@ -14,7 +14,8 @@ exec   = `/v1/client/allocation/<alloc>/exec` over a websocket: stdin closed at
          frame; a close 1008/1011 is Nomad's error (its reason is the message);
 stop   = deregister the job (no purge), then a blocking query on the job's
          allocations until every one is terminal (kill_timeout = stop_grace);
-remove = deregister with `purge=true`, and confirm `GET /v1/job/<id>` is a 404.
+remove = deregister with `purge=true` (a job that is not there is no error, as in
+         Nomad), and confirm `GET /v1/job/<id>` is a 404.
 
 Why parts are written by hand rather than taken from python-nomad:
 
@@ -280,7 +281,7 @@ class NomadBackend:
         name = sandbox.name
         stopped = self._call("deregister job", self._api(deadline).job.deregister_job, name,
                              missing_ok=True)  # fmt: skip
-        if stopped is None:
+        if stopped is None or not stopped.get("EvalID"):  # no such job: nothing runs
             return
         index = 0
         while True:

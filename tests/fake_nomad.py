@@ -38,6 +38,7 @@ import contextlib
 import copy
 import json
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -82,7 +83,8 @@ def _capability(request: web.Request) -> str | None:
 
 
 class FakeNomad:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl = ssl_context  # serve HTTPS (and WSS) with it
         self.token = token  # when set, ACLs are on: requests without it get 403
         # the namespace capabilities the token's policy grants (None: all of them)
         self.capabilities: set[str] | None = None
@@ -106,7 +108,7 @@ class FakeNomad:
         self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
         self._thread.start()
         started.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     # -- lifecycle of the double --------------------------------------------------
 
@@ -137,7 +139,8 @@ class FakeNomad:
     async def _listen(self, port: int) -> None:
         self._runner = web.AppRunner(self._app(), shutdown_timeout=0.1, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True,
+                           ssl_context=self._ssl)  # fmt: skip
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

@@ -393,6 +393,40 @@ def test_the_doubles_blocking_queries_block_until_the_index_moves_or_the_wait_en
     nothing_left(fake)
 
 
+def test_tls_with_a_ca_a_client_certificate_and_a_server_name(tmp_path: Path) -> None:
+    """HTTPS and WSS: the agent's certificate names only `server.global.nomad` (as
+    Nomad's do), the address is an IP, and the agent asks for a client certificate."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("server.global.nomad").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    client = ca.issue_cert("client.global.nomad")
+    paths = {"ca_cert": tmp_path / "ca.pem", "client_cert": tmp_path / "cli.pem",
+             "client_key": tmp_path / "cli-key.pem"}  # fmt: skip
+    ca.cert_pem.write_to_path(str(paths["ca_cert"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["client_cert"]))
+    client.private_key_pem.write_to_path(str(paths["client_key"]))
+    fake = FakeNomad(token=TOKEN, ssl_context=server_context)
+    try:
+        assert fake.url.startswith("https://127.0.0.1:")
+        tls = {key: str(path) for key, path in paths.items()}
+        result = run(prober(fake.url, options={**tls, "tls_server_name": "server.global.nomad"}))
+        assert result.success, result.failure
+        assert fake.exec_commands == [["echo", "hello"]], "the websocket went over TLS too"
+        nothing_left(fake)
+        wrong = run(prober(fake.url, options=tls))  # the IP is not in the certificate
+        assert wrong.failure is not None
+        assert wrong.failure.reason == Reason.UNAVAILABLE
+        assert "certificate" in wrong.failure.message.lower()
+    finally:
+        fake.close()
+
+
 def test_options_are_checked() -> None:
     with pytest.raises(Exception, match="must be an http"):
         make_config({"name": "n", "backend": "nomad", "nomad": {"address": "nomad:4646"}})

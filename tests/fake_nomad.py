@@ -88,6 +88,7 @@ class FakeNomad:
         self.token = token  # when set, ACLs are on: requests without it get 403
         # the namespace capabilities the token's policy grants (None: all of them)
         self.capabilities: set[str] | None = None
+        self.policy_namespace = "default"  # the namespace the policy grants them on
         self.jobs_by_id: dict[str, dict[str, Any]] = {}
         self.evals: dict[str, dict[str, Any]] = {}
         self.allocs: dict[str, dict[str, Any]] = {}
@@ -182,13 +183,20 @@ class FakeNomad:
         self.tokens_seen.append(token)
         if self.token is not None and request.path != "/v1/status/leader" and token != self.token:
             return _text(403, "ACL token not found" if token else "Permission denied")
-        needed = _capability(request)
-        granted = self.capabilities
         # exec says no after the upgrade (see `exec`); everything else before answering
-        if needed not in (None, "alloc-exec") and granted is not None and needed not in granted:
+        needed = _capability(request)
+        if needed not in (None, "alloc-exec") and not self._allowed(request, needed):
             return _text(403, "Permission denied")
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _allowed(self, request: web.Request, capability: str | None) -> bool:
+        """The policy grants `capability` on the request's namespace (`?namespace=`,
+        else "default": Nomad's RequestNamespace)."""
+        if self.capabilities is None or capability is None:
+            return True
+        namespace = request.query.get("namespace") or "default"
+        return namespace == self.policy_namespace and capability in self.capabilities
 
     # -- store ----------------------------------------------------------------------
 
@@ -363,13 +371,15 @@ class FakeNomad:
 
     async def read_job(self, request: web.Request) -> web.Response:
         job = self.jobs_by_id.get(request.match_info["id"])
-        if job is None:
+        if job is None or job["Namespace"] != (request.query.get("namespace") or "default"):
             return _text(404, "job not found")
         return web.json_response(job, headers={"X-Nomad-Index": str(job["ModifyIndex"])})
 
     async def deregister(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
         job = self.jobs_by_id.get(job_id)
+        if job is not None and job["Namespace"] != (request.query.get("namespace") or "default"):
+            job = None
         purge = request.query.get("purge", "false").lower() in ("1", "t", "true")
         if job is None:  # nomad/job_endpoint.go Deregister: no job, no error, no evaluation
             return web.json_response({"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0,
@@ -405,8 +415,9 @@ class FakeNomad:
         prefix = request.query.get("prefix", "")
         meta = request.query.get("meta", "false").lower() in ("1", "t", "true")
         stubs = []
+        namespace = request.query.get("namespace") or "default"
         for job in self.jobs_by_id.values():
-            if job["ID"].startswith(prefix):
+            if job["ID"].startswith(prefix) and job["Namespace"] == namespace:
                 stub = {k: job.get(k) for k in ("ID", "Name", "Namespace", "Type", "Status",
                                                  "Stop", "CreateIndex", "ModifyIndex",
                                                  "SubmitTime")}  # fmt: skip
@@ -448,9 +459,7 @@ class FakeNomad:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         task = request.query.get("task", "")
-        if "exec" in self.faults.get("forbid", set()) or (
-            self.capabilities is not None and "alloc-exec" not in self.capabilities
-        ):
+        if "exec" in self.faults.get("forbid", set()) or not self._allowed(request, "alloc-exec"):
             await ws.close(code=1008, message=b"Permission denied")
             return ws
         if alloc is None:

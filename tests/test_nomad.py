@@ -263,12 +263,14 @@ def test_the_agent_going_away_during_start(fake: FakeNomad) -> None:
     nothing_left(fake)
 
 
-def orphan(fake: FakeNomad, name: str, instance: str, age: float) -> None:
+def orphan(
+    fake: FakeNomad, name: str, instance: str, age: float, namespace: str = "default"
+) -> None:
     meta = {"sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": instance,
             "sandbox-exporter.io/target": "nomad",
             "sandbox-exporter.io/created-at": str(int(time.time() - age)),
             "sandbox-exporter.io/expires-at": str(int(time.time() - age + 60))}  # fmt: skip
-    fake.add_job({"ID": name, "Name": name, "Type": "batch", "Meta": meta,
+    fake.add_job({"ID": name, "Name": name, "Type": "batch", "Meta": meta, "Namespace": namespace,
                   "TaskGroups": [{"Name": "probe", "Tasks": [{"Name": "probe", "Driver": "docker",
                                   "Config": {"image": "busybox:1.36"}, "Meta": meta}]}]})  # fmt: skip
 
@@ -329,15 +331,17 @@ def test_the_readme_acl_policy_is_all_it_takes(fake: FakeNomad) -> None:
     policy = ", ".join(f'"{c}"' for c in ACL_CAPABILITIES)
     assert f"capabilities = [{policy}]" in readme
     fake.capabilities = set(ACL_CAPABILITIES)
-    orphan(fake, "sandbox-exporter-nomad-old", "nomad-test", 7200)
+    fake.policy_namespace = "probes"  # not "default": every request must name it
+    orphan(fake, "sandbox-exporter-nomad-old", "nomad-test", 7200, namespace="probes")
     registry = CollectorRegistry()
-    assert run(prober(fake.url, registry)).success
+    result = run(prober(fake.url, registry, options={"namespace": "probes"}))
+    assert result.success, result.failure
     assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 1
     nothing_left(fake)
     for missing in ACL_CAPABILITIES:
         fake.capabilities = set(ACL_CAPABILITIES) - {missing}
         with capture_logs() as logs:
-            result = run(prober(fake.url))
+            result = run(prober(fake.url, options={"namespace": "probes"}))
         said = [str(e.get("error")) for e in logs if "Permission denied" in str(e.get("error"))]
         assert said, f"nothing says what {missing} is needed for"
         if missing == "list-jobs":  # the sweep fails (logged); the probe itself runs

@@ -34,6 +34,11 @@ Why parts are written by hand rather than taken from python-nomad:
   extra (the kubernetes client uses it), synchronous like the rest of a backend
   call, and takes a timeout per connect and per receive, so the exec is bounded by
   its deadline and `kill` can abort it from another thread.
+- The namespace on evaluation reads. python-nomad adds `namespace` to job and
+  allocation endpoints but not to evaluation ones, and Nomad checks `read-job` on
+  the request's namespace before the evaluation's (nomad/eval_endpoint.go GetEval):
+  without it a token for a namespace other than `default` gets "Permission denied".
+  So evaluations are read through the endpoint's `request` with the namespace.
 - TLS server name. requests cannot set SNI/the checked host name; a small
   transport adapter passes `server_hostname`/`assert_hostname` to urllib3.
 
@@ -191,7 +196,7 @@ class NomadBackend:
         if remaining <= 0:
             raise BackendError(f"{doing}: the deadline passed")
         wait_ms = max(1, int(remaining * 1000 * 16 / 17) - 50)  # + jitter (wait/16) < remaining
-        params = {"index": str(index), "wait": f"{wait_ms}ms"}
+        params = {"index": str(index), "wait": f"{wait_ms}ms", "namespace": self.options.namespace}
         response = self._call(doing, endpoint.request, *path, params=params, method="get",
                               timeout=_timeout(deadline))  # fmt: skip
         try:
@@ -211,7 +216,9 @@ class NomadBackend:
         eval_id = str(registered.get("EvalID") or "")
         if not eval_id:
             raise BackendError(f"register job: Nomad made no evaluation for job {spec.name}")
-        self._call("read evaluation", self._api(deadline).evaluation.get_evaluation, eval_id)
+        # get_evaluation(eval_id), with the namespace python-nomad leaves off (see above)
+        self._call("read evaluation", self._api(deadline).evaluation.request, eval_id,
+                   method="get", params={"namespace": self.options.namespace})  # fmt: skip
         return JobHandle(spec.name, eval_id)
 
     def start(self, sandbox: JobHandle, deadline: Deadline) -> None:

@@ -24,7 +24,8 @@ With a token, ACLs are on: a request without it is a 403, and `capabilities` (a
 set of namespace capabilities the token's policy grants) makes each endpoint check
 the one Nomad checks. `faults` makes it misbehave: forbid (a set of "register", "exec": 403 /
 close 1008 "Permission denied"), placement ("constraint" or "memory"),
-driver_failure, slow_placement (seconds), exec_no_exit (never sends `exited`),
+driver_failure, exec_error (the text of a 500 inside the exec: close 1011),
+slow_placement (seconds), exec_no_exit (never sends `exited`),
 down_during ("start": the agent goes away while start's blocking query waits);
 `stop()` takes the agent down (connections refused), `restart()` brings it back on
 the same port.
@@ -473,6 +474,9 @@ class FakeNomad:
             await ws.close(code=1008, message=f'task "{task}" is not running.'.encode())
             return ws
         self.exec_commands.append(command)
+        if "exec_error" in self.faults:  # the task driver failed the exec: a 500 -> 1011
+            await ws.close(code=1011, message=self.faults["exec_error"].encode())
+            return ws
         if command[:1] == ["echo"]:
             code, out = 0, " ".join(command[1:]) + "\n"
         elif command[:2] == ["sh", "-c"] and command[2].startswith("exit "):

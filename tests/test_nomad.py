@@ -154,6 +154,8 @@ def test_the_job_is_hardened_labelled_and_sized(fake: FakeNomad) -> None:
          "Driver Failure: Failed to pull `busybox:1.36`: Error response from daemon: manifest "
          "for busybox:1.36 not found"),
         ("forbid", {"exec"}, "exec", "exec: Nomad closed the stream (1008): Permission denied"),
+        ("exec_error", 'OCI runtime exec failed: exec: "sh": executable file not found in $PATH',
+         "exec", "exec: Nomad closed the stream (1011): OCI runtime exec failed"),
     ],
 )  # fmt: skip
 def test_failures_operators_meet(

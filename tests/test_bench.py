@@ -32,7 +32,8 @@ ROOT = Path(__file__).parent.parent
 def test_backend_names_are_trimmed_case_insensitive_and_deduplicated() -> None:
     assert parse_backend_names(" Docker ,namespace,DOCKER,") == ["docker", "namespace"]
     with pytest.raises(
-        BenchError, match="unknown backend 'lxc'; known: docker, kubernetes, namespace, podman"
+        BenchError,
+        match="unknown backend 'lxc'; known: docker, kubernetes, namespace, nomad, podman",
     ):
         parse_backend_names("docker,lxc")
     assert parse_backend_names("K8s, kubernetes") == ["kubernetes"], "k8s is an alias"

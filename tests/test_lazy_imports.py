@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SDKS = ("docker", "requests", "urllib3", "kubernetes", "websocket")
+SDKS = ("docker", "requests", "urllib3", "kubernetes", "websocket", "nomad")
 SCRIPT = """
 import sys
 from prometheus_client import CollectorRegistry
@@ -16,6 +16,7 @@ config = parse_config({"targets": [
     {"name": "ns", "backend": "namespace"},
     {"name": "d", "backend": "docker", "docker": {"base_url": "unix:///nowhere.sock"}},
     {"name": "k", "backend": "k8s", "kubernetes": {"namespace": "probes"}},
+    {"name": "n", "backend": "nomad", "nomad": {"address": "http://127.0.0.1:1"}},
 ]})
 imported_by_config = sorted(m for m in SDKS if m in sys.modules)
 daemon = Daemon(parse_config({"targets": [{"name": "ns", "backend": "namespace"}]}),

@@ -87,7 +87,10 @@ def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
 
 
 def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
-    config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
+    config = make_config(
+        {"name": "a", "backend": "docker"},
+        {"name": "b", "backend": "namespace", "burst": {"concurrency": 2}},
+    )
     d = Daemon(
         config, listen_address=None, backends=by_name({"a": FakeBackend(), "b": FakeBackend()})
     )

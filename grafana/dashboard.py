@@ -75,11 +75,13 @@ def panel(
     }
 
 
-def raw_quantile(q: float, metric: str, by: str, selector: str) -> str:
+def raw_quantile(
+    q: float, metric: str, by: str, selector: str, window: str = "$__rate_interval"
+) -> str:
     """The same quantile from the histogram's buckets, where the exemplars are."""
     return (
         f"histogram_quantile({q}, sum by (le, {by}) "
-        f"(rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
+        f"(rate({metric}_bucket{{{selector}}}[{window}])))"
     )
 
 
@@ -116,6 +118,163 @@ def quantile_panel(q: str, title: str) -> dict[str, Any]:
             )
         ],
     )
+
+
+def burst_ready_panel(which: str, description: str) -> dict[str, Any]:
+    """Time to first or to all ready of bursts: p50 and p95 over an hour, recorded."""
+    metric = f"sandbox_burst_time_to_{which}_ready_seconds"
+    return panel(
+        f"Time to {which} ready",
+        description + " p50 and p95 over 1 hour (recorded by target:"
+        f"{metric}:p50_1h and :p95_1h): at the default 5-minute burst interval a shorter "
+        "window would hold a single burst. Lines at 1 s and 5 s mark the SLO edges. Dots are "
+        "exemplars: hover one for the burst_id of a burst in that bucket, then find its "
+        "log line (event burst).",
+        [
+            (f"target:{metric}:p50_1h{{{SEL}}}", "{{target}} p50"),
+            (f"target:{metric}:p95_1h{{{SEL}}}", "{{target}} p95"),
+        ],
+        thresholds=SLO_THRESHOLDS,
+        width=12,
+        exemplars=[
+            (
+                raw_quantile(0.95, metric, "target", SEL, window="1h"),
+                "{{target}} p95 (from the buckets)",
+            )
+        ],
+    )
+
+
+def burst_panels() -> list[dict[str, Any]]:
+    """The Bursts row: targets with a `burst` block (N sandboxes launched together)."""
+    return [
+        row("Bursts"),
+        burst_ready_panel(
+            "first",
+            "From a burst's launch to the first of its sandboxes whose command answered: "
+            "how soon a fan-out of N agents has its first one working.",
+        ),
+        burst_ready_panel(
+            "all",
+            "From a burst's launch to the last of its sandboxes answering, for bursts whose "
+            "every sandbox answered: how long a fan-out of N agents waits for all of them. "
+            "The SandboxBurstAllReadyRegression alert compares its hourly p95 with the day "
+            "before.",
+        ),
+        panel(
+            "p95 per phase in bursts",
+            "The p95 duration of each lifecycle phase across the sandboxes of bursts, per "
+            "target, over 1 hour (recorded by target_phase:sandbox_burst_phase_duration_"
+            "seconds:p95_1h). Set beside the single probes' p95 per phase, it shows which "
+            "phase slows when N sandboxes go at once. Dots are exemplars: the run_id of one "
+            "sandbox's run in that bucket.",
+            [
+                (
+                    f"target_phase:sandbox_burst_phase_duration_seconds:p95_1h{{{SEL_PHASE}}}",
+                    "{{target}} {{phase}}",
+                )
+            ],
+            thresholds=SLO_THRESHOLDS,
+            width=16,
+            exemplars=[
+                (
+                    raw_quantile(
+                        0.95,
+                        "sandbox_burst_phase_duration_seconds",
+                        "target, phase",
+                        SEL_PHASE,
+                        window="1h",
+                    ),
+                    "{{target}} {{phase}} (from the buckets)",
+                )
+            ],
+        ),
+        panel(
+            "Burst success ratio",
+            "Share of the last burst's sandboxes that succeeded, and share of all burst "
+            "sandboxes that succeeded over 1 hour, per target. Lower than the single probes' "
+            "success ratio: the engine fails under concurrency. A burst whose engine or image "
+            "check failed launched nothing: its last-burst share is 0, and the hourly share "
+            "does not count it (see the failures).",
+            [
+                (f"sandbox_burst_success_ratio{{{SEL}}}", "{{target}} last burst"),
+                (
+                    "sum by (target) (increase(sandbox_burst_sandboxes_total"
+                    f'{{{SEL}, result="success"}}[1h])) / sum by (target) '
+                    f"(increase(sandbox_burst_sandboxes_total{{{SEL}}}[1h]))",
+                    "{{target}} over 1h",
+                ),
+            ],
+            unit="percentunit",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "red", "value": None},
+                    {"color": "orange", "value": 0.8},
+                    {"color": "green", "value": 0.99},
+                ],
+            },
+        ),
+        panel(
+            "Burst sandbox failures by phase and reason",
+            "Failed sandboxes of bursts in each interval, by the phase that failed and why "
+            "(timeout, unavailable, error, exec_mismatch, cleanup); a burst whose engine or "
+            "image check failed counts one failure, before any sandbox was launched.",
+            [
+                (
+                    "sum by (target, phase, reason) (increase("
+                    f"sandbox_burst_sandbox_failures_total{{{SEL}}}[$__rate_interval]))",
+                    "{{target}} {{phase}} {{reason}}",
+                )
+            ],
+            unit="short",
+            width=16,
+        ),
+        panel(
+            "Bursts in progress and skipped",
+            "Bursts running now, and scheduled bursts skipped because a run of the target "
+            "(single or burst) was still going: the two never overlap, so a burst waits for "
+            "no single run and is skipped instead.",
+            [
+                (f"sum by (target) (sandbox_burst_in_progress{{{SEL}}})", "{{target}} running"),
+                (
+                    "sum by (target) "
+                    f"(increase(sandbox_burst_skipped_total{{{SEL}}}[$__rate_interval]))",
+                    "{{target}} skipped",
+                ),
+            ],
+            unit="short",
+        ),
+        panel(
+            "Launch-order effect",
+            "Median time to exec (create + start + exec) of the first quarter of the last "
+            "burst's sandboxes to be launched, and of the last quarter. A last quarter much "
+            "slower than the first means the engine queues or serialises the creates: later "
+            "sandboxes wait for the earlier ones.",
+            [
+                (
+                    f"sandbox_burst_first_quarter_time_to_exec_seconds{{{SEL}}}",
+                    "{{target}} first quarter",
+                ),
+                (
+                    f"sandbox_burst_last_quarter_time_to_exec_seconds{{{SEL}}}",
+                    "{{target}} last quarter",
+                ),
+            ],
+            width=12,
+        ),
+        panel(
+            "Launch skew",
+            "How far apart the last burst's creates strayed from their planned instants "
+            "(together, or stagger apart): the spread, over its sandboxes, of sent minus "
+            "planned. Near zero is a clean launch. A large skew means the exporter distorted "
+            "the launch: its own threads or host sent the creates late, so the burst measured "
+            "the exporter as much as the engine; give the exporter CPU or lower the "
+            "concurrency.",
+            [(f"sandbox_burst_launch_skew_seconds{{{SEL}}}", "{{target}}")],
+            width=12,
+        ),
+    ]
 
 
 def panels() -> list[dict[str, Any]]:
@@ -300,6 +459,7 @@ def panels() -> list[dict[str, Any]]:
             width=16,
             fmt="table",
         ),
+        *burst_panels(),
     ]
 
 

@@ -87,7 +87,10 @@ def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
 
 
 def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
-    config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
+    config = make_config(
+        {"name": "a", "backend": "docker"},
+        {"name": "b", "backend": "namespace", "burst": {"concurrency": 2}},
+    )
     d = Daemon(
         config, listen_address=None, backends=by_name({"a": FakeBackend(), "b": FakeBackend()})
     )
@@ -173,6 +176,8 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 
 QUANTILE_BOUND = 0.15  # the default buckets' promise for p50 and p95, 1 ms to 60 s
+LAYOUT_BOUND = 0.25  # what the layout guarantees (edges 1.25x apart): few samples, still true
+BURSTS = 10  # bursts of ns-burst before the queries: its quantiles rest on them
 
 
 @pytest.fixture
@@ -195,6 +200,10 @@ def running(
         {"name": "gvisor", "backend": "docker", "interval": "400ms", "jitter": "0s",
          "image": TEST_IMAGE, "pull_policy": "never",
          "docker": {"base_url": docker_engine.url, "runtime": "runsc"}},
+        # the Bursts row: 3 namespace sandboxes at once every 2 s (a single run only at
+        # start), apart from "ns" so its logged phases stay the single probe's
+        {"name": "ns-burst", "backend": "namespace", "interval": "1h", "jitter": "0s",
+         "namespace": state, "burst": {"concurrency": 3, "interval": "2s"}},
     )  # fmt: skip
     with capture_logs() as logs:
         d = Daemon(config, listen_address="127.0.0.1:0")
@@ -222,10 +231,16 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
         query = f'sandbox_probes_total{{target="{target}", result="success"}} >= {runs}'
         return bool(prometheus.try_query(query))
 
-    wait_for(lambda: all(scraped_runs(t) for t in ("ns", "docker", "gvisor")), timeout=180,
-             what=f"{runs} successful runs of each target scraped")  # fmt: skip
+    def scraped_bursts() -> bool:
+        query = f'sandbox_bursts_total{{target="ns-burst", result="success"}} >= {BURSTS}'
+        return bool(prometheus.try_query(query))
+
+    wait_for(lambda: all(scraped_runs(t) for t in ("ns", "docker", "gvisor"))
+             and scraped_bursts(), timeout=180,
+             what=f"{runs} successful runs of each target and {BURSTS} bursts scraped")  # fmt: skip
     wait_for(lambda: prometheus.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
-             and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m"),
+             and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m")
+             and prometheus.try_query("target:sandbox_burst_time_to_all_ready_seconds:p95_1h"),
              timeout=60, what="the recording rules evaluated")  # fmt: skip
     d.scheduler.shutdown()
     for prober in d.probers:
@@ -241,7 +256,13 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
                 f" == {count}"
             ):
                 return False
-        return True
+        bursts = sum(d.registry.get_sample_value("sandbox_bursts_total",
+                                                 {"target": "ns-burst", "backend": "namespace",
+                                                  "result": result}) or 0
+                     for result in ("success", "failure"))  # fmt: skip
+        return bool(prometheus.try_query(
+            f'sum(sandbox_bursts_total{{target="ns-burst"}}) == {bursts}'
+        ))  # fmt: skip
 
     wait_for(all_scraped, timeout=30, what="the last runs scraped")
 
@@ -249,7 +270,11 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     for title, expr in dashboard_queries():
         for variable, value in substitutions.items():
             expr = expr.replace(variable, value)
-        assert prometheus.query(expr), f"panel {title!r}: no data for {expr}"
+        answer = prometheus.query(expr)
+        assert answer, f"panel {title!r}: no data for {expr}"
+        if "sandbox_burst" in expr:  # the burst ran: a number, not a NaN of no bursts
+            values = [float(series["value"][1]) for series in answer]
+            assert any(math.isfinite(v) for v in values), f"panel {title!r}: {values} for {expr}"
 
     health = prometheus.api("rules")["data"]["groups"]
     assert all(rule["health"] == "ok" for group in health for rule in group["rules"]), health
@@ -275,6 +300,25 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
               f"{exact * 1000:8.2f} ms, {100 * (estimate - exact) / exact:+6.1f}%")  # fmt: skip
     for target, phase, q, estimate, exact in errors:
         assert abs(estimate - exact) <= QUANTILE_BOUND * exact, (target, phase, q, estimate, exact)
+
+    # bursts: each sandbox answered, and the quantiles are those of the logged bursts
+    bursts = [e for e in logs if e.get("event") == "burst" and e.get("target") == "ns-burst"]
+    assert len(bursts) >= BURSTS
+    assert all(e["success"] for e in bursts), [e for e in bursts if not e["success"]]
+    print("histogram_quantile of bursts against nearest-rank of the logged bursts:")
+    for which in ("first", "all"):
+        raw = [e[f"time_to_{which}_ready_seconds"] for e in bursts]
+        for q in (0.5, 0.95):
+            answer = prometheus.query(
+                f"histogram_quantile({q}, sum by (le) (increase(sandbox_burst_time_to_{which}"
+                '_ready_seconds_bucket{target="ns-burst"}[10m])))'
+            )
+            estimate, exact = float(answer[0]["value"][1]), nearest_rank(raw, q)
+            print(f"  time to {which:5} ready p{q * 100:.0f}: {estimate * 1000:8.2f} ms against "
+                  f"{exact * 1000:8.2f} ms, {100 * (estimate - exact) / exact:+6.1f}%")  # fmt: skip
+            assert abs(estimate - exact) <= LAYOUT_BOUND * exact, (which, q, estimate, exact)
+    skipped = prometheus.query('sandbox_burst_skipped_total{target="ns-burst"}')
+    print(f"  {len(bursts)} bursts, {float(skipped[0]['value'][1]):.0f} skipped")
 
     ratio = prometheus.query('target:sandbox_probe_failure_ratio:ratio_15m{target="ns-bad"}')
     assert float(ratio[0]["value"][1]) == 1.0, "the failing target shows as failing"

@@ -1,4 +1,5 @@
-# sandbox-exporter: the exporter and the SDKs of its container and cluster backends.
+# sandbox-exporter: the exporter and the SDKs of its container and cluster backends
+# (Docker, Podman, Kubernetes, Nomad).
 #
 #   docker build -t sandbox-exporter .
 #   docker run -p 9878:9878 -v /var/run/docker.sock:/var/run/docker.sock \
@@ -22,7 +23,7 @@ RUN --mount=type=secret,id=ca \
     && python3 -m venv /tmp/pip \
     && /tmp/pip/bin/pip install --no-cache-dir --disable-pip-version-check -q --upgrade pip \
     && /tmp/pip/bin/pip wheel --no-cache-dir --disable-pip-version-check -q -w /wheels \
-       ".[docker,kubernetes]"
+       ".[docker,kubernetes,nomad]"
 
 FROM ${BASE_IMAGE}
 ARG UID=10001
@@ -35,7 +36,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python3 -m venv --without-pip /opt/sandbox-exporter \
     && /tmp/pip/bin/python -m pip --python /opt/sandbox-exporter/bin/python install \
        --no-cache-dir --disable-pip-version-check -q --no-index --find-links /wheels \
-       "sandbox-exporter[docker,kubernetes]" \
+       "sandbox-exporter[docker,kubernetes,nomad]" \
     # the Kubernetes client's asyncio copy of itself (41 MB) and the aiohttp stack only it
     # needs (15 MB): the exporter uses the synchronous client, which imports neither
     && rm -rf /opt/sandbox-exporter/lib/python3*/site-packages/kubernetes/aio \

@@ -72,6 +72,8 @@ def interruptible(
         cancel.set()
         on_interrupt()
         finished.wait(timeout=max(t.timeouts.after_cancel for t in targets))
+        if outcome:  # a Ctrl-C as the last run ended still means the user stopped it
+            outcome[0].interrupted = True
     return outcome[0] if outcome else None
 
 

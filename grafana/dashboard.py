@@ -21,6 +21,15 @@ OUTPUT = Path(__file__).with_name("sandbox-exporter.json")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'target=~"$target", backend=~"$backend"'
 SEL_PHASE = SEL + ', phase=~"$phase"'
+# a success ratio: red below 80%, green from 99%
+SUCCESS_THRESHOLDS = {
+    "mode": "absolute",
+    "steps": [
+        {"color": "red", "value": None},
+        {"color": "orange", "value": 0.8},
+        {"color": "green", "value": 0.99},
+    ],
+}
 SLO_THRESHOLDS = {
     "mode": "absolute",
     "steps": [
@@ -206,14 +215,7 @@ def burst_panels() -> list[dict[str, Any]]:
                 ),
             ],
             unit="percentunit",
-            thresholds={
-                "mode": "absolute",
-                "steps": [
-                    {"color": "red", "value": None},
-                    {"color": "orange", "value": 0.8},
-                    {"color": "green", "value": 0.99},
-                ],
-            },
+            thresholds=SUCCESS_THRESHOLDS,
         ),
         panel(
             "Burst sandbox failures by phase and reason",
@@ -340,14 +342,7 @@ def panels() -> list[dict[str, Any]]:
             "Share of probe lifecycles that succeeded, per target, over 15 minutes.",
             [(f"1 - target:sandbox_probe_failure_ratio:ratio_15m{{{SEL}}}", "{{target}}")],
             unit="percentunit",
-            thresholds={
-                "mode": "absolute",
-                "steps": [
-                    {"color": "red", "value": None},
-                    {"color": "orange", "value": 0.8},
-                    {"color": "green", "value": 0.99},
-                ],
-            },
+            thresholds=SUCCESS_THRESHOLDS,
         ),
         panel(
             "Failures by phase and reason",

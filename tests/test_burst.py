@@ -169,38 +169,42 @@ def test_the_series_do_not_grow_with_the_concurrency(namespaces: dict[str, Any])
     assert burst_series(2) == burst_series(20)
 
 
-@pytest.mark.namespace
-def test_a_shutdown_mid_burst_removes_every_sandbox(namespaces: dict[str, Any]) -> None:
+def shut_down_mid_burst(target: dict[str, Any], listing: Callable[[Prober], list[Any]]) -> None:
+    """Hold a burst of 5 with every sandbox in its exec, then shut down as the daemon does
+    when out of time (stop, and cut the calls short): every sandbox is removed."""
     stopping, interrupt = threading.Event(), Interrupt()
     hooked: list[Hooked] = []
 
-    def hook(backend: Any) -> Hooked:
+    def hold(backend: Any) -> Hooked:
         hooked.append(Hooked(backend, hold_exec=True))
         return hooked[0]
 
-    prober = make_prober(ns_target(namespaces, 5), hook=hook, stopping=stopping,
-                         interrupt=interrupt)  # fmt: skip
+    prober = make_prober(target, hook=hold, stopping=stopping, interrupt=interrupt)
     outcome: list[BurstResult | None] = []
     running = threading.Thread(target=lambda: outcome.append(prober.run_burst()))
     running.start()
     try:
-        wait_for(lambda: hooked and hooked[0].execs == 5, timeout=30,
+        wait_for(lambda: hooked and hooked[0].execs == 5, timeout=60,
                  what="all five sandboxes in their exec")  # fmt: skip
-        assert len(left_behind(prober)) == 5
+        assert len(listing(prober)) == 5
         stopping.set()
-        interrupt.fire(time.monotonic() + 20)  # what a shutdown out of time does
-        running.join(timeout=60)
+        interrupt.fire(time.monotonic() + 30)
+        running.join(timeout=90)
         assert not running.is_alive()
-        burst = outcome[0]
-        assert burst is not None
-        assert burst.cancelled
-        assert left_behind(prober) == []
+        assert outcome[0] is not None
+        assert outcome[0].cancelled
+        assert listing(prober) == []
         assert value(prober, "sandbox_burst_in_progress") == 0
     finally:
         if hooked:
             hooked[0].release.set()
-        running.join(timeout=60)
+        running.join(timeout=90)
         prober.close()
+
+
+@pytest.mark.namespace
+def test_a_shutdown_mid_burst_removes_every_sandbox(namespaces: dict[str, Any]) -> None:
+    shut_down_mid_burst(ns_target(namespaces, 5), left_behind)
 
 
 def test_a_burst_and_the_single_probe_never_overlap_and_skips_are_counted() -> None:
@@ -266,32 +270,8 @@ def test_a_docker_burst_with_one_failure_and_one_shutdown_leaves_nothing(
     finally:
         prober.close()
     assert docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}) == []
-
-    stopping, interrupt = threading.Event(), Interrupt()
-    hooked: list[Hooked] = []
-
-    def hold(backend: Any) -> Hooked:
-        hooked.append(Hooked(backend, hold_exec=True))
-        return hooked[0]
-
-    prober = make_prober(engine_target(docker_engine, 5), hook=hold, stopping=stopping,
-                         interrupt=interrupt)  # fmt: skip
-    running = threading.Thread(target=prober.run_burst)
-    running.start()
-    try:
-        wait_for(lambda: hooked and hooked[0].execs == 5, timeout=60,
-                 what="all five containers in their exec")  # fmt: skip
-        assert len(docker_engine.managed(**{"sandbox-exporter.io/target": "eb"})) == 5
-        stopping.set()
-        interrupt.fire(time.monotonic() + 30)
-        running.join(timeout=90)
-        assert not running.is_alive()
-    finally:
-        if hooked:
-            hooked[0].release.set()
-        running.join(timeout=90)
-        prober.close()
-    assert docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}) == []
+    shut_down_mid_burst(engine_target(docker_engine, 5),
+                        lambda _: docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}))  # fmt: skip
 
 
 @pytest.mark.docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -58,6 +59,10 @@ def interruptible(
     outcome: list[BenchReport] = []
 
     def run() -> None:
+        # Ctrl-C only for the main thread: a signal the kernel hands to another thread
+        # does not wake the main thread from its wait, so the bench would run on to its
+        # end. The threads this one starts (a burst's) inherit the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             outcome.append(work(cancel))
         finally:

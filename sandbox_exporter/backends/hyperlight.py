@@ -14,8 +14,13 @@ stop   = the Sandbox released (the exporter's last reference dropped, which free
          micro-VM), confirmed by its being collected.
 remove = whatever is left for that name released; nothing there is not an error.
 
-With `start_mode: restore`, the warm path: at set-up (the first `create` of a backend
-object, that is of a worker process) one Sandbox is built, run once and snapshotted.
+Before the first run, `ping` (the runner's untimed check that the backend answers)
+runs a trivial guest once per worker process, until one has run: a hypervisor that
+cannot run guests is thus reported as `unavailable` before any sandbox is made, and
+`bench` skips the backend with the SDK's words.
+
+With `start_mode: restore`, the warm path: at set-up (that first `ping` of a worker
+process) one Sandbox is built, run once and snapshotted.
 Then create = the sandbox handed out (nothing built), start = `restore()` of that
 snapshot (what is timed as `start`), exec = the code run, stop = `restore()` again so
 nothing of the run is kept, and the Sandbox is released when the backend closes.
@@ -131,14 +136,25 @@ class HyperlightBackend:
         self.sandbox_class = _load_class(options.sandbox_class)
         self._live: dict[str, Any] = {}  # name -> Sandbox
         self._warm: _Warm | None = None  # start_mode: restore
+        self._proven = False  # a guest has run in this worker
 
     # -- protocol ----------------------------------------------------------------
 
     def ping(self, deadline: Deadline) -> None:
+        """Unavailable unless the packages and a hypervisor device are here and, until
+        one has once run in this worker, a trivial guest runs (the restore mode's set-up)."""
         if self.options.sandbox_class is None:
             why = missing_here()
             if why is not None:
                 raise BackendUnavailable(f"hyperlight: {why}")
+        if self._proven:
+            return
+        if self.options.start_mode == "restore":
+            self._set_up()
+        else:
+            self._run(self._build(), TRIVIAL, "trial run")
+            gc.collect()
+        self._proven = True
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         if self.options.start_mode == "restore":

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from sandbox_exporter.backends.base import BackendUnavailable, Deadline
+from sandbox_exporter.backends.base import BackendUnavailable, Deadline, Found
+from sandbox_exporter.backends.hyperlight import find_here as find_hyperlight
 from sandbox_exporter.backends.podman import podman_url
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import parse_config
@@ -22,11 +23,18 @@ def backends(found: list[dict[str, object]]) -> list[str]:
     return [str(t["backend"]) for t in found]
 
 
+# Hyperlight is found where its packages and a hypervisor device are (it is found on a
+# kvm-pvm machine too, and its target is then unavailable), else missing with why
+_HYPERLIGHT = find_hyperlight()
+HYPERLIGHT = ["hyperlight"] if isinstance(_HYPERLIGHT, Found) else []
+HYPERLIGHT_MISSING = {} if isinstance(_HYPERLIGHT, Found) else {"hyperlight": _HYPERLIGHT.reason}
+
+
 def test_podman_socket_is_found(podman_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     found = discover_targets()
-    assert backends(found) == ["podman", "namespace"]
+    assert backends(found) == ["podman", "namespace", *HYPERLIGHT]
     assert found[0]["podman"] == {"base_url": podman_engine.url}
 
 
@@ -44,7 +52,7 @@ def test_podman_behind_docker_host_is_probed_once(
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", podman_engine.url)
     found, missing = discover()
-    assert backends(found) == ["docker", "namespace"]
+    assert backends(found) == ["docker", "namespace", *HYPERLIGHT]
     assert missing["podman"] == f"{podman_engine.url} is already probed as docker"
 
 
@@ -57,7 +65,7 @@ def test_what_is_not_found_says_which_engine_where_and_why(
         monkeypatch.setenv("CONTAINER_HOST", f"unix://{refusing}")
         monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         found, missing = discover()
-    assert backends(found) == ["namespace"]
+    assert backends(found) == ["namespace", *HYPERLIGHT]
     assert missing == {
         "docker": "the Docker engine does not answer at unix:///nonexistent/docker.sock: "
         "no such socket (is the service running?)",
@@ -65,6 +73,7 @@ def test_what_is_not_found_says_which_engine_where_and_why(
         "connection refused (nothing listens there)",
         "kubernetes": "not looked for (it is reached over the network): name it in a config",
         "nomad": "not looked for (it is reached over the network): name it in a config",
+        **HYPERLIGHT_MISSING,
     }
 
 

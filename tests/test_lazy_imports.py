@@ -6,7 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-SDKS = ("docker", "requests", "urllib3", "kubernetes", "websocket", "nomad")
+SDKS = (
+    "docker",
+    "requests",
+    "urllib3",
+    "kubernetes",
+    "websocket",
+    "nomad",
+    "hyperlight_sandbox",
+    "python_guest",
+)
 SCRIPT = """
 import sys
 from prometheus_client import CollectorRegistry
@@ -17,6 +26,7 @@ config = parse_config({"targets": [
     {"name": "d", "backend": "docker", "docker": {"base_url": "unix:///nowhere.sock"}},
     {"name": "k", "backend": "k8s", "kubernetes": {"namespace": "probes"}},
     {"name": "n", "backend": "nomad", "nomad": {"address": "http://127.0.0.1:1"}},
+    {"name": "h", "backend": "hyperlight", "hyperlight": {"start_mode": "restore"}},
 ]})
 imported_by_config = sorted(m for m in SDKS if m in sys.modules)
 daemon = Daemon(parse_config({"targets": [{"name": "ns", "backend": "namespace"}]}),

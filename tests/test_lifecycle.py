@@ -225,3 +225,37 @@ def test_images_are_the_runners_business_only_where_the_exporter_pulls(backend: 
     assert not fake.called("pull_image")
     assert Phase.PULL not in result.durations
     assert seen["spec"].pull_policy == "always"
+
+
+def test_an_engine_that_stays_down_is_logged_once_per_target_and_its_return_once() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sandbox_exporter.metrics.families import Metrics
+    from sandbox_exporter.probing.prober import Prober
+
+    backend = FakeBackend(errors={"ping": BackendUnavailable("cannot reach it: refused")})
+    target = make_target()
+    prober = Prober(target, "i", Metrics(CollectorRegistry()), backend=backend,
+                    stopping=threading.Event())  # fmt: skip
+    try:
+        with capture_logs() as logs:
+            for _ in range(3):
+                prober.run()
+            backend.errors.pop("ping")
+            prober.run()
+    finally:
+        prober.close()
+    events = [(e["log_level"], e["event"]) for e in logs if "unreachable" in e["event"]
+              or e["event"] == "backend reachable again"]  # fmt: skip
+    assert events == [
+        ("warning", "backend unreachable"),
+        ("debug", "backend still unreachable"),
+        ("debug", "backend still unreachable"),
+        ("info", "backend reachable again"),
+    ]
+    failures = prober.metrics.registry.get_sample_value(
+        "sandbox_probe_failures_total",
+        {"target": target.name, "backend": target.backend, "phase": "create",
+         "reason": "unavailable"},
+    )  # fmt: skip
+    assert failures == 3, "every run is counted, whatever is logged"

@@ -29,7 +29,14 @@ import structlog
 
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.probing.calls import Calls, Interrupt
-from sandbox_exporter.probing.lifecycle import Failure, LifecycleRunner, Phase, ProbeResult, Reason
+from sandbox_exporter.probing.lifecycle import (
+    Failure,
+    LifecycleRunner,
+    Phase,
+    ProbeResult,
+    Reason,
+    Unreachable,
+)
 
 
 @dataclass
@@ -122,8 +129,10 @@ class BurstRunner:
         logger: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        unreachable: Unreachable | None = None,
     ) -> None:
         assert target.burst is not None
+        self.unreachable = unreachable or Unreachable()
         self.calls = calls
         self.target = target
         self.burst = target.burst
@@ -155,7 +164,8 @@ class BurstRunner:
 
     def _runner(self, log: Any) -> LifecycleRunner:
         return LifecycleRunner(self.calls, self.target, self.instance, logger=log,
-                               clock=self.clock, wall_clock=self.wall_clock)  # fmt: skip
+                               clock=self.clock, wall_clock=self.wall_clock,
+                               unreachable=self.unreachable)  # fmt: skip
 
     def _launch(
         self, result: BurstResult, cancel: threading.Event, interrupt: Interrupt | None, log: Any

@@ -147,6 +147,31 @@ class ProbeResult:
         return self.cleanup_failures[0].reason if self.cleanup_failures else None
 
 
+class Unreachable:
+    """What a target's engine said when it last could not be reached, so that an engine
+    that stays down is logged once (then at debug, run after run), and a new message, or
+    the engine answering again, once more. Metrics count every run regardless."""
+
+    def __init__(self) -> None:
+        self._said: str | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, log: Any, message: str) -> None:
+        with self._lock:
+            repeated, self._said = message == self._said, message
+        if repeated:
+            log.debug("backend still unreachable", phase="create", reason="unavailable")
+        else:
+            log.warning("backend unreachable", phase="create", reason="unavailable",
+                        error=message)  # fmt: skip
+
+    def answered(self, log: Any) -> None:
+        with self._lock:
+            was, self._said = self._said, None
+        if was is not None:
+            log.info("backend reachable again")
+
+
 class LifecycleRunner:
     """Runs one lifecycle of one target through its backend's calls. Reusable; not
     re-entrant."""
@@ -160,7 +185,10 @@ class LifecycleRunner:
         logger: Any = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        unreachable: Unreachable | None = None,
     ) -> None:
+        """`unreachable`: the target's, kept across runs by its prober."""
+        self.unreachable = unreachable or Unreachable()
         self.calls = calls
         self.target = target
         self.instance = instance
@@ -299,10 +327,10 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - every failure is a reason
             result.backend_up = False
             result.failure = Failure(Phase.CREATE, Reason.UNAVAILABLE, describe(exc))
-            self.log.warning("backend unreachable", phase="create", reason="unavailable",
-                             error=describe(exc))  # fmt: skip
+            self.runner.unreachable.failed(self.log, describe(exc))
             return False
         result.backend_up = True
+        self.runner.unreachable.answered(self.log)
         return True
 
     def _image_ready(self) -> bool:

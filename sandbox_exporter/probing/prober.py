@@ -27,6 +27,7 @@ from sandbox_exporter.probing.lifecycle import (
     Phase,
     ProbeResult,
     Reason,
+    Unreachable,
     describe,
 )
 from sandbox_exporter.probing.recent import RecentRuns
@@ -92,6 +93,7 @@ class Prober:
         self._calls_lock = threading.Lock()
         self._swept = not sweep_at_start
         self.guard = guard or threading.Lock()
+        self.unreachable = Unreachable()  # an engine that stays down is logged once
         self._log = (logger or structlog.get_logger("sandbox_exporter")).bind(
             target=target.name, backend=target.backend
         )
@@ -211,9 +213,9 @@ class Prober:
             if not self._swept:
                 self._swept = self.collector.sweep()
             self.collector.remove_leftovers()
-            burst = BurstRunner(calls, self.target, self.instance, logger=self._log).run(
-                cancel=self.stopping, interrupt=self.interrupt
-            )
+            burst = BurstRunner(
+                calls, self.target, self.instance, logger=self._log, unreachable=self.unreachable
+            ).run(cancel=self.stopping, interrupt=self.interrupt)
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
             self._log.error("burst could not run", error=describe(exc))
             now = time.time()
@@ -237,9 +239,9 @@ class Prober:
             if not self._swept:
                 self._swept = self.collector.sweep()
             self.collector.remove_leftovers()
-            result = LifecycleRunner(calls, self.target, self.instance, logger=log).run(
-                cancel=self.stopping, interrupt=self.interrupt
-            )
+            result = LifecycleRunner(
+                calls, self.target, self.instance, logger=log, unreachable=self.unreachable
+            ).run(cancel=self.stopping, interrupt=self.interrupt)
             if any(f.phase is Phase.REMOVE for f in result.cleanup_failures):
                 self.collector.remember(result.sandbox)
             return result

@@ -21,6 +21,7 @@ MODULES: dict[str, str] = {
     "kubernetes": "sandbox_exporter.backends.kubernetes",
     "namespace": "sandbox_exporter.backends.namespace",
     "nomad": "sandbox_exporter.backends.nomad",
+    "apple": "sandbox_exporter.backends.apple",
 }
 
 

@@ -65,6 +65,7 @@ def test_what_is_not_found_says_which_engine_where_and_why(
         "connection refused (nothing listens there)",
         "kubernetes": "not looked for (it is reached over the network): name it in a config",
         "nomad": "not looked for (it is reached over the network): name it in a config",
+        "apple": "Apple's `container` CLI not found on PATH (it runs only on macOS)",
     }
 
 

@@ -135,7 +135,9 @@ def test_exec_non_zero_fails_exec(double: Double, monkeypatch: pytest.MonkeyPatc
     ).run()
     assert result.failure is not None
     assert result.failure.phase == "exec"
-    assert "7" in result.failure.message, result.failure.message
+    assert result.failure.message.endswith("exit code 7, expected 0; output 'boom\\n'"), (
+        result.failure.message
+    )
     assert double.containers() == {}
 
 

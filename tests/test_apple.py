@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ class Double:
 
 
 @pytest.fixture
-def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Double:
+def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Double]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / "container"
@@ -51,7 +52,9 @@ def double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Double:
     monkeypatch.setenv("CONTAINER_DOUBLE_STATE", str(tmp_path / "state.json"))
     for switch in ("CONTAINER_DOUBLE_FAIL", "CONTAINER_DOUBLE_SHAPE", "CONTAINER_DOUBLE_HANG"):
         monkeypatch.delenv(switch, raising=False)
-    return Double(tmp_path)
+    made = Double(tmp_path)
+    yield made
+    assert made.containers() == {}, "every test leaves nothing in the double's state"
 
 
 def _target(**settings: object) -> Target:
@@ -175,6 +178,21 @@ def test_orphans_are_found_by_label_and_removed_at_start_up(
         assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 1
         assert list(double.containers()) == ["someone-elses"]
         subprocess.run(["container", "delete", "someone-elses"], check=True, capture_output=True)
+
+
+def test_the_periodic_collection_removes_old_orphans(double: Double) -> None:
+    labels = ["-l", "sandbox-exporter.io/managed=true", "-l", "sandbox-exporter.io/target=mac",
+              "-l", "sandbox-exporter.io/instance=test-instance", "-l", "sandbox-exporter.io/created-at=1"]  # fmt: skip
+    subprocess.run(["container", "create", "--name", "sandbox-exporter-mac-old", *labels, "-c", "1",
+                    "-m", "64M", "img"], check=True, capture_output=True)  # fmt: skip
+    registry = CollectorRegistry()
+    prober = Prober(_target(), "test-instance", Metrics(registry), stopping=threading.Event())
+    try:
+        removed = prober.collect_garbage(60)
+    finally:
+        prober.close()
+    assert [s.name for s in removed] == ["sandbox-exporter-mac-old"]
+    assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 1
 
 
 def test_both_list_shapes_parse() -> None:

@@ -65,7 +65,11 @@ def main(args: list[str]) -> None:
 
 def command(args: list[str], containers: dict[str, dict]) -> None:  # type: ignore[type-arg]
     verb, rest = args[0], args[1:]
-    if verb == "create":
+    if args[:2] == ["image", "pull"]:
+        if FAIL == "image":
+            fail(f'Error: notFound: "image {args[2]} not found in registry"')
+        print(f"pulled {args[2]}")
+    elif verb == "create":
         options: dict = {"labels": {}, "capDrop": [], "readOnly": False}  # type: ignore[type-arg]
         while rest and rest[0].startswith("-"):
             flag = rest.pop(0)

@@ -16,7 +16,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.backends.apple import AppleBackend, AppleOptions, find_here, parse_list
-from sandbox_exporter.backends.base import BackendUnavailable, Deadline, Found, NotFound
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    Deadline,
+    Found,
+    NotFound,
+    SandboxRef,
+)
 from sandbox_exporter.config import Target
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult
@@ -193,6 +200,27 @@ def test_the_periodic_collection_removes_old_orphans(double: Double) -> None:
         prober.close()
     assert [s.name for s in removed] == ["sandbox-exporter-mac-old"]
     assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 1
+
+
+def test_cli_errors_in_their_words(double: Double, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = AppleBackend(AppleOptions(), _target().timeouts)
+    missing = SandboxRef("sandbox-exporter-mac-missing")
+    backend.remove(missing, Deadline.after(5))  # not there: not an error
+    with pytest.raises(BackendError, match='container start: Error: notFound: "container with ID'):
+        backend.start(missing, Deadline.after(5))
+    monkeypatch.setenv("CONTAINER_DOUBLE_FAIL", "apiserver")
+    with pytest.raises(BackendUnavailable, match="container system start"):
+        backend.exec(missing, ["true"], Deadline.after(5))
+    with pytest.raises(BackendUnavailable, match="not registered with launchd"):
+        backend.ping(Deadline.after(5))
+
+
+def test_pull_policy_always_pulls_first(double: Double) -> None:
+    result, _ = probe(pull_policy="always", image="busybox:1.36")
+    assert result.success, result.failure
+    verbs = [c[:2] for c in double.calls() if c[0] in ("image", "create")]
+    assert verbs[0] == ["image", "pull"]
+    assert verbs[1][0] == "create"
 
 
 def test_both_list_shapes_parse() -> None:

@@ -26,7 +26,7 @@ scalars = st.one_of(
 )  # fmt: skip
 KEYS = ["instance", "defaults", "targets", "name", "backend", "interval", "jitter", "image",
         "pull_policy", "command", "expect_output", "timeouts", "resources", "buckets", "docker",
-        "namespace", "podman", "nomad", "hyperlight", "create", "start", "exec", "cpus", "memory_mb", "max_age"]  # fmt: skip
+        "namespace", "podman", "nomad", "hyperlight", "apple", "create", "start", "exec", "cpus", "memory_mb", "max_age"]  # fmt: skip
 documents = st.recursive(
     scalars,
     lambda children: st.one_of(

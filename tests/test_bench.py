@@ -33,7 +33,7 @@ def test_backend_names_are_trimmed_case_insensitive_and_deduplicated() -> None:
     assert parse_backend_names(" Docker ,namespace,DOCKER,") == ["docker", "namespace"]
     with pytest.raises(
         BenchError,
-        match="unknown backend 'lxc'; known: docker, hyperlight, kubernetes, namespace, nomad, podman",
+        match="unknown backend 'lxc'; known: apple, docker, hyperlight, kubernetes, namespace, nomad, podman",
     ):
         parse_backend_names("docker,lxc")
     assert parse_backend_names("K8s, kubernetes") == ["kubernetes"], "k8s is an alias"
@@ -52,9 +52,13 @@ def test_nearest_rank_percentiles() -> None:
 
 def test_without_names_every_local_backend_and_the_image_override() -> None:
     targets = bench_targets(None, None, "img:2")
-    assert [t.backend for t in targets] == ["docker", "podman", "namespace", "hyperlight"], (
-        "registry order"
-    )
+    assert [t.backend for t in targets] == [
+        "docker",
+        "podman",
+        "namespace",
+        "hyperlight",
+        "apple",
+    ], "registry order"
     assert all(t.image == "img:2" for t in targets)
     config = make_config({"name": "a", "backend": "docker"}, {"name": "b", "backend": "namespace"})
     assert [t.name for t in bench_targets(config, ["namespace"], None)] == ["b"]

@@ -43,7 +43,7 @@ def test_docker_and_podman_are_both_found(
 ) -> None:
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", docker_engine.url)
-    assert backends(discover_targets()) == ["docker", "podman", "namespace"]
+    assert backends(discover_targets()) == ["docker", "podman", "namespace", *HYPERLIGHT]
 
 
 def test_podman_behind_docker_host_is_probed_once(
@@ -74,6 +74,7 @@ def test_what_is_not_found_says_which_engine_where_and_why(
         "kubernetes": "not looked for (it is reached over the network): name it in a config",
         "nomad": "not looked for (it is reached over the network): name it in a config",
         **HYPERLIGHT_MISSING,
+        "apple": "Apple's `container` CLI not found on PATH (it runs only on macOS)",
     }
 
 

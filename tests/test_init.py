@@ -42,7 +42,7 @@ def test_what_is_found_is_a_target_with_its_address_the_rest_says_why(
     assert "# kubernetes: not looked for" in text
     commented = [line[1:] for line in text.splitlines() if line.startswith("#  ")]
     uncommented = yaml.safe_load("\n".join(line for line in commented if line.startswith("  ")))
-    assert [t["backend"] for t in uncommented] == ["podman", "kubernetes", "nomad"], (
+    assert [t["backend"] for t in uncommented] == ["podman", "kubernetes", "nomad", "apple"], (
         "each block, uncommented, is a target"
     )
     again = init("--output", str(written))

@@ -22,6 +22,7 @@ MODULES: dict[str, str] = {
     "namespace": "sandbox_exporter.backends.namespace",
     "nomad": "sandbox_exporter.backends.nomad",
     "hyperlight": "sandbox_exporter.backends.hyperlight",
+    "apple": "sandbox_exporter.backends.apple",
 }
 
 

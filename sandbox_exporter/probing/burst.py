@@ -30,11 +30,8 @@ import structlog
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.probing.calls import Calls, Interrupt
 from sandbox_exporter.probing.lifecycle import (
-    Failure,
     LifecycleRunner,
-    Phase,
     ProbeResult,
-    Reason,
     Unreachable,
 )
 
@@ -202,6 +199,6 @@ class BurstRunner:
 
     def _lost(self, index: int) -> ProbeResult:
         """A runner that raised (a bug: runs catch what backends raise) counts as failed."""
-        now = self.wall_clock()
-        lost = Failure(Phase.CREATE, Reason.ERROR, f"the run of sandbox {index} gave no result")
-        return ProbeResult(self.target.name, self.target.backend, "", "", now, now, failure=lost)
+        message = f"the run of sandbox {index} gave no result"
+        return ProbeResult.not_run(self.target.name, self.target.backend, message,
+                                   self.wall_clock())  # fmt: skip

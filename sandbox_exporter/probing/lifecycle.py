@@ -126,6 +126,13 @@ class ProbeResult:
     launched_at: float | None = None
     ready_at: float | None = None
 
+    @classmethod
+    def not_run(cls, target: str, backend: str, message: str, at: float) -> ProbeResult:
+        """A run that never reached its backend (a setup error or a bug), as a failure
+        to create: the job goes on and the failure is counted."""
+        failure = Failure(Phase.CREATE, Reason.ERROR, message)
+        return cls(target, backend, "", "", started_at=at, finished_at=at, failure=failure)
+
     @property
     def success(self) -> bool:
         return self.failure is None and not self.cleanup_failures and not self.cancelled

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -22,11 +23,9 @@ from sandbox_exporter.probing.burst import BurstResult, BurstRunner
 from sandbox_exporter.probing.calls import Calls, Interrupt, ProcessCalls, ThreadCalls
 from sandbox_exporter.probing.collector import Collector
 from sandbox_exporter.probing.lifecycle import (
-    Failure,
     LifecycleRunner,
     Phase,
     ProbeResult,
-    Reason,
     Unreachable,
     describe,
 )
@@ -207,25 +206,34 @@ class Prober:
 
     # -- internals -------------------------------------------------------------
 
-    def _burst_locked(self) -> BurstResult:
-        try:
-            calls = self.calls()
-            if not self._swept:
-                self._swept = self.collector.sweep()
-            self.collector.remove_leftovers()
-            burst = BurstRunner(
-                calls, self.target, self.instance, logger=self._log, unreachable=self.unreachable
-            ).run(cancel=self.stopping, interrupt=self.interrupt)
-        except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
-            self._log.error("burst could not run", error=describe(exc))
-            now = time.time()
-            failure = Failure(Phase.CREATE, Reason.ERROR, describe(exc))
-            name, backend = self.target.name, self.target.backend
-            failed = ProbeResult(name, backend, "", "", now, now, failure=failure)
-            return BurstResult(name, backend, "", "", now, now, preflight=failed)
-        for result in burst.results:
+    def _prepared_calls(self) -> Calls:
+        """The backend's calls, once this instance's orphans (at the first run) and
+        the leftovers of earlier runs are gone."""
+        calls = self.calls()
+        if not self._swept:
+            self._swept = self.collector.sweep()
+        self.collector.remove_leftovers()
+        return calls
+
+    def _remember_unremoved(self, results: Iterable[ProbeResult]) -> None:
+        """Sandboxes whose removal failed: the next run tries again."""
+        for result in results:
             if any(f.phase is Phase.REMOVE for f in result.cleanup_failures):
                 self.collector.remember(result.sandbox)
+
+    def _burst_locked(self) -> BurstResult:
+        name, backend = self.target.name, self.target.backend
+        try:
+            burst = BurstRunner(
+                self._prepared_calls(), self.target, self.instance, logger=self._log,
+                unreachable=self.unreachable,
+            ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
+            self._log.error("burst could not run", error=describe(exc))
+            failed = ProbeResult.not_run(name, backend, describe(exc), time.time())
+            return BurstResult(name, backend, "", "", failed.started_at, failed.finished_at,
+                               preflight=failed)  # fmt: skip
+        self._remember_unremoved(burst.results)
         return burst
 
     def _run_locked(self, logger: Any) -> ProbeResult:
@@ -235,25 +243,14 @@ class Prober:
             else self._log
         )
         try:
-            calls = self.calls()
-            if not self._swept:
-                self._swept = self.collector.sweep()
-            self.collector.remove_leftovers()
             result = LifecycleRunner(
-                calls, self.target, self.instance, logger=log, unreachable=self.unreachable
-            ).run(cancel=self.stopping, interrupt=self.interrupt)
-            if any(f.phase is Phase.REMOVE for f in result.cleanup_failures):
-                self.collector.remember(result.sandbox)
-            return result
+                self._prepared_calls(), self.target, self.instance, logger=log,
+                unreachable=self.unreachable,
+            ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
             log.error("probe could not run", error=describe(exc))
-            now = time.time()
-            return ProbeResult(
-                target=self.target.name,
-                backend=self.target.backend,
-                run_id="",
-                sandbox="",
-                started_at=now,
-                finished_at=now,
-                failure=Failure(Phase.CREATE, Reason.ERROR, describe(exc)),
+            return ProbeResult.not_run(
+                self.target.name, self.target.backend, describe(exc), time.time()
             )
+        self._remember_unremoved([result])
+        return result

@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import copy
 import json
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from tests.loopback_app import LoopbackApp
 
 STEP = 0.02  # seconds between a pod's status changes
 
@@ -40,7 +41,7 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-class FakeKubernetes:
+class FakeKubernetes(LoopbackApp):
     def __init__(self) -> None:
         self.namespaces: set[str] = {"default", "sandbox-exporter-probes"}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -51,22 +52,11 @@ class FakeKubernetes:
         self.exec_commands: list[list[str]] = []
         self.hung: list[tuple[str, str]] = []
         self._rv = 100
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._loop = asyncio.new_event_loop()
-        self._changed: asyncio.Condition | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        started.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._start()
 
     # -- lifecycle of the double --------------------------------------------------
 
-    def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._changed = asyncio.Condition()
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/version", self.version)
         app.router.add_get("/version/", self.version)
@@ -83,24 +73,7 @@ class FakeKubernetes:
         app.router.add_get(base, self.list_policies)
         app.router.add_delete(base + "/{name}", self.delete_policy)
         app.middlewares.append(self._record)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        started.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        """Take the API server down: connections are refused from now on."""
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._runner = None
-
-    def close(self) -> None:
-        self.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
 
     def kubeconfig(self, path: str) -> str:
         with open(path, "w") as handle:
@@ -141,11 +114,6 @@ class FakeKubernetes:
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- handlers -------------------------------------------------------------------
 

@@ -40,12 +40,13 @@ import copy
 import json
 import random
 import ssl
-import threading
 import time
 import uuid
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.loopback_app import LoopbackApp
 
 STEP = 0.02  # seconds between an allocation's status changes
 TASK = "probe"
@@ -83,7 +84,7 @@ def _capability(request: web.Request) -> str | None:
     return "read-job"
 
 
-class FakeNomad:
+class FakeNomad(LoopbackApp):
     def __init__(self, token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl = ssl_context  # serve HTTPS (and WSS) with it
         self.token = token  # when set, ACLs are on: requests without it get 403
@@ -101,16 +102,7 @@ class FakeNomad:
         self.exec_frames: list[dict[str, Any]] = []  # what clients sent on exec websockets
         self.tokens_seen: list[str | None] = []
         self._index = 10
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._loop = asyncio.new_event_loop()
-        self._changed: asyncio.Condition | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        started.wait(10)
-        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        self._start()
 
     # -- lifecycle of the double --------------------------------------------------
 
@@ -130,40 +122,6 @@ class FakeNomad:
         r.add_get("/v1/client/allocation/{id}/exec", self.exec)
         app.middlewares.append(self._record)
         return app
-
-    def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._changed = asyncio.Condition()
-        self._loop.run_until_complete(self._listen(0))
-        started.set()
-        self._loop.run_forever()
-
-    async def _listen(self, port: int) -> None:
-        self._runner = web.AppRunner(self._app(), shutdown_timeout=0.1, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True,
-                           ssl_context=self._ssl)  # fmt: skip
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        """Take the agent down: open connections are dropped, new ones refused."""
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    def restart(self) -> None:
-        """Bring the agent back on the same port, its state kept (as a restarted agent)."""
-        asyncio.run_coroutine_threadsafe(self._listen(self.port), self._loop).result(10)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def jobs(self) -> list[str]:
         """The ids of the jobs the agent still knows (stopped ones too, until purged)."""
@@ -207,11 +165,6 @@ class FakeNomad:
         async with self._changed:
             self._changed.notify_all()
         return self._index
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _blocking(self, request: web.Request, read: Any) -> web.Response:
         """Answer `read()` -> (body, index) now, or, with `?index=N`, once index > N or

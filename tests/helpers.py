@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from sandbox_exporter.backends.base import BackendUnavailable, Deadline
 from sandbox_exporter.config import Config, Target, parse_config
 
 
@@ -77,3 +80,16 @@ def scraped(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+def unreachable_message(target: dict[str, Any]) -> str:
+    """What the backend of `target` (a config dict) says when its ping cannot reach its
+    engine; fails the test when the ping does not raise BackendUnavailable."""
+    built = make_config(target).targets[0]
+    backend = built.kind.build(built.options, built.timeouts)
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            backend.ping(Deadline.after(5))
+    finally:
+        backend.close()
+    return str(caught.value)

@@ -58,6 +58,12 @@ class ExporterProcess:
                     return float(s.value)
         return None
 
+    def kill(self) -> None:
+        """SIGKILL it if it still runs, and reap it (a test's teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)

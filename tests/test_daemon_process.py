@@ -39,9 +39,7 @@ targets:
     )
     process = ExporterProcess(config)
     yield process
-    if process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
+    process.kill()
 
 
 def test_sigterm_mid_probe_exits_zero_and_leaves_nothing(

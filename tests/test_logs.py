@@ -39,9 +39,7 @@ def exporter(tmp_path: Path) -> Iterator[ExporterProcess]:
     config.write_text(SLOW_FAILING)
     process = ExporterProcess(config)
     yield process
-    if process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
+    process.kill()
 
 
 def test_a_daemon_that_skips_reloads_and_fails_writes_json_on_every_line(

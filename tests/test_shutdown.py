@@ -38,9 +38,7 @@ def slow_exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
 
     yield start
     for process in started:
-        if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.wait()
+        process.kill()
 
 
 def nothing_left(tmp_path: Path) -> None:

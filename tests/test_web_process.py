@@ -68,9 +68,7 @@ def started() -> Iterator[Callable[[Path], ExporterProcess]]:
 
     yield start
     for process in processes:
-        if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.wait()
+        process.kill()
 
 
 def web_child(parent: int) -> int | None:

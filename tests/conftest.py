@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sandbox_exporter.backends.base import MANAGED_LABEL
-from sandbox_exporter.backends.docker import docker_url, unix_socket_answers_ping
+from sandbox_exporter.backends.docker import docker_url, ping_unix_socket
 from sandbox_exporter.backends.podman import podman_url
 from sandbox_exporter.logs import reset_logging
 
@@ -48,7 +48,7 @@ class Engine:
 
 
 def _connect(backend: str, url: str) -> Iterator[Engine]:
-    if not url.startswith("unix://") or not unix_socket_answers_ping(url.removeprefix("unix://")):
+    if not url.startswith("unix://") or ping_unix_socket(url.removeprefix("unix://")) is not None:
         unavailable(backend, f"no {backend} engine answers at {url}")
     docker = pytest.importorskip("docker")
     client = docker.DockerClient(base_url=url)

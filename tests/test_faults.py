@@ -23,7 +23,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
-from sandbox_exporter.backends.docker import DockerBackend, DockerOptions, unix_socket_answers_ping
+from sandbox_exporter.backends.docker import DockerBackend, DockerOptions, ping_unix_socket
 from sandbox_exporter.config import Config, Settings, Target, parse_config
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.probing.lifecycle import Phase, Reason
@@ -71,7 +71,7 @@ class PrivateDockerd:
                  what="dockerd to exit")  # fmt: skip
 
     def answers(self) -> bool:
-        return unix_socket_answers_ping(self.url.removeprefix("unix://"))
+        return ping_unix_socket(self.url.removeprefix("unix://")) is None
 
     def ready(self) -> None:
         """Running and answering, as each test expects to find it."""

@@ -76,12 +76,7 @@ class BackendUnavailable(BackendError):
     def at(cls, engine: str, address: str, exc: BaseException) -> BackendUnavailable:
         """`cannot reach <engine> at <address>: <why>`, the why in plain words when the
         root cause is a socket error the client library wrapped (often twice)."""
-        return cls(f"cannot reach {engine} at {address}: {cls.why(exc)}")
-
-    @staticmethod
-    def why(exc: BaseException) -> str:
-        """Why a connection failed, in plain words where the cause is a known socket error."""
-        return _why_unreachable(exc)
+        return cls(f"cannot reach {engine} at {address}: {why_unreachable(exc)}")
 
 
 _UNREACHABLE_WORDS: tuple[tuple[type[OSError], str], ...] = (
@@ -93,7 +88,9 @@ _UNREACHABLE_WORDS: tuple[tuple[type[OSError], str], ...] = (
 )
 
 
-def _why_unreachable(exc: BaseException) -> str:
+def why_unreachable(exc: BaseException) -> str:
+    """Why a connection failed, in plain words where the cause is a known socket error
+    (looked for through the causes, contexts and arguments the client libraries wrap)."""
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo:

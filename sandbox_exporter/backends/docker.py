@@ -49,6 +49,7 @@ from sandbox_exporter.backends.base import (
     NotFound,
     SandboxRef,
     SandboxSpec,
+    why_unreachable,
 )
 from sandbox_exporter.config.settings import Timeouts
 
@@ -62,11 +63,6 @@ def docker_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get("DOCKER_HOST") or f"unix://{DOCKER_SOCKET}"
 
 
-def unix_socket_answers_ping(path: str, timeout: float = 1.0) -> bool:
-    """True when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200."""
-    return ping_unix_socket(path, timeout) is None
-
-
 def ping_unix_socket(path: str, timeout: float = 1.0) -> str | None:
     """None when an HTTP `GET /_ping` over the Unix socket at `path` gets a 200, else
     why not. A raw socket rather than the SDK: `targets: auto` must import nothing heavy."""
@@ -77,7 +73,7 @@ def ping_unix_socket(path: str, timeout: float = 1.0) -> str | None:
             sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: localhost\r\n\r\n")
             head = sock.recv(64)
     except OSError as exc:
-        return BackendUnavailable.why(exc)
+        return why_unreachable(exc)
     if head.startswith(b"HTTP/1.") and b" 200 " in head[:16]:
         return None
     return f"GET /_ping answered {head[:32]!r}"

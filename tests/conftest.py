@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,6 +92,28 @@ def docker_base_url(docker_engine: Engine) -> str:
 @pytest.fixture(scope="session")
 def docker_client(docker_engine: Engine) -> Any:
     return docker_engine.client
+
+
+FIRECRACKER_DIR = Path(os.environ.get("SANDBOX_EXPORTER_FIRECRACKER_DIR", ".cache/firecracker"))
+
+
+@dataclass(frozen=True)
+class FirecrackerBinaries:
+    """The real Firecracker v1.12.1 VMM and jailer (scripts/fetch-firecracker.sh)."""
+
+    firecracker: Path
+    jailer: Path
+
+
+@pytest.fixture(scope="session")
+def firecracker_binaries() -> FirecrackerBinaries:
+    found = FirecrackerBinaries(
+        (FIRECRACKER_DIR / "firecracker").absolute(), (FIRECRACKER_DIR / "jailer").absolute()
+    )
+    if not (os.access(found.firecracker, os.X_OK) and os.access(found.jailer, os.X_OK)):
+        unavailable("firecracker", f"the real Firecracker binaries are not in {FIRECRACKER_DIR}"
+                    " (bash scripts/fetch-firecracker.sh fetches them)")  # fmt: skip
+    return found
 
 
 @pytest.fixture(autouse=True)

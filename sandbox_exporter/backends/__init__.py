@@ -20,6 +20,7 @@ MODULES: dict[str, str] = {
     "podman": "sandbox_exporter.backends.podman",
     "kubernetes": "sandbox_exporter.backends.kubernetes",
     "namespace": "sandbox_exporter.backends.namespace",
+    "firecracker": "sandbox_exporter.backends.firecracker",
     "nomad": "sandbox_exporter.backends.nomad",
     "hyperlight": "sandbox_exporter.backends.hyperlight",
     "apple": "sandbox_exporter.backends.apple",

@@ -206,6 +206,10 @@ class Capabilities:
     remote: bool  # reaches a control plane over the network: used only when named
     needs_root: bool  # refuses to run as another user
     thread_safe: bool  # calls may run on threads of the exporter (see the module docstring)
+    # `prepare(spec, deadline)` is called after each successful `ping`, untimed and
+    # bounded like `create`: set up once what every sandbox of that shape shares (a
+    # snapshot to restore from); a failure is reported as the engine being unavailable
+    prepares: bool = False
 
 
 class BackendOptions(StrictModel):

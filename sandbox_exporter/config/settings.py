@@ -108,7 +108,8 @@ class Timeouts(StrictModel):
     @property
     def whole_run(self) -> float:
         """The longest one run can take, every call at its timeout: the engine check
-        and the image check (each bounded like `create`), the pull, the five phases,
+        and the image check or the backend's set-up (`prepare`; each bounded like
+        `create`), the pull, the five phases,
         and a second removal when the first failed."""
         return 3 * self.create + self.pull + self.start + self.exec + self.stop + 2 * self.remove
 

@@ -328,6 +328,9 @@ class _Run:
         result = self.result
         try:
             self.call("ping", timeout=self.target.timeouts.create)
+            if self.target.kind.capabilities.prepares:
+                spec = self.runner.spec(self.result.sandbox)
+                self.call("prepare", spec, timeout=self.target.timeouts.create)
         except Interrupted:
             result.cancelled = True
             return False

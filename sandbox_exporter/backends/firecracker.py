@@ -1,0 +1,718 @@
+"""Firecracker micro-VMs: the real VMM over its API socket, commands over vsock (extra
+`[firecracker]`: httpx).
+
+Phases, with `start_mode: boot` (the default):
+
+create = the VM's work directory (its record, the root drive), the VMM spawned
+         (`firecracker --api-sock api.sock --id <vm> --level Warning`, or the jailer
+         around it) and configured over its API: boot-source, the root drive,
+         machine-config, vsock;
+start  = `InstanceStart`, then until the guest's listener accepts on the vsock port
+         (`CONNECT <port>` answered `OK`);
+exec   = the command through the guest's listener (docs/firecracker-guest.md: the
+         exact bytes), its output and exit status;
+stop   = `SendCtrlAltDel`, until the VMM process exits; SIGKILL after the grace
+         period (logged: a guest that ignores Ctrl-Alt-Del is a broken guest);
+remove = the VMM killed if still there and reaped, its work directory (sockets,
+         log, drive) and jail gone.
+
+With `start_mode: snapshot` (the warm path sandbox providers use): at set-up
+(`prepare`, untimed, before the first run and again if the target's resources
+change) one VM is booted until its guest answers, paused and snapshotted
+(`PUT /snapshot/create`, a full snapshot, into the state directory). Then create =
+the work directory and a fresh VMM, not configured; start = `PUT /snapshot/load`
+with `resume_vm`, until the guest answers; exec, stop and remove as above. Every
+path the VMM is given for the drive and the vsock socket is relative to its working
+directory (the VM's own), and a snapshot keeps them as given, so restored VMs do not
+collide.
+
+Waits the API has no "until" for are polled: the API socket after the spawn (as
+Firecracker's own Go SDK does) and the guest's listener (each attempt bounded by
+`vsock_attempt` because a connection made before the guest's vsock driver is up is
+accepted and then answered by nothing).
+
+Unix socket paths are limited to 108 bytes and state directories can be deep, so the
+exporter reaches a VM's sockets through `/proc/self/fd/<fd of its directory>/...`.
+
+Why httpx and not a Firecracker SDK: no maintained Python SDK exists; httpx speaks
+HTTP over a Unix socket with a timeout per request. The vsock handshake and the guest
+protocol are a few lines over a plain socket, written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import math
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field, model_validator
+
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendKind,
+    BackendOptions,
+    BackendUnavailable,
+    Capabilities,
+    Deadline,
+    ExecResult,
+    Images,
+    ManagedSandbox,
+    SandboxRef,
+    SandboxSpec,
+)
+from sandbox_exporter.backends.state import StateDirectory, default_root
+from sandbox_exporter.config.settings import StrictModel, Timeouts
+
+DEFAULT_BOOT_ARGS = (
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd quiet"
+)
+API_SOCKET = "api.sock"
+VSOCK_SOCKET = "v.sock"
+ROOT_DRIVE = "rootfs.ext4"
+LOG_FILE = "vmm.log"
+JAIL_RECORD = "jail"  # in the state directory: the jail's directory, removed with the VM
+SNAPSHOT_STATE, SNAPSHOT_MEMORY = "vmstate", "memory"
+MAX_OUTPUT = 1 << 20  # bytes of command output read (docs/firecracker-guest.md)
+MAX_ID = 64  # Firecracker's and the jailer's limit on --id
+KVM_DEVICE = "/dev/kvm"
+KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_API_VERSION = 0xAE00, 0xAE01, 12
+FICLONE = 0x40049409
+REPORT_MARGIN = 0.05  # seconds kept at the end of a wait to report why it failed
+
+log = structlog.get_logger("sandbox_exporter.backends.firecracker")
+
+
+class JailerOptions(StrictModel):
+    binary: str = Field("jailer", min_length=1)  # a name looked up on PATH, or a path
+    uid: int = Field(ge=0)
+    gid: int = Field(ge=0)
+    chroot_base: str = Field("/srv/jailer", min_length=1)
+
+
+class FirecrackerOptions(BackendOptions):
+    binary: str = Field("firecracker", min_length=1)  # a name looked up on PATH, or a path
+    kernel: str = Field(min_length=1)  # an uncompressed ELF vmlinux
+    initrd: str | None = None
+    rootfs: str = Field(min_length=1)  # an ext4 image holding the guest (the guest contract)
+    rootfs_mode: Literal["read_only", "copy"] = "read_only"
+    boot_args: str = DEFAULT_BOOT_ARGS
+    guest_cid: int = Field(3, ge=3, lt=2**32 - 1)
+    guest_port: int = Field(52, ge=1, lt=2**32 - 1)
+    start_mode: Literal["boot", "snapshot"] = "boot"
+    vsock_attempt: float = Field(1.0, gt=0, le=30)  # seconds one CONNECT may wait for OK
+    state_dir: str | None = None
+    jailer: JailerOptions | None = None
+
+    @model_validator(mode="after")
+    def _jailed_snapshots(self) -> FirecrackerOptions:
+        if self.jailer is not None and self.start_mode == "snapshot":
+            raise ValueError("start_mode: snapshot cannot be used with jailer (not supported yet)")
+        return self
+
+
+def vm_id(name: str) -> str:
+    """The VMM's `--id` for sandbox `name`: its letters, digits and '-', at most 64."""
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
+    if len(cleaned) <= MAX_ID:
+        return cleaned
+    return f"{cleaned[: MAX_ID - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def resolve_binary(binary: str) -> str:
+    """The path of `binary` (a path, or a name on PATH); BackendUnavailable if none."""
+    path = shutil.which(binary)
+    if path is None:
+        where = "does not exist or is not executable" if "/" in binary else "is not on PATH"
+        raise BackendUnavailable(f"firecracker: {binary} {where}")
+    return os.path.abspath(path)
+
+
+def check_kvm(device: str = KVM_DEVICE) -> None:
+    """BackendUnavailable unless `device` opens and makes a VM (what the VMM will do)."""
+    try:
+        kvm = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BackendUnavailable(f"firecracker: cannot open {device}: {exc.strerror}") from exc
+    try:
+        version = fcntl.ioctl(kvm, KVM_GET_API_VERSION)
+        if version != KVM_API_VERSION:
+            raise BackendUnavailable(f"firecracker: {device} speaks KVM API {version}, not 12")
+        os.close(fcntl.ioctl(kvm, KVM_CREATE_VM, 0))
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"firecracker: {device} cannot create a VM: {exc.strerror}"
+        ) from exc
+    finally:
+        os.close(kvm)
+
+
+def log_tail(path: Path, lines: int = 5, limit: int = 4096) -> str:
+    """The last lines of the VMM's log, one line of text ('' if none)."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - limit))
+            text = log_file.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """A copy-on-write clone where the filesystem can (FICLONE), else a full copy."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+                raise
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+# -- the guest's side, over vsock (docs/firecracker-guest.md) -------------------------
+
+
+class _Stream:
+    """Lines and counted bytes from a socket, each read bounded by a deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _fill(self, deadline: Deadline) -> bool:
+        self.sock.settimeout(max(deadline.remaining(), 0.001))
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def line(self, deadline: Deadline, limit: int = 256) -> bytes | None:
+        """One line without its '\\n'; None at end-of-file."""
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > limit:
+                raise BackendError(f"the guest sent a line over {limit} bytes")
+            if not self._fill(deadline):
+                return None
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        return line
+
+    def exactly(self, count: int, deadline: Deadline) -> bytes | None:
+        while len(self.buffer) < count:
+            if not self._fill(deadline):
+                return None
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return data
+
+
+def run_request(command: Sequence[str]) -> bytes:
+    """The `RUN` request for `command`."""
+    args = [arg.encode() for arg in command]
+    return b"RUN %d\n" % len(args) + b"".join(b"%d\n%s" % (len(arg), arg) for arg in args)
+
+
+def read_response(stream: _Stream, deadline: Deadline) -> ExecResult:
+    """`OUT` frames then `EXIT`; BackendError on anything else."""
+    output = bytearray()
+    while True:
+        line = stream.line(deadline)
+        if line is None:
+            raise BackendError("the guest closed the connection before EXIT; output so far: "
+                               f"{output.decode(errors='replace')[-500:]!r}")  # fmt: skip
+        word, _, value = line.decode(errors="replace").partition(" ")
+        if word == "OUT" and value.isdigit():
+            if len(output) + int(value) > MAX_OUTPUT:
+                raise BackendError(f"output too large (over {MAX_OUTPUT} bytes)")
+            data = stream.exactly(int(value), deadline)
+            if data is None:
+                raise BackendError("the guest closed the connection inside an OUT frame")
+            output += data
+        elif word == "EXIT" and value.isdigit():
+            return ExecResult(int(value), output.decode(errors="replace"))
+        elif word == "ERR":
+            raise BackendError(f"the guest's listener refused the request: {value}")
+        else:
+            raise BackendError(f"the guest sent {line[:80]!r}, not a frame of the contract")
+
+
+# -- the VMs -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Vm:
+    """A VMM process and where its files are. `root` is its working directory as seen
+    from here (the state directory, or the jail's root); `dirfd` reaches it by a
+    short path."""
+
+    name: str
+    home: Path
+    root: Path
+    dirfd: int
+    process: subprocess.Popen[bytes] | None = None
+    client: Any = None  # httpx.Client over the API socket
+    booted: bool = False
+    sockets: set[socket.socket] = field(default_factory=set)
+
+    def path(self, name: str) -> str:
+        return f"/proc/self/fd/{self.dirfd}/{name}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / LOG_FILE
+
+    def died(self) -> str | None:
+        """Why the VMM is gone ('exited 1: <log tail>'), None while it runs."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited {code}"
+        tail = log_tail(self.log)
+        return f"the VMM {how}" + (f": {tail}" if tail else "")
+
+
+class FirecrackerBackend:
+    def __init__(self, options: FirecrackerOptions, timeouts: Timeouts) -> None:
+        # the extra, imported when a target uses this backend; httpx imports httpcore
+        # at the first transport, which must not be timed as a VM's create (~0.2 s)
+        import httpcore  # noqa: F401
+        import httpx
+
+        self._httpx = httpx
+        self._no_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.options = options
+        root = Path(options.state_dir) if options.state_dir else default_root("firecracker")
+        self.state = StateDirectory(root)
+        self._vms: dict[str, _Vm] = {}
+        self._lock = threading.Lock()
+        self._snapshot: Path | None = None  # start_mode: snapshot, once set up
+        self._snapshot_shape: tuple[int, int] = (0, 0)  # its vCPUs and MiB
+        self._snapshot_lock = threading.Lock()
+
+    # -- protocol ----------------------------------------------------------------
+
+    def ping(self, deadline: Deadline) -> None:
+        resolve_binary(self.options.binary)
+        if self.options.jailer is not None:
+            resolve_binary(self.options.jailer.binary)
+            if os.geteuid() != 0:
+                raise BackendUnavailable("firecracker: the jailer needs root")
+        check_kvm()
+        self.state.ensure()
+
+    def prepare(self, spec: SandboxSpec, deadline: Deadline) -> None:
+        """`start_mode: snapshot`: the snapshot of a VM of `spec`'s shape, made once."""
+        if self.options.start_mode != "snapshot":
+            return
+        shape = (max(1, math.ceil(spec.cpus)), spec.memory_mb)
+        with self._snapshot_lock:
+            if self._snapshot is None or self._snapshot_shape != shape:
+                if self._snapshot is not None:
+                    self.state.remove(self._snapshot.name)
+                    self._snapshot = None
+                self._snapshot = self._make_snapshot(shape, deadline)
+                self._snapshot_shape = shape
+
+    def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
+        vm = self._launch(spec.name, spec.labels, deadline)
+        if self.options.start_mode == "boot":
+            self._configure(vm, (max(1, math.ceil(spec.cpus)), spec.memory_mb), deadline)
+        return SandboxRef(spec.name)
+
+    def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        vm = self._get(sandbox.name)
+        if self.options.start_mode == "snapshot":
+            snapshot = self._snapshot
+            if snapshot is None:
+                raise BackendError("firecracker: no snapshot was made at set-up")
+            self._api(vm, "PUT", "/snapshot/load", {
+                "snapshot_path": str(snapshot / SNAPSHOT_STATE),
+                "mem_backend": {"backend_type": "File",
+                                "backend_path": str(snapshot / SNAPSHOT_MEMORY)},
+                "resume_vm": True,
+            }, deadline)  # fmt: skip
+        else:
+            self._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, deadline)
+        vm.booted = True
+        self._wait_for_guest(vm, deadline)
+
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        vm = self._get(sandbox.name)
+        sock = self._connect(vm, deadline, deadline)
+        if sock is None:
+            raise BackendError(self._not_answering(vm, "closed the connection without OK"))
+        try:
+            sock.settimeout(max(deadline.remaining(), 0.001))
+            sock.sendall(run_request(command))
+            return read_response(_Stream(sock), deadline)
+        except TimeoutError as exc:
+            raise BackendError("the guest did not finish the command within the deadline") from exc
+        except OSError as exc:
+            why = vm.died() or f"the connection to the guest failed: {exc}"
+            raise BackendError(why) from exc
+        finally:
+            self._close(vm, sock)
+
+    def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
+        with self._lock:
+            vm = self._vms.get(sandbox.name)
+        if vm is None or vm.process is None or vm.process.poll() is not None:
+            return
+        if vm.booted:
+            try:
+                self._api(vm, "PUT", "/actions", {"action_type": "SendCtrlAltDel"}, deadline)
+            except BackendError:
+                if vm.process.poll() is None:
+                    raise
+                return  # it went down while being asked to
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                vm.process.wait(timeout=min(grace_seconds, deadline.remaining()))
+            if vm.process.poll() is not None:
+                return
+            reason = f"still running {grace_seconds:g}s after SendCtrlAltDel"
+            log.warning("vmm killed", sandbox=vm.name, pid=vm.process.pid, reason=reason)
+        vm.process.kill()
+        try:
+            vm.process.wait(timeout=deadline.remaining())
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(
+                f"the VMM (pid {vm.process.pid}) did not exit after SIGKILL"
+            ) from exc
+
+    def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
+        name = sandbox.name
+        with self._lock:
+            vm = self._vms.pop(name, None)
+        if vm is not None:
+            self._end(vm, deadline)
+        self._remove_jail(name)
+        self.state.remove(name)  # kills what an earlier process of the exporter left, too
+
+    def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
+        return self.state.managed(target)
+
+    def kill(self, sandbox: SandboxRef) -> None:
+        """Shut the vsock connections a call on this sandbox waits on (its API calls are
+        bounded by their own timeouts); the VMM goes in `remove`."""
+        with self._lock:
+            vm = self._vms.get(sandbox.name)
+            sockets = list(vm.sockets) if vm else []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            names = list(self._vms)
+        for name in names:
+            with contextlib.suppress(BackendError):
+                self.remove(SandboxRef(name), Deadline.after(5))
+        if self._snapshot is not None:
+            with contextlib.suppress(BackendError):
+                self.state.remove(self._snapshot.name)
+            self._snapshot = None
+
+    # -- the VMM -------------------------------------------------------------------
+
+    def _launch(self, name: str, labels: dict[str, str], deadline: Deadline) -> _Vm:
+        """The work directory, the root drive in it, the VMM spawned and answering."""
+        home = self.state.create(name, labels)
+        root = home if self.options.jailer is None else self._make_jail(name)
+        try:
+            dirfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BackendError(f"cannot open {root}: {exc.strerror}") from exc
+        vm = _Vm(name, home, root, dirfd)
+        with self._lock:
+            self._vms[name] = vm
+        self._place_drive(vm)
+        vm.process = self._spawn(vm)
+        self.state.add_process(name, vm.process.pid)
+        # plain HTTP: an unused TLS context, as httpx's default loads CA files (~0.2 s)
+        transport = self._httpx.HTTPTransport(uds=vm.path(API_SOCKET), verify=self._no_tls)
+        vm.client = self._httpx.Client(
+            transport=transport, base_url="http://localhost", verify=self._no_tls
+        )
+        self._wait_for_api(vm, deadline)
+        return vm
+
+    def _spawn(self, vm: _Vm) -> subprocess.Popen[bytes]:
+        binary = resolve_binary(self.options.binary)
+        # warnings and errors only: the log's tail (in failure messages) is then the
+        # guest's console and what went wrong, not the API's request chatter
+        vmm_args = ["--api-sock", API_SOCKET, "--id", vm_id(vm.name), "--level", "Warning"]
+        jailer = self.options.jailer
+        if jailer is None:
+            command, cwd = [binary, *vmm_args], vm.root
+        else:
+            command = [resolve_binary(jailer.binary), "--id", vm_id(vm.name),
+                       "--exec-file", binary, "--uid", str(jailer.uid), "--gid", str(jailer.gid),
+                       "--chroot-base-dir", jailer.chroot_base, "--", *vmm_args]  # fmt: skip
+            cwd = vm.home
+        try:
+            with vm.log.open("ab") as log_file:
+                return subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL,
+                                        stdout=log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            raise BackendError(f"cannot run {command[0]}: {exc}") from exc
+
+    def _wait_for_api(self, vm: _Vm, deadline: Deadline) -> None:
+        """Until `GET /` answers on the API socket (polled: the VMM makes it when ready)."""
+        while True:
+            why = vm.died()
+            if why is not None:
+                raise BackendError(f"{why} (before its API socket answered)")
+            try:
+                vm.client.get("/", timeout=max(deadline.remaining(), 0.001))
+                return
+            except self._httpx.TransportError as exc:
+                if deadline.expired:
+                    raise BackendError(
+                        f"the VMM's API socket did not answer in time: {exc}"
+                    ) from exc
+            time.sleep(0.002)
+
+    def _api(
+        self, vm: _Vm, method: str, path: str, body: dict[str, Any], deadline: Deadline
+    ) -> None:
+        """One API call; BackendError with Firecracker's fault_message when refused."""
+        try:
+            response = vm.client.request(method, path, json=body,
+                                         timeout=max(deadline.remaining(), 0.001))  # fmt: skip
+        except self._httpx.TimeoutException as exc:
+            raise BackendError(f"Firecracker did not answer {method} {path} in time") from exc
+        except self._httpx.TransportError as exc:
+            why = vm.died() or f"the API socket failed: {exc}"
+            raise BackendError(f"{method} {path}: {why}") from exc
+        if response.status_code < 300:
+            return
+        try:
+            fault = response.json().get("fault_message") or response.text
+        except ValueError:
+            fault = response.text
+        raise BackendError(f"Firecracker refused {method} {path}: {fault}")
+
+    def _configure(self, vm: _Vm, shape: tuple[int, int], deadline: Deadline) -> None:
+        """boot-source, the root drive, machine-config (`shape`: vCPUs, MiB) and vsock."""
+        options = self.options
+        boot = {"kernel_image_path": self._for_vmm(options.kernel), "boot_args": self._boot_args()}
+        if options.initrd:
+            boot["initrd_path"] = self._for_vmm(options.initrd)
+        self._api(vm, "PUT", "/boot-source", boot, deadline)
+        self._api(vm, "PUT", "/drives/rootfs", {
+            "drive_id": "rootfs", "path_on_host": ROOT_DRIVE, "is_root_device": True,
+            "is_read_only": options.rootfs_mode == "read_only",
+        }, deadline)  # fmt: skip
+        self._api(vm, "PUT", "/machine-config", {
+            "vcpu_count": shape[0], "mem_size_mib": shape[1],
+        }, deadline)  # fmt: skip
+        self._api(vm, "PUT", "/vsock", {"guest_cid": options.guest_cid, "uds_path": VSOCK_SOCKET},
+                  deadline)  # fmt: skip
+
+    def _boot_args(self) -> str:
+        args = self.options.boot_args
+        if "sandbox_guest.port=" not in args and self.options.guest_port != 52:
+            args += f" sandbox_guest.port={self.options.guest_port}"
+        return args
+
+    def _for_vmm(self, path: str) -> str:
+        """A file the VMM must open, as it sees it (in a jail: copied in by `_make_jail`)."""
+        return path if self.options.jailer is None else "/" + Path(path).name
+
+    def _place_drive(self, vm: _Vm) -> None:
+        """The root drive as `rootfs.ext4` in the VM's directory: a link to the shared
+        image when read-only (unless jailed: a hard link, else a copy), else its own
+        copy-on-write clone (or copy)."""
+        source = Path(self.options.rootfs).absolute()
+        target = vm.root / ROOT_DRIVE
+        try:
+            if self.options.rootfs_mode == "copy":
+                copy_file(source, target)
+            elif self.options.jailer is None:
+                target.symlink_to(source)
+            else:
+                _link_or_copy(source, target)
+        except OSError as exc:
+            raise BackendError(f"cannot place the root drive {source}: {exc}") from exc
+
+    def _make_jail(self, name: str) -> Path:
+        """The jail's root (`<chroot_base>/firecracker/<id>/root`, as the jailer makes
+        it), recorded so that `remove` finds it, with the kernel and initrd in it."""
+        jailer = self.options.jailer
+        assert jailer is not None
+        exec_name = Path(resolve_binary(self.options.binary)).name
+        jail = Path(jailer.chroot_base) / exec_name / vm_id(name)
+        (self.state.path(name) / JAIL_RECORD).write_text(str(jail))
+        root = jail / "root"
+        try:
+            root.mkdir(parents=True)
+            for path in filter(None, (self.options.kernel, self.options.initrd)):
+                _link_or_copy(Path(path).absolute(), root / Path(path).name)
+            os.chown(root, jailer.uid, jailer.gid)
+        except OSError as exc:
+            raise BackendError(f"cannot make the jail {root}: {exc}") from exc
+        return root
+
+    def _remove_jail(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            jail = Path((self.state.path(name) / JAIL_RECORD).read_text())
+            shutil.rmtree(jail)
+
+    def _end(self, vm: _Vm, deadline: Deadline) -> None:
+        """The VMM killed and reaped, its client and directory handle closed."""
+        for sock in list(vm.sockets):
+            self._close(vm, sock)
+        if vm.process is not None:
+            if vm.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(vm.process.pid, signal.SIGKILL)
+                vm.process.kill()
+            try:
+                vm.process.wait(timeout=max(deadline.remaining(), 1.0))
+            except subprocess.TimeoutExpired as exc:
+                raise BackendError(f"the VMM (pid {vm.process.pid}) did not exit") from exc
+        if vm.client is not None:
+            vm.client.close()
+        with contextlib.suppress(OSError):
+            os.close(vm.dirfd)
+
+    # -- the guest -----------------------------------------------------------------
+
+    def _connect(self, vm: _Vm, attempt: Deadline, deadline: Deadline) -> socket.socket | None:
+        """A connection to the guest's listener after `CONNECT`/`OK`; None when the
+        guest closed it (nothing listens yet); TimeoutError when nothing came by
+        `attempt`."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            vm.sockets.add(sock)
+        try:
+            sock.settimeout(max(min(attempt.remaining(), deadline.remaining()), 0.001))
+            sock.connect(vm.path(VSOCK_SOCKET))
+            sock.sendall(b"CONNECT %d\n" % self.options.guest_port)
+            stream = _Stream(sock)
+            line = stream.line(Deadline(min(attempt.at, deadline.at)))
+        except BaseException:
+            self._close(vm, sock)
+            raise
+        if line is None:
+            self._close(vm, sock)
+            return None
+        if not line.startswith(b"OK "):
+            self._close(vm, sock)
+            raise BackendError(f"the vsock device answered {line[:80]!r} to CONNECT, not OK")
+        if stream.buffer:  # the guest never speaks first; keep nothing unread
+            self._close(vm, sock)
+            raise BackendError("the guest sent bytes before the request")
+        return sock
+
+    def _wait_for_guest(self, vm: _Vm, deadline: Deadline) -> None:
+        """Until the guest's listener accepts on the port: each attempt bounded by
+        `vsock_attempt`, a closed one (nothing listens yet) tried again."""
+        last = "no attempt was made"
+        # end a moment before the deadline, so that the runner hears why
+        deadline = Deadline(deadline.at - min(REPORT_MARGIN, deadline.remaining() / 10))
+        while not deadline.expired:
+            why = vm.died()
+            if why is not None:
+                raise BackendError(f"{why} (while waiting for the guest)")
+            try:
+                sock = self._connect(vm, Deadline.after(self.options.vsock_attempt), deadline)
+            except TimeoutError:
+                last = "a connection was accepted and then nothing came"
+                continue
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                last = f"the vsock socket: {exc.strerror}"
+            except OSError as exc:
+                last = f"the vsock socket failed: {exc}"
+            else:
+                if sock is not None:
+                    self._close(vm, sock)
+                    return
+                last = "closed the connection without OK"
+            time.sleep(min(0.005, deadline.remaining()))
+        raise BackendError(self._not_answering(vm, last))
+
+    def _not_answering(self, vm: _Vm, last: str) -> str:
+        tail = log_tail(vm.log)
+        return (f"guest did not answer on vsock port {self.options.guest_port} ({last})"
+                + (f"; the VMM's log: {tail}" if tail else ""))  # fmt: skip
+
+    def _close(self, vm: _Vm, sock: socket.socket) -> None:
+        with self._lock:
+            vm.sockets.discard(sock)
+        sock.close()
+
+    # -- snapshots -----------------------------------------------------------------
+
+    def _make_snapshot(self, shape: tuple[int, int], deadline: Deadline) -> Path:
+        """Boot one VM until its guest answers, pause it, snapshot it into the state
+        directory; the VMM is then ended. Returns the snapshot's directory."""
+        made_of = f"{self.options.model_dump_json()} {shape}"
+        digest = hashlib.sha256(made_of.encode()).hexdigest()[:12]
+        name = f".snapshot-{digest}"
+        self.state.remove(name)  # what a killed exporter left of an earlier set-up
+        vm = self._launch(name, {}, deadline)
+        try:
+            self._configure(vm, shape, deadline)
+            self._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, deadline)
+            vm.booted = True
+            self._wait_for_guest(vm, deadline)
+            self._api(vm, "PATCH", "/vm", {"state": "Paused"}, deadline)
+            self._api(vm, "PUT", "/snapshot/create", {"snapshot_type": "Full",
+                      "snapshot_path": SNAPSHOT_STATE, "mem_file_path": SNAPSHOT_MEMORY},
+                      deadline)  # fmt: skip
+        except BaseException:
+            with self._lock:
+                self._vms.pop(name, None)
+            self._end(vm, deadline)
+            self.state.remove(name)
+            raise
+        with self._lock:
+            self._vms.pop(name, None)
+        self._end(vm, deadline)
+        (vm.home / ROOT_DRIVE).unlink(missing_ok=True)
+        return vm.home
+
+    def _get(self, name: str) -> _Vm:
+        with self._lock:
+            vm = self._vms.get(name)
+        if vm is None:
+            raise BackendError(f"firecracker: no VM {name!r} here")
+        return vm
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        copy_file(source, target)
+
+
+KIND = BackendKind(
+    name="firecracker",
+    options=FirecrackerOptions,
+    factory=FirecrackerBackend,
+    capabilities=Capabilities(
+        images=Images.NONE, remote=False, needs_root=False, thread_safe=True, prepares=True
+    ),
+    extra="firecracker",
+    summary="Firecracker micro-VMs over the VMM's API socket, commands over vsock",
+)

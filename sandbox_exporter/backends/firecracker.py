@@ -52,6 +52,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -70,8 +71,10 @@ from sandbox_exporter.backends.base import (
     Capabilities,
     Deadline,
     ExecResult,
+    Found,
     Images,
     ManagedSandbox,
+    NotFound,
     SandboxRef,
     SandboxSpec,
 )
@@ -92,6 +95,9 @@ MAX_ID = 64  # Firecracker's and the jailer's limit on --id
 KVM_DEVICE = "/dev/kvm"
 KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_API_VERSION = 0xAE00, 0xAE01, 12
 FICLONE = 0x40049409
+# where scripts/build-firecracker-guest.sh puts a guest by default (`targets: auto` looks)
+GUEST_DIR = Path("/var/lib/sandbox-exporter/firecracker")
+GUEST_FILES = {"kernel": "vmlinux", "initrd": "initrd.cpio", "rootfs": "rootfs.ext4"}
 REPORT_MARGIN = 0.05  # seconds kept at the end of a wait to report why it failed
 
 log = structlog.get_logger("sandbox_exporter.backends.firecracker")
@@ -706,6 +712,26 @@ def _link_or_copy(source: Path, target: Path) -> None:
         copy_file(source, target)
 
 
+def find_here() -> Found | NotFound:
+    """Found where `firecracker` is on PATH, /dev/kvm makes VMs and a guest built by
+    scripts/build-firecracker-guest.sh is in its default place."""
+    if not sys.platform.startswith("linux"):
+        return NotFound(f"needs KVM on Linux; this is {sys.platform}")
+    binary = shutil.which("firecracker")
+    if binary is None:
+        return NotFound("`firecracker` is not on PATH (scripts/fetch-firecracker.sh fetches it)")
+    try:
+        check_kvm()
+    except BackendUnavailable as exc:
+        return NotFound(str(exc).removeprefix("firecracker: "))
+    guest = {key: GUEST_DIR / name for key, name in GUEST_FILES.items()}
+    if not (guest["kernel"].is_file() and guest["rootfs"].is_file()):
+        return NotFound(f"no guest kernel and root drive in {GUEST_DIR} "
+                        "(scripts/build-firecracker-guest.sh builds them there)")  # fmt: skip
+    options = {key: str(path) for key, path in guest.items() if path.is_file()}
+    return Found({"binary": binary, **options}, f"KVM through {binary}")
+
+
 KIND = BackendKind(
     name="firecracker",
     options=FirecrackerOptions,
@@ -714,5 +740,7 @@ KIND = BackendKind(
         images=Images.NONE, remote=False, needs_root=False, thread_safe=True, prepares=True
     ),
     extra="firecracker",
+    discover=find_here,
+    example={key: str(GUEST_DIR / name) for key, name in GUEST_FILES.items()},
     summary="Firecracker micro-VMs over the VMM's API socket, commands over vsock",
 )

@@ -105,11 +105,12 @@ def _image_settings(kind: Any, options: dict[str, Any]) -> tuple[list[str], dict
 
 def _not_found(name: str, why: str) -> str:
     kind = backends.kind(name)
+    example = kind.options.model_validate(kind.example or {}).model_dump(mode="json")
     return (
         f"# {name}: {why}\n"
         f"#  - name: {name}\n"
         f"#    backend: {name}   # {kind.summary}\n"
-        f"#    {name}: {_flow(kind.options().model_dump(mode='json'))}\n"
+        f"#    {name}: {_flow(example)}\n"
     )
 
 

@@ -94,7 +94,8 @@ def docker_client(docker_engine: Engine) -> Any:
     return docker_engine.client
 
 
-FIRECRACKER_DIR = Path(os.environ.get("SANDBOX_EXPORTER_FIRECRACKER_DIR", ".cache/firecracker"))
+ROOT = Path(__file__).resolve().parent.parent
+FIRECRACKER_DIR = ROOT / os.environ.get("SANDBOX_EXPORTER_FIRECRACKER_DIR", ".cache/firecracker")
 
 
 @dataclass(frozen=True)

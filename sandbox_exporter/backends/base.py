@@ -51,7 +51,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -67,6 +67,12 @@ NAME_PREFIX = "sandbox-exporter-"
 
 class BackendError(Exception):
     """A backend call failed; the message is the engine's own words."""
+
+
+class BackendTimeout(BackendError):
+    """What the call waits for did not come by its deadline; the message says what. A
+    backend that keeps a moment at the end of a wait to say why raises this, and the
+    runner counts it as the phase's timeout."""
 
 
 class BackendUnavailable(BackendError):
@@ -254,7 +260,7 @@ class BackendKind(Generic[Opts]):
     summary: str = ""  # one line for help texts
     # the options block `init` shows for it when not found: what its required fields
     # usually hold (none needed when every field has a default)
-    example: Mapping[str, Any] | None = None
+    example: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def build(self, options: BackendOptions, timeouts: Timeouts) -> Backend[Any]:
         if not isinstance(options, self.options):

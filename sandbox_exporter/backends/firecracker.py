@@ -67,6 +67,7 @@ from sandbox_exporter.backends.base import (
     BackendError,
     BackendKind,
     BackendOptions,
+    BackendTimeout,
     BackendUnavailable,
     Capabilities,
     Deadline,
@@ -413,11 +414,14 @@ class FirecrackerBackend:
         return self.state.managed(target)
 
     def kill(self, sandbox: SandboxRef) -> None:
-        """Shut the vsock connections a call on this sandbox waits on (its API calls are
-        bounded by their own timeouts); the VMM goes in `remove`."""
+        """A call on this VM outlived its deadline: SIGKILL its VMM (what the call left
+        running) and shut the vsock connections it waits on; `remove` reaps and deletes."""
         with self._lock:
             vm = self._vms.get(sandbox.name)
             sockets = list(vm.sockets) if vm else []
+        if vm is not None and vm.process is not None and vm.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                vm.process.kill()
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -652,7 +656,7 @@ class FirecrackerBackend:
                     return
                 last = "closed the connection without OK"
             time.sleep(min(0.005, deadline.remaining()))
-        raise BackendError(self._not_answering(vm, last))
+        raise BackendTimeout(self._not_answering(vm, last))
 
     def _not_answering(self, vm: _Vm, last: str) -> str:
         tail = log_tail(vm.log)
@@ -719,15 +723,15 @@ def find_here() -> Found | NotFound:
         return NotFound(f"needs KVM on Linux; this is {sys.platform}")
     binary = shutil.which("firecracker")
     if binary is None:
-        return NotFound("`firecracker` is not on PATH (scripts/fetch-firecracker.sh fetches it)")
+        return NotFound("`firecracker` is not on PATH: scripts/fetch-firecracker.sh fetches it")
     try:
         check_kvm()
     except BackendUnavailable as exc:
         return NotFound(str(exc).removeprefix("firecracker: "))
     guest = {key: GUEST_DIR / name for key, name in GUEST_FILES.items()}
     if not (guest["kernel"].is_file() and guest["rootfs"].is_file()):
-        return NotFound(f"no guest kernel and root drive in {GUEST_DIR} "
-                        "(scripts/build-firecracker-guest.sh builds them there)")  # fmt: skip
+        return NotFound(f"no guest kernel and root drive in {GUEST_DIR}: "
+                        "scripts/build-firecracker-guest.sh builds them there")  # fmt: skip
     options = {key: str(path) for key, path in guest.items() if path.is_file()}
     return Found({"binary": binary, **options}, f"KVM through {binary}")
 

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from sandbox_exporter import backends
-from sandbox_exporter.backends.base import Backend, Found
+from sandbox_exporter.backends.base import Backend, BackendKind, Found
 from sandbox_exporter.config import Config, ConfigError, Target, parse_config
 from sandbox_exporter.probing.calls import Calls
 from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, describe
@@ -67,12 +69,27 @@ def bench_targets(
         found = kind.discover() if kind.discover is not None else None
         if isinstance(found, Found):
             target[kind.name] = found.options
+        elif not _has_defaults(kind):  # say, a micro-VM's kernel: only a config names it
+            if names:
+                why = f" was not found here: {found.reason}." if found is not None else ":"
+                raise BenchError(f"-b/--backends: {kind.name}{why} Name its target in a "
+                                 "config and pass it with -c")  # fmt: skip
+            continue
         raw.append(target)
     defaults: dict[str, Any] = {} if image is None else {"image": image}
     try:
         return list(parse_config({"defaults": defaults, "targets": raw}, source="bench").targets)
     except ConfigError as exc:
         raise BenchError(str(exc)) from None
+
+
+def _has_defaults(kind: BackendKind[Any]) -> bool:
+    """A target of this kind needs no options block (every option has a default)."""
+    try:
+        kind.options.model_validate({})
+    except ValidationError:
+        return False
+    return True
 
 
 class Outcome(Protocol):

@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar, cast
 from sandbox_exporter.backends.base import (
     Backend,
     BackendError,
+    BackendTimeout,
     BackendOptions,
     Deadline,
     SandboxRef,
@@ -131,7 +132,8 @@ def _outcome(
     method: str, timeout: float, error: BaseException, deadline: Deadline
 ) -> BaseException:
     """What a failed call raises: its error, or PhaseTimeout if it failed at its deadline."""
-    if deadline.expired and not isinstance(error, PhaseTimeout | Interrupted):
+    timed_out = deadline.expired or isinstance(error, BackendTimeout)
+    if timed_out and not isinstance(error, PhaseTimeout | Interrupted):
         return PhaseTimeout(f"{method} did not finish within {format_duration(timeout)}: {error}")
     return error
 

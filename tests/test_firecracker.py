@@ -1,0 +1,594 @@
+"""The Firecracker backend: against the real Firecracker v1.12.1 VMM (and jailer) where this
+machine can run it, and against the double (tests/firecracker_double.py) for the guest's
+side, which needs a Linux guest that kvm-pvm cannot boot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    Deadline,
+    SandboxRef,
+    SandboxSpec,
+)
+from sandbox_exporter.backends.firecracker import (
+    FirecrackerBackend,
+    FirecrackerOptions,
+    check_kvm,
+    run_request,
+    vm_id,
+)
+from sandbox_exporter.cli import main
+from sandbox_exporter.config import ConfigError, Target
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from sandbox_exporter.probing.prober import Prober
+from tests.conftest import FirecrackerBinaries
+from tests.fakes import calls
+from tests.firecracker_double import double_binary
+from tests.helpers import alive, make_config, make_target, wait_for
+from tests.tiny_guest import tiny_guest_image
+
+LABELS = {
+    "sandbox-exporter.io/managed": "true",
+    "sandbox-exporter.io/target": "fc",
+    "sandbox-exporter.io/instance": "test-instance",
+    "sandbox-exporter.io/created-at": "1",
+}
+METRIC_LABELS = {"target": "fc", "backend": "firecracker"}
+
+
+def spec(name: str = "sandbox-exporter-fc-12345678") -> SandboxSpec:
+    return SandboxSpec(name=name, labels=LABELS, image="", pull_policy="never", cpus=1,
+                       memory_mb=128, pids_limit=64, stop_grace=2)  # fmt: skip
+
+
+def soon(seconds: float = 10) -> Deadline:
+    return Deadline.after(seconds)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A tiny ELF kernel, a kernel that reboots on Ctrl-Alt-Del, a root drive image."""
+    made = {
+        "kernel": tmp_path / "vmlinux",
+        "kernel_ctrl_alt_del": tmp_path / "vmlinux-cad",
+        "rootfs": tmp_path / "rootfs.ext4",
+    }
+    made["kernel"].write_bytes(tiny_guest_image())
+    made["kernel_ctrl_alt_del"].write_bytes(tiny_guest_image(reboot="ctrl-alt-del"))
+    made["rootfs"].write_bytes(bytes(1 << 20))
+    return made
+
+
+def fc_target(binary: Path | str, files: dict[str, Path], state: Path, **more: Any) -> Target:
+    options: dict[str, Any] = {
+        "binary": str(binary),
+        "kernel": str(files["kernel"]),
+        "rootfs": str(files["rootfs"]),
+        "state_dir": str(state),
+        "vsock_attempt": 0.2,
+        **more.pop("firecracker", {}),
+    }
+    return make_config({"name": "fc", "backend": "firecracker", "firecracker": options,
+                        "command": ["sh", "-c", "echo hello"], "expect_output": "hello",
+                        **more}).targets[0]  # fmt: skip
+
+
+def backend_for(target: Target) -> FirecrackerBackend:
+    assert isinstance(target.options, FirecrackerOptions)
+    return FirecrackerBackend(target.options, target.timeouts)
+
+
+def vmms_in(directory: Path) -> list[int]:
+    """Processes whose working directory is in `directory` (the VMMs of its VMs)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(directory)) and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def nothing_left(state: Path) -> None:
+    assert vmms_in(state) == [], "no VMM left running"
+    assert not state.exists() or sorted(p.name for p in state.iterdir()) == [], "no file left"
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    """The backend's state directory; whatever a failed test left there is killed after."""
+    directory = tmp_path / "state"
+    yield directory
+    for pid in vmms_in(directory):
+        os.kill(pid, signal.SIGKILL)
+
+
+# -- the real Firecracker VMM --------------------------------------------------------------
+
+
+def test_a_missing_kernel_fails_create_in_firecrackers_own_words(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    files = {**files, "kernel": files["kernel"].with_name("no-such-vmlinux")}
+    target = fc_target(firecracker_binaries.firecracker, files, state)
+    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == ("create", "error")
+    assert "Firecracker refused PUT /boot-source: Boot source error: The kernel file cannot be " \
+           "opened: No such file or directory (os error 2)" in result.failure.message  # fmt: skip
+    nothing_left(state)
+
+
+def test_the_real_vmm_boots_the_tiny_guest_then_start_ends_at_its_timeout(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(firecracker_binaries.firecracker, files, state,
+                       firecracker={"boot_args": "console=ttyS0"}, timeouts={"start": "1.5s"},
+                       stop_grace="300ms")  # fmt: skip
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == ("start", "timeout")
+    # the real VMM took the whole configuration and booted the guest, which wrote its
+    # byte to the serial console (the log's tail); the guest has no vsock listener
+    assert "guest did not answer on vsock port 52" in result.failure.message
+    assert "| X" in result.failure.message or "log: X" in result.failure.message
+    assert registry.get_sample_value("sandbox_phase_duration_seconds_count",
+                                     {**METRIC_LABELS, "phase": "create"}) == 1  # fmt: skip
+    nothing_left(state)
+
+
+def test_stop_waits_for_the_vmm_to_exit_after_ctrl_alt_del(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    files = {**files, "kernel": files["kernel_ctrl_alt_del"]}
+    backend = backend_for(fc_target(firecracker_binaries.firecracker, files, state))
+    sandbox = backend.create(spec(), soon())
+    try:
+        with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
+            backend.start(sandbox, soon(0.5))
+        process = backend._get(sandbox.name).process
+        assert process is not None
+        with capture_logs() as logs:
+            backend.stop(sandbox, 5, soon())
+        assert process.returncode == 0, "the VMM exited on its own when the guest rebooted"
+        assert logs == []
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_a_guest_that_ignores_ctrl_alt_del_is_killed_at_the_grace_period_and_logged(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(firecracker_binaries.firecracker, files, state))
+    sandbox = backend.create(spec(), soon())
+    try:
+        with pytest.raises(BackendError):
+            backend.start(sandbox, soon(0.5))
+        process = backend._get(sandbox.name).process
+        assert process is not None
+        with capture_logs() as logs:
+            backend.stop(sandbox, 0.3, soon())
+        assert process.returncode == -signal.SIGKILL
+        assert [(e["event"], e["reason"]) for e in logs] == [
+            ("vmm killed", "still running 0.3s after SendCtrlAltDel")]  # fmt: skip
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_a_vmm_killed_while_start_waits_is_reported_and_cleaned_up(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(firecracker_binaries.firecracker, files, state))
+    sandbox = backend.create(spec(), soon())
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            backend.start(sandbox, soon(30))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=start)
+    waiting.start()
+    try:
+        process = backend._get(sandbox.name).process
+        assert process is not None
+        wait_for(lambda: backend._get(sandbox.name).booted, what="InstanceStart")
+        os.kill(process.pid, signal.SIGKILL)
+        waiting.join(10)
+        assert not waiting.is_alive(), "start noticed the VMM's death, long before its deadline"
+    finally:
+        backend.remove(sandbox, soon())
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], BackendError)
+    assert "the VMM was killed by signal 9 (while waiting for the guest)" in str(outcome[0])
+    nothing_left(state)
+
+
+def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    if os.geteuid() != 0:
+        pytest.skip("the jailer needs root")
+    base = tmp_path / "jailer"
+    jailer = {"binary": str(firecracker_binaries.jailer), "uid": 65534, "gid": 65534,
+              "chroot_base": str(base)}  # fmt: skip
+    target = fc_target(firecracker_binaries.firecracker, files, state,
+                       firecracker={"jailer": jailer, "boot_args": "console=ttyS0"})  # fmt: skip
+    backend = backend_for(target)
+    backend.ping(soon())
+    sandbox = backend.create(spec(), soon())
+    try:
+        root = base / "firecracker" / vm_id(sandbox.name) / "root"
+        process = backend._get(sandbox.name).process
+        assert process is not None
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        assert "Uid:\t65534" in status, "the VMM runs as the jail's user"
+        assert os.readlink(f"/proc/{process.pid}/root") == str(root)
+        assert {"api.sock", "v.sock", "rootfs.ext4", "vmlinux"} <= {p.name for p in root.iterdir()}
+        with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
+            backend.start(sandbox, soon(1))
+        backend.stop(sandbox, 0.2, soon())
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+    assert list((base / "firecracker").iterdir()) == [], "the jail is gone"
+
+
+def test_snapshot_set_up_with_the_real_vmm_fails_plainly_when_the_guest_never_answers(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(firecracker_binaries.firecracker, files, state,
+                       firecracker={"start_mode": "snapshot"}, timeouts={"create": "1s"})  # fmt: skip
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == ("create", "unavailable")
+    assert "guest did not answer on vsock port 52" in result.failure.message
+    assert registry.get_sample_value("sandbox_backend_up", METRIC_LABELS) == 0
+    nothing_left(state)
+
+
+def test_the_real_vmm_restores_one_snapshot_into_each_vms_own_directory(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    target = fc_target(firecracker_binaries.firecracker, files, state,
+                       firecracker={"start_mode": "snapshot", "boot_args": "console=ttyS0"})  # fmt: skip
+    backend = backend_for(target)
+    backend.ping(soon())
+    # the tiny guest has no vsock listener: make the set-up's snapshot without the wait
+    with monkeypatch.context() as patched:
+        patched.setattr(backend, "_wait_for_guest", lambda vm, deadline: None)
+        backend.prepare(spec(), soon())
+    assert backend._snapshot is not None
+    made = {p.name: p.stat().st_size for p in backend._snapshot.iterdir()}
+    assert made["memory"] == 128 << 20, made
+    sandboxes = [backend.create(spec(f"sandbox-exporter-fc-{n}"), soon()) for n in "ab"]
+    try:
+        for sandbox in sandboxes:
+            # the real VMM took the load: the wait for the guest is what fails
+            with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
+                backend.start(sandbox, soon(0.5))
+            # the vsock socket the snapshot names (relative) is made in this VM's directory
+            assert (state / sandbox.name / "v.sock").is_socket()
+        for sandbox in sandboxes:
+            backend.stop(sandbox, 0.2, soon())
+    finally:
+        for sandbox in sandboxes:
+            backend.remove(sandbox, soon())
+        backend.close()
+    nothing_left(state)
+
+
+# -- availability -----------------------------------------------------------------------------
+
+
+def test_a_missing_binary_is_unavailable_not_a_crash(files: dict[str, Path], state: Path) -> None:
+    backend = backend_for(fc_target("/nonexistent/firecracker", files, state))
+    with pytest.raises(BackendUnavailable, match="/nonexistent/firecracker does not exist"):
+        backend.ping(soon())
+
+
+def test_kvm_must_open_and_make_a_vm(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match=r"cannot open .*: No such file"):
+        check_kvm(str(tmp_path / "kvm"))
+    (tmp_path / "kvm").write_bytes(b"")
+    with pytest.raises(BackendUnavailable, match="cannot create a VM"):
+        check_kvm(str(tmp_path / "kvm"))
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        check_kvm()  # this machine's kvm-pvm makes VMs
+
+
+def test_unavailable_is_backend_up_zero_and_one_log_line(
+    files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target("/nonexistent/firecracker", files, state)
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    with capture_logs() as logs:
+        for _ in range(3):
+            result = prober.run()
+            assert result is not None
+            assert result.failure is not None
+            assert result.failure.reason == "unavailable"
+    prober.close()
+    assert registry.get_sample_value("sandbox_backend_up", METRIC_LABELS) == 0
+    assert len([e for e in logs if e.get("log_level") in ("warning", "error")]) == 1
+
+
+# -- the guest's side, through the double --------------------------------------------------
+
+
+def test_a_full_lifecycle_through_the_runner_and_metrics(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state)
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.success, result.failure
+    assert set(result.durations) == set(LIFECYCLE)
+    assert registry.get_sample_value("sandbox_probes_total",
+                                     {**METRIC_LABELS, "result": "success"}) == 1  # fmt: skip
+    assert registry.get_sample_value("sandbox_backend_up", METRIC_LABELS) == 1
+    nothing_left(state)
+
+
+def test_exec_returns_output_in_order_and_the_exit_status(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state))
+    sandbox = backend.create(spec(), soon())
+    try:
+        backend.start(sandbox, soon())
+        answer = backend.exec(sandbox, ["sh", "-c", "echo out; echo err >&2; exit 3"], soon())
+        missing = backend.exec(sandbox, ["no-such-command"], soon())
+        big = backend.exec(sandbox, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' a"], soon())
+        backend.stop(sandbox, 5, soon())
+    finally:
+        backend.remove(sandbox, soon())
+    assert (answer.exit_code, answer.output) == (3, "out\nerr\n")
+    assert missing.exit_code == 127
+    assert "no-such-command" in missing.output
+    assert big.output == "a" * 300000
+    nothing_left(state)
+
+
+def test_a_wrong_answer_is_exec_mismatch(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state, expect_output="goodbye")
+    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == ("exec", "exec_mismatch")
+    nothing_left(state)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "phase", "reason", "words"),
+    [
+        ({"boot": "hang"}, "start", "timeout",
+         "guest did not answer on vsock port 52 (a connection was accepted and then nothing came)"),
+        ({"vsock": "refuse"}, "start", "timeout",
+         "guest did not answer on vsock port 52 (closed the connection without OK)"),
+        ({"crash": "start"}, "start", "error", "the VMM exited"),
+        ({"crash": "exec"}, "exec", "error", "the VMM exited"),
+    ],
+)  # fmt: skip
+def test_each_failure_is_its_phase_and_reason_and_nothing_is_left(
+    tmp_path: Path, files: dict[str, Path], state: Path,
+    knobs: dict[str, str], phase: str, reason: str, words: str,
+) -> None:  # fmt: skip
+    target = fc_target(double_binary(tmp_path, **knobs), files, state, timeouts={"start": "1s"})
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (phase, reason)
+    assert words in result.failure.message
+    assert registry.get_sample_value("sandbox_probes_total",
+                                     {**METRIC_LABELS, "result": "failure"}) == 1  # fmt: skip
+    nothing_left(state)
+
+
+def test_a_guest_ignoring_ctrl_alt_del_still_stops_within_the_phase(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path, ctrl_alt_del="ignore"), files, state,
+                       stop_grace="300ms")  # fmt: skip
+    with capture_logs() as logs:
+        result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    assert result.success, result.failure
+    assert any(e["event"] == "vmm killed" for e in logs)
+    nothing_left(state)
+
+
+def test_snapshot_mode_restores_each_vm_from_one_snapshot(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state,
+                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    backend = backend_for(target)
+    backend.ping(soon())
+    backend.prepare(spec(), soon())
+    snapshot = backend._snapshot
+    assert snapshot is not None
+    assert {"vmstate", "memory"} <= {p.name for p in snapshot.iterdir()}
+    backend.prepare(spec(), soon())
+    assert backend._snapshot == snapshot, "made once per shape"
+    # two VMs restored side by side: each has its own sockets (relative to its directory)
+    first, second = (backend.create(spec(f"sandbox-exporter-fc-{n}"), soon()) for n in "ab")
+    try:
+        for sandbox in (first, second):
+            backend.start(sandbox, soon())
+        outputs = [
+            backend.exec(s, ["sh", "-c", "echo hello"], soon()).output for s in (first, second)
+        ]
+        assert outputs == ["hello\n", "hello\n"]
+        for sandbox in (first, second):
+            backend.stop(sandbox, 5, soon())
+    finally:
+        for sandbox in (first, second):
+            backend.remove(sandbox, soon())
+        backend.close()
+    nothing_left(state)
+
+
+def test_snapshot_mode_through_the_runner(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state,
+                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    results = [prober.run() for _ in range(2)]
+    prober.close()
+    assert all(r is not None and r.success for r in results), [r and r.failure for r in results]
+    nothing_left(state)
+
+
+def test_rootfs_copy_mode_gives_each_vm_its_own_drive(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state,
+                                    firecracker={"rootfs_mode": "copy"}))  # fmt: skip
+    sandbox = backend.create(spec(), soon())
+    try:
+        drive = state / sandbox.name / "rootfs.ext4"
+        assert not drive.is_symlink()
+        assert drive.stat().st_ino != files["rootfs"].stat().st_ino
+        assert drive.read_bytes() == files["rootfs"].read_bytes()
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_a_deep_state_directory_still_reaches_the_sockets(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # a socket path there is over 108 bytes
+    target = fc_target(double_binary(tmp_path), files, deep)
+    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    assert result.success, result.failure
+    nothing_left(deep)
+
+
+def test_a_vm_left_by_a_killed_exporter_is_removed_at_the_first_run_and_counted(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state)
+    earlier = backend_for(target)
+    left = earlier.create(spec("sandbox-exporter-fc-orphan1"), soon())
+    earlier.start(left, soon())
+    process = earlier._get(left.name).process
+    assert process is not None
+    # a new process of the exporter knows nothing of `earlier`'s state
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.success
+    process.wait(5)  # it was killed by the new one (through its record, pid and start time)
+    assert registry.get_sample_value("sandbox_orphans_removed_total", METRIC_LABELS) == 1
+    nothing_left(state)
+
+
+def test_a_reused_pid_is_not_killed(tmp_path: Path, files: dict[str, Path], state: Path) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state))
+    sandbox = backend.create(spec(), soon())
+    vm = backend._get(sandbox.name)
+    assert vm.process is not None
+    record = state / sandbox.name / "pid"
+    # the record names the VMM with another start time: a different process now
+    pid, _, started = record.read_text().strip().partition(" ")
+    record.write_text(f"{pid} {int(started) + 1}\n")
+    backend._vms.pop(sandbox.name)  # as a restarted exporter: only the record is known
+    backend.remove(SandboxRef(sandbox.name), soon())
+    assert alive(vm.process.pid), "not the recorded process: left alone"
+    vm.process.kill()
+    vm.process.wait()
+
+
+# -- configuration and the protocol ---------------------------------------------------------
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_target("firecracker", firecracker={"kernel": "/k", "rootfs": "/r",
+                    "start_mode": "snapshot", "jailer": {"uid": 1, "gid": 1}})  # fmt: skip
+    assert "cannot be used with jailer" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        make_target("firecracker", firecracker={"rootfs": "/r"})
+    assert "kernel" in str(caught.value)
+
+
+def test_the_run_request_is_the_contracts_bytes() -> None:
+    assert run_request(["sh", "-c", "echo hello; exit 3"]) == (
+        b"RUN 3\n2\nsh2\n-c18\necho hello; exit 3")  # fmt: skip
+
+
+def test_vm_ids_fit_firecrackers_limit() -> None:
+    assert vm_id("sandbox-exporter-fc-12345678") == "sandbox-exporter-fc-12345678"
+    long = vm_id("sandbox-exporter-" + "x" * 40 + "-12345678-b3")
+    assert len(long) == 64
+    assert long != vm_id("sandbox-exporter-" + "x" * 40 + "-12345678-b4")
+
+
+def test_bench_runs_a_configured_firecracker_target(
+    tmp_path: Path, files: dict[str, Path], state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"targets": [{
+        "name": "fc", "backend": "firecracker",
+        "firecracker": {"binary": str(double_binary(tmp_path)), "kernel": str(files["kernel"]),
+                        "rootfs": str(files["rootfs"]), "state_dir": str(state)},
+    }]}))  # fmt: skip
+    assert main(["bench", "-c", str(config), "-b", "firecracker", "-i", "2", "--warmup", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "fc" in table
+    assert "firecracker" in table
+    nothing_left(state)
+
+
+def test_bench_names_firecracker_without_a_config_and_is_told_what_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main(["bench", "-b", "firecracker"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "bench: -b/--backends: firecracker was not found here: `firecracker` is not on PATH: "
+        "scripts/fetch-firecracker.sh fetches it. Name its target in a config and pass it with -c"
+    )

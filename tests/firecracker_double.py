@@ -49,6 +49,7 @@ once it is, and a paused guest holds vsock connections until it is resumed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -1899,6 +1900,17 @@ def read_connect(conn: socket.socket) -> int | None:
     return port if port < 1 << 32 else None
 
 
+PR_SET_PDEATHSIG = 1
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def go_with_the_vmm() -> None:
+    """In a guest command's process, before exec: be killed when the VMM goes, even by
+    SIGKILL, as a guest's processes go with its VM (the thread that starts the command
+    waits for it, so its end is the VMM's)."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class GuestSession:
     """One connection to the guest's listener (docs/firecracker-guest.md)."""
 
@@ -1975,7 +1987,8 @@ class GuestSession:
             with guest.cond:
                 child = subprocess.Popen(argv, cwd="/", stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         env={"PATH": GUEST_PATH}, start_new_session=True)  # fmt: skip
+                                         env={"PATH": GUEST_PATH}, start_new_session=True,
+                                         preexec_fn=go_with_the_vmm)  # fmt: skip
                 guest.children.add(child)
         except (OSError, ValueError) as exc:
             reason = (

@@ -727,6 +727,38 @@ def test_ctrl_alt_del_reboots_the_guest_and_the_vmm_exits(double: Double) -> Non
     assert double.uds.exists()
 
 
+def test_guest_commands_go_with_a_killed_vmm(double: Double) -> None:
+    with double.connect() as conn:
+        conn.sendall(encode_run("sh", "-c", "echo $$; exec sleep 600"))
+        reader = conn.makefile("rb")
+        assert reader.readline().startswith(b"OK ")
+        assert reader.readline().startswith(b"OUT ")
+        pid = int(reader.readline())
+        double.vmm.proc.kill()
+        assert double.vmm.wait() == -signal.SIGKILL
+    wait_for(lambda: not alive(pid), what="the guest's command to go with the VMM")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_parity(
+    firecracker_binaries: FirecrackerBinaries, tmp_path: Path, signum: int
+) -> None:
+    """SIGTERM and SIGINT kill both outright; SIGHUP is caught and ends with code 156."""
+    ends = []
+    for name, binary in [
+        ("real", firecracker_binaries.firecracker),
+        ("double", double_binary(tmp_path)),
+    ]:
+        vmm = VmmProcess(binary, tmp_path / name)
+        try:
+            vmm.proc.send_signal(signum)
+            code = vmm.wait()
+            ends.append((code, without_timestamps(vmm.output()).splitlines()[-1], vmm.errors()))
+        finally:
+            vmm.kill()
+    assert ends[0] == ends[1]
+
+
 def test_knob_ctrl_alt_del_ignore(tmp_path: Path) -> None:
     vm = Double(tmp_path, ctrl_alt_del="ignore")
     try:

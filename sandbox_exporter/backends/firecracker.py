@@ -99,6 +99,7 @@ FICLONE = 0x40049409
 # where scripts/build-firecracker-guest.sh puts a guest by default (`targets: auto` looks)
 GUEST_DIR = Path("/var/lib/sandbox-exporter/firecracker")
 GUEST_FILES = {"kernel": "vmlinux", "initrd": "initrd.cpio", "rootfs": "rootfs.ext4"}
+DEATH_WAIT = 0.5  # seconds to let a VMM whose connection just broke finish dying
 REPORT_MARGIN = 0.05  # seconds kept at the end of a wait to report why it failed
 
 log = structlog.get_logger("sandbox_exporter.backends.firecracker")
@@ -283,14 +284,14 @@ class _Vm:
     def log(self) -> Path:
         return self.home / LOG_FILE
 
-    def died(self) -> str | None:
-        """Why the VMM is gone ('exited 1: <log tail>'), None while it runs."""
+    def died(self, when: str) -> str | None:
+        """'the VMM exited 1 <when>; its log: <tail>', None while it runs."""
         if self.process is None or self.process.poll() is None:
             return None
         code = self.process.returncode
         how = f"was killed by signal {-code}" if code < 0 else f"exited {code}"
         tail = log_tail(self.log)
-        return f"the VMM {how}" + (f": {tail}" if tail else "")
+        return f"the VMM {how} {when}" + (f"; its log: {tail}" if tail else "")
 
 
 class FirecrackerBackend:
@@ -369,9 +370,17 @@ class FirecrackerBackend:
             return read_response(_Stream(sock), deadline)
         except TimeoutError as exc:
             raise BackendError("the guest did not finish the command within the deadline") from exc
-        except OSError as exc:
-            why = vm.died() or f"the connection to the guest failed: {exc}"
-            raise BackendError(why) from exc
+        except (OSError, BackendError) as exc:
+            # a connection that ends early is often the VMM going: say so if it went
+            if vm.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    vm.process.wait(timeout=min(DEATH_WAIT, deadline.remaining()))
+            why = vm.died("during the command")
+            if why is not None:
+                raise BackendError(why) from exc
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"the connection to the guest failed: {exc}") from exc
         finally:
             self._close(vm, sock)
 
@@ -465,14 +474,15 @@ class FirecrackerBackend:
         binary = resolve_binary(self.options.binary)
         # warnings and errors only: the log's tail (in failure messages) is then the
         # guest's console and what went wrong, not the API's request chatter
-        vmm_args = ["--api-sock", API_SOCKET, "--id", vm_id(vm.name), "--level", "Warning"]
+        vmm_args = ["--api-sock", API_SOCKET, "--level", "Warning"]
         jailer = self.options.jailer
         if jailer is None:
-            command, cwd = [binary, *vmm_args], vm.root
+            command, cwd = [binary, *vmm_args, "--id", vm_id(vm.name)], vm.root
         else:
             command = [resolve_binary(jailer.binary), "--id", vm_id(vm.name),
                        "--exec-file", binary, "--uid", str(jailer.uid), "--gid", str(jailer.gid),
                        "--chroot-base-dir", jailer.chroot_base, "--", *vmm_args]  # fmt: skip
+            # (the jailer passes --id on to the VMM itself)
             cwd = vm.home
         try:
             with vm.log.open("ab") as log_file:
@@ -485,9 +495,9 @@ class FirecrackerBackend:
     def _wait_for_api(self, vm: _Vm, deadline: Deadline) -> None:
         """Until `GET /` answers on the API socket (polled: the VMM makes it when ready)."""
         while True:
-            why = vm.died()
+            why = vm.died("before its API socket answered")
             if why is not None:
-                raise BackendError(f"{why} (before its API socket answered)")
+                raise BackendError(why)
             try:
                 vm.client.get("/", timeout=max(deadline.remaining(), 0.001))
                 return
@@ -508,8 +518,8 @@ class FirecrackerBackend:
         except self._httpx.TimeoutException as exc:
             raise BackendError(f"Firecracker did not answer {method} {path} in time") from exc
         except self._httpx.TransportError as exc:
-            why = vm.died() or f"the API socket failed: {exc}"
-            raise BackendError(f"{method} {path}: {why}") from exc
+            why = vm.died(f"at {method} {path}")
+            raise BackendError(why or f"{method} {path}: the API socket failed: {exc}") from exc
         if response.status_code < 300:
             return
         try:
@@ -638,9 +648,9 @@ class FirecrackerBackend:
         # end a moment before the deadline, so that the runner hears why
         deadline = Deadline(deadline.at - min(REPORT_MARGIN, deadline.remaining() / 10))
         while not deadline.expired:
-            why = vm.died()
+            why = vm.died("while waiting for the guest")
             if why is not None:
-                raise BackendError(f"{why} (while waiting for the guest)")
+                raise BackendError(why)
             try:
                 sock = self._connect(vm, Deadline.after(self.options.vsock_attempt), deadline)
             except TimeoutError:
@@ -661,7 +671,7 @@ class FirecrackerBackend:
     def _not_answering(self, vm: _Vm, last: str) -> str:
         tail = log_tail(vm.log)
         return (f"guest did not answer on vsock port {self.options.guest_port} ({last})"
-                + (f"; the VMM's log: {tail}" if tail else ""))  # fmt: skip
+                + (f"; its log: {tail}" if tail else ""))  # fmt: skip
 
     def _close(self, vm: _Vm, sock: socket.socket) -> None:
         with self._lock:

@@ -37,8 +37,8 @@ from typing import Any, Protocol, TypeVar, cast
 from sandbox_exporter.backends.base import (
     Backend,
     BackendError,
-    BackendTimeout,
     BackendOptions,
+    BackendTimeout,
     Deadline,
     SandboxRef,
 )

@@ -80,7 +80,7 @@ from sandbox_exporter.backends.base import (
     SandboxSpec,
 )
 from sandbox_exporter.backends.state import StateDirectory, default_root
-from sandbox_exporter.config.settings import StrictModel, Timeouts
+from sandbox_exporter.config.settings import PhaseDuration, StrictModel, Timeouts
 
 DEFAULT_BOOT_ARGS = (
     "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd quiet"
@@ -122,7 +122,7 @@ class FirecrackerOptions(BackendOptions):
     guest_cid: int = Field(3, ge=3, lt=2**32 - 1)
     guest_port: int = Field(52, ge=1, lt=2**32 - 1)
     start_mode: Literal["boot", "snapshot"] = "boot"
-    vsock_attempt: float = Field(1.0, gt=0, le=30)  # seconds one CONNECT may wait for OK
+    vsock_attempt: PhaseDuration = 1.0  # how long one CONNECT may wait for the guest's OK
     state_dir: str | None = None
     jailer: JailerOptions | None = None
 

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv
-          chromium chromium-driver debootstrap)
+          chromium chromium-driver debootstrap gcc libc6-dev e2fsprogs kmod)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

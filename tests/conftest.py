@@ -21,6 +21,7 @@ from sandbox_exporter.backends.base import MANAGED_LABEL
 from sandbox_exporter.backends.docker import docker_url, ping_unix_socket
 from sandbox_exporter.backends.podman import podman_url
 from sandbox_exporter.logs import reset_logging
+from tests.firecracker_guest_fixture import firecracker_guest_image as firecracker_guest_image
 
 TEST_IMAGE = os.environ.get("SANDBOX_EXPORTER_TEST_IMAGE", "sandbox-exporter/busybox:local")
 REQUIRED = {e for e in os.environ.get("SANDBOX_EXPORTER_REQUIRE", "").split(",") if e}

@@ -31,6 +31,9 @@ Knobs, from the environment variable FC_DOUBLE (comma-separated `key=value`):
     ctrl_alt_del=ignore  SendCtrlAltDel answers 204 and the guest ignores it
     boot_delay=SECONDS   time from InstanceStart to the guest's listener (default 0.05)
     guest_ports=P1:P2    vsock ports the guest listens on (default 52)
+    guest_listener=PATH  after OK, relay the connection to a real guest listener
+                         (guest/firecracker/listener.c run with --unix PATH) instead
+                         of serving it here
 
 `double_binary(directory, **knobs)` writes a wrapper script that runs this program with
 those knobs, to pass to code that expects a Firecracker binary.
@@ -51,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import resource
@@ -86,7 +90,8 @@ def double_binary(directory: Path, **knobs: str) -> Path:
     """Write an executable wrapper that runs this double with `knobs` (FC_DOUBLE) and
     passes its arguments on, as a Firecracker binary would take them; return its path."""
     setting = ",".join(f"{key}={value}" for key, value in knobs.items())
-    name = "firecracker-double" + "".join(f"-{k}-{v}" for k, v in knobs.items()).replace(":", "_")
+    digest = hashlib.sha256(setting.encode()).hexdigest()[:8]
+    name = f"firecracker-double-{digest}" if knobs else "firecracker-double"
     wrapper = directory / name
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -1138,6 +1143,7 @@ class Knobs:
     ctrl_alt_del: str = "reboot"
     boot_delay: float = DEFAULT_BOOT_DELAY
     guest_ports: tuple[int, ...] = DEFAULT_GUEST_PORTS
+    guest_listener: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Knobs:
@@ -1150,6 +1156,8 @@ class Knobs:
                 setattr(knobs, key, value)
             elif key == "boot_delay":
                 knobs.boot_delay = float(value)
+            elif key == "guest_listener":
+                knobs.guest_listener = value
             elif key == "guest_ports":
                 knobs.guest_ports = tuple(int(p) for p in value.split(":") if p)
             else:
@@ -1874,9 +1882,30 @@ class VsockDevice:
                 return  # the guest resets the connection: closed without OK
             try:
                 conn.sendall(f"OK {guest.host_port()}\n".encode())
-                GuestSession(self.vmm, conn).serve()
+                if self.vmm.knobs.guest_listener:
+                    relay(conn, self.vmm.knobs.guest_listener)
+                else:
+                    GuestSession(self.vmm, conn).serve()
             except OSError:
                 return
+
+
+def relay(conn: socket.socket, path: str) -> None:
+    """Bytes both ways between the host's connection and a real listener's Unix socket,
+    each direction's end passed on, until both are done."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as guest:
+        guest.connect(path)
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    sink.sendall(data)
+                sink.shutdown(socket.SHUT_WR)
+
+        towards_guest = threading.Thread(target=pump, args=(conn, guest), daemon=True)
+        towards_guest.start()
+        pump(guest, conn)
+        towards_guest.join(5)
 
 
 def read_connect(conn: socket.socket) -> int | None:

@@ -234,7 +234,8 @@ def test_every_registered_backend_declares_itself_and_has_its_block() -> None:
         assert isinstance(kind, BackendKind)
         assert kind.name == name
         assert issubclass(kind.options, BackendOptions)
-        config = parse_config({"targets": [{"name": "t", "backend": name, name: {}}]})
+        block = dict(kind.example or {})  # what its required options usually hold
+        config = parse_config({"targets": [{"name": "t", "backend": name, name: block}]})
         assert isinstance(config.targets[0].options, kind.options)
     assert backends.kind(" K8S ").name == "kubernetes", "aliases, any case, trimmed"
 

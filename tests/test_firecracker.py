@@ -39,6 +39,7 @@ from tests.conftest import FirecrackerBinaries
 from tests.fakes import calls
 from tests.firecracker_double import double_binary
 from tests.helpers import alive, make_config, make_target, wait_for
+from tests.test_firecracker_guest import compile_listener, start_listener, stop_listener
 from tests.tiny_guest import tiny_guest_image
 
 LABELS = {
@@ -230,9 +231,10 @@ def test_a_vmm_killed_while_start_waits_is_reported_and_cleaned_up(
     nothing_left(state)
 
 
+@pytest.mark.parametrize("rootfs_mode", ["read_only", "copy"])
 def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
     firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
-    tmp_path: Path,
+    tmp_path: Path, rootfs_mode: str,
 ) -> None:  # fmt: skip
     if os.geteuid() != 0:
         pytest.skip("the jailer needs root")
@@ -240,7 +242,8 @@ def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
     jailer = {"binary": str(firecracker_binaries.jailer), "uid": 65534, "gid": 65534,
               "chroot_base": str(base)}  # fmt: skip
     target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"jailer": jailer, "boot_args": "console=ttyS0"})  # fmt: skip
+                       firecracker={"jailer": jailer, "boot_args": "console=ttyS0",
+                                    "rootfs_mode": rootfs_mode})  # fmt: skip
     backend = backend_for(target)
     backend.ping(soon())
     sandbox = backend.create(spec(), soon())
@@ -253,6 +256,8 @@ def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
         jailed_root = os.stat(f"/proc/{process.pid}/root")  # pivot_root: it reads as "/"
         assert (jailed_root.st_dev, jailed_root.st_ino) == (root.stat().st_dev, root.stat().st_ino)
         assert {"api.sock", "v.sock", "rootfs.ext4", "vmlinux"} <= {p.name for p in root.iterdir()}
+        if rootfs_mode == "copy":  # its own drive, which the jailed VMM may write
+            assert (root / "rootfs.ext4").stat().st_uid == 65534
         with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
             backend.start(sandbox, soon(1))
         backend.stop(sandbox, 0.2, soon())
@@ -637,4 +642,44 @@ def test_a_real_guest_built_by_the_script_runs_the_whole_lifecycle(
         assert result is not None
         assert result.success, result.failure
     assert not [e for e in logs if e["event"] == "vmm killed"], "the guest powered off on stop"
+    nothing_left(state)
+
+
+def test_the_backend_and_the_real_guest_listener_agree_byte_for_byte(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    """The double relays the vsock connection to guest/firecracker/listener.c (compiled
+    for the host, on a Unix socket): the backend's requests and its reading of the
+    answers against the listener the guest image runs."""
+    listener_binary = tmp_path / "sandbox-guest"
+    compile_listener(listener_binary)
+    guest = start_listener(listener_binary, tmp_path / "guest.sock")
+    try:
+        binary = double_binary(tmp_path, guest_listener=str(guest.path))
+        backend = backend_for(fc_target(binary, files, state))
+        sandbox = backend.create(spec(), soon())
+        try:
+            backend.start(sandbox, soon())
+            answers = [
+                backend.exec(sandbox, command, soon())
+                for command in (
+                    ["sh", "-c", "echo out; echo err >&2; exit 3"],
+                    ["no-such-command"],
+                    ["sh", "-c", "kill -TERM $$"],
+                    ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' a"],
+                    ["printf", "%s|", "", "two words", "ü"],
+                )
+            ]
+            backend.stop(sandbox, 1, soon())
+        finally:
+            backend.remove(sandbox, soon())
+    finally:
+        stop_listener(guest)
+    assert [(a.exit_code, a.output) for a in answers] == [
+        (3, "out\nerr\n"),
+        (127, "sandbox-guest: cannot run no-such-command: No such file or directory\n"),
+        (143, ""),
+        (0, "a" * 1000000),
+        (0, "|two words|ü|"),
+    ]
     nothing_left(state)

@@ -44,7 +44,8 @@ backend, keyed by name.
 Errors: raise `BackendUnavailable` when the engine cannot be reached at all
 (`sandbox_backend_up` 0), `BackendTimeout` when what a call waits for did not come
 by its deadline (a timeout of the phase, in the backend's words), `BackendError`
-with the engine's own words for everything else. Never catch and hide one: the runner decides what it means.
+with the engine's own words for everything else. Never catch and hide one: the
+runner decides what it means.
 """
 
 from __future__ import annotations

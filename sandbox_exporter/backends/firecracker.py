@@ -561,10 +561,13 @@ class FirecrackerBackend:
         copy-on-write clone (or copy)."""
         source = Path(self.options.rootfs).absolute()
         target = vm.root / ROOT_DRIVE
+        jailer = self.options.jailer
         try:
             if self.options.rootfs_mode == "copy":
                 copy_file(source, target)
-            elif self.options.jailer is None:
+                if jailer is not None:  # the jailed VMM writes it as the jail's user
+                    os.chown(target, jailer.uid, jailer.gid)
+            elif jailer is None:
                 target.symlink_to(source)
             else:
                 _link_or_copy(source, target)

@@ -683,3 +683,29 @@ def test_the_backend_and_the_real_guest_listener_agree_byte_for_byte(
         (0, "|two words|ü|"),
     ]
     nothing_left(state)
+
+
+def test_snapshots_of_a_killed_exporter_go_and_those_in_use_stay(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state,
+                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    first, second = backend_for(target), backend_for(target)  # two targets, one directory
+    for backend in (first, second):
+        backend.ping(soon())
+        backend.prepare(spec(), soon())
+    kept, killed = first._snapshot, second._snapshot
+    assert kept is not None
+    assert killed is not None
+    assert kept != killed, "each its own"
+    # `second` dies without closing: its lock goes with its descriptor, its files stay
+    assert second._snapshot_owner is not None
+    os.close(second._snapshot_owner)
+    third = backend_for(target)
+    third.ping(soon())
+    third.prepare(spec(), soon())
+    assert kept.exists(), "in use by `first`: kept"
+    assert not killed.exists(), "its maker is gone: removed"
+    for backend in (first, third):
+        backend.close()
+    nothing_left(state)

@@ -47,6 +47,7 @@ import fcntl
 import hashlib
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -91,6 +92,10 @@ ROOT_DRIVE = "rootfs.ext4"
 LOG_FILE = "vmm.log"
 JAIL_RECORD = "jail"  # in the state directory: the jail's directory, removed with the VM
 SNAPSHOT_STATE, SNAPSHOT_MEMORY = "vmstate", "memory"
+SNAPSHOT_PREFIX, SNAPSHOT_LOCK = (
+    ".snapshot-",
+    "lock",
+)  # a directory per snapshot, locked by its maker
 MAX_OUTPUT = 1 << 20  # bytes of command output read (docs/firecracker-guest.md)
 MAX_ID = 64  # Firecracker's and the jailer's limit on --id
 KVM_DEVICE = "/dev/kvm"
@@ -311,6 +316,7 @@ class FirecrackerBackend:
         self._snapshot: Path | None = None  # start_mode: snapshot, once set up
         self._snapshot_shape: tuple[int, int] = (0, 0)  # its vCPUs and MiB
         self._snapshot_lock = threading.Lock()
+        self._snapshot_owner: int | None = None  # the lock held while the snapshot is in use
 
     # -- protocol ----------------------------------------------------------------
 
@@ -331,7 +337,7 @@ class FirecrackerBackend:
         with self._snapshot_lock:
             if self._snapshot is None or self._snapshot_shape != shape:
                 if self._snapshot is not None:
-                    self.state.remove(self._snapshot.name)
+                    self._drop_snapshot(self._snapshot)
                     self._snapshot = None
                 self._snapshot = self._make_snapshot(shape, deadline)
                 self._snapshot_shape = shape
@@ -442,8 +448,7 @@ class FirecrackerBackend:
             with contextlib.suppress(BackendError):
                 self.remove(SandboxRef(name), Deadline.after(5))
         if self._snapshot is not None:
-            with contextlib.suppress(BackendError):
-                self.state.remove(self._snapshot.name)
+            self._drop_snapshot(self._snapshot)
             self._snapshot = None
 
     # -- the VMM -------------------------------------------------------------------
@@ -686,12 +691,11 @@ class FirecrackerBackend:
     def _make_snapshot(self, shape: tuple[int, int], deadline: Deadline) -> Path:
         """Boot one VM until its guest answers, pause it, snapshot it into the state
         directory; the VMM is then ended. Returns the snapshot's directory."""
-        made_of = f"{self.options.model_dump_json()} {shape}"
-        digest = hashlib.sha256(made_of.encode()).hexdigest()[:12]
-        name = f".snapshot-{digest}"
-        self.state.remove(name)  # what a killed exporter left of an earlier set-up
+        self._remove_stale_snapshots()
+        name = f"{SNAPSHOT_PREFIX}{secrets.token_hex(6)}"
         vm = self._launch(name, {}, deadline)
         try:
+            self._snapshot_owner = _hold_lock(vm.home / SNAPSHOT_LOCK)
             self._configure(vm, shape, deadline)
             self._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, deadline)
             vm.booted = True
@@ -704,7 +708,7 @@ class FirecrackerBackend:
             with self._lock:
                 self._vms.pop(name, None)
             self._end(vm, deadline)
-            self.state.remove(name)
+            self._drop_snapshot(vm.home)
             raise
         with self._lock:
             self._vms.pop(name, None)
@@ -712,12 +716,46 @@ class FirecrackerBackend:
         (vm.home / ROOT_DRIVE).unlink(missing_ok=True)
         return vm.home
 
+    def _drop_snapshot(self, directory: Path) -> None:
+        """Delete a snapshot this backend made, and let go of its lock."""
+        with contextlib.suppress(BackendError):
+            self.state.remove(directory.name)
+        if self._snapshot_owner is not None:
+            os.close(self._snapshot_owner)
+            self._snapshot_owner = None
+
+    def _remove_stale_snapshots(self) -> None:
+        """Snapshots whose maker is gone (a killed exporter): their lock is free. A
+        snapshot is the VM's whole memory; several backends may share the directory."""
+        for lock in self.state.root.glob(f"{SNAPSHOT_PREFIX}*/{SNAPSHOT_LOCK}"):
+            try:
+                held = _hold_lock(lock)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # in use, or just removed
+            try:
+                with contextlib.suppress(BackendError):
+                    self.state.remove(lock.parent.name)
+            finally:
+                os.close(held)
+
     def _get(self, name: str) -> _Vm:
         with self._lock:
             vm = self._vms.get(name)
         if vm is None:
             raise BackendError(f"firecracker: no VM {name!r} here")
         return vm
+
+
+def _hold_lock(path: Path) -> int:
+    """An exclusive lock on `path` (made if missing), held while the descriptor is open;
+    BlockingIOError when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sandbox_exporter.backends.base import Found
+from sandbox_exporter.backends.firecracker import find_here as find_firecracker
 from sandbox_exporter.backends.hyperlight import find_here as find_hyperlight
 from sandbox_exporter.backends.podman import podman_url
 from sandbox_exporter.cli import main
@@ -25,6 +26,11 @@ def backends(found: list[dict[str, object]]) -> list[str]:
 
 # Hyperlight is found where its packages and a hypervisor device are (it is found on a
 # kvm-pvm machine too, and its target is then unavailable), else missing with why
+_FIRECRACKER = find_firecracker()  # found where a guest is built in its default place
+FIRECRACKER = ["firecracker"] if isinstance(_FIRECRACKER, Found) else []
+FIRECRACKER_MISSING = (
+    {} if isinstance(_FIRECRACKER, Found) else {"firecracker": _FIRECRACKER.reason}
+)
 _HYPERLIGHT = find_hyperlight()
 HYPERLIGHT = ["hyperlight"] if isinstance(_HYPERLIGHT, Found) else []
 HYPERLIGHT_MISSING = {} if isinstance(_HYPERLIGHT, Found) else {"hyperlight": _HYPERLIGHT.reason}
@@ -34,7 +40,7 @@ def test_podman_socket_is_found(podman_engine: Engine, monkeypatch: pytest.Monke
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     found = discover_targets()
-    assert backends(found) == ["podman", "namespace", *HYPERLIGHT]
+    assert backends(found) == ["podman", "namespace", *FIRECRACKER, *HYPERLIGHT]
     assert found[0]["podman"] == {"base_url": podman_engine.url}
 
 
@@ -43,7 +49,13 @@ def test_docker_and_podman_are_both_found(
 ) -> None:
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", docker_engine.url)
-    assert backends(discover_targets()) == ["docker", "podman", "namespace", *HYPERLIGHT]
+    assert backends(discover_targets()) == [
+        "docker",
+        "podman",
+        "namespace",
+        *FIRECRACKER,
+        *HYPERLIGHT,
+    ]
 
 
 def test_podman_behind_docker_host_is_probed_once(
@@ -52,7 +64,7 @@ def test_podman_behind_docker_host_is_probed_once(
     monkeypatch.setenv("CONTAINER_HOST", podman_engine.url)
     monkeypatch.setenv("DOCKER_HOST", podman_engine.url)
     found, missing = discover()
-    assert backends(found) == ["docker", "namespace", *HYPERLIGHT]
+    assert backends(found) == ["docker", "namespace", *FIRECRACKER, *HYPERLIGHT]
     assert missing["podman"] == f"{podman_engine.url} is already probed as docker"
 
 
@@ -65,13 +77,14 @@ def test_what_is_not_found_says_which_engine_where_and_why(
         monkeypatch.setenv("CONTAINER_HOST", f"unix://{refusing}")
         monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         found, missing = discover()
-    assert backends(found) == ["namespace", *HYPERLIGHT]
+    assert backends(found) == ["namespace", *FIRECRACKER, *HYPERLIGHT]
     assert missing == {
         "docker": "the Docker engine does not answer at unix:///nonexistent/docker.sock: "
         "no such socket (is the service running?)",
         "podman": f"Podman does not answer at unix://{refusing}: "
         "connection refused (nothing listens there)",
         "kubernetes": "not looked for (it is reached over the network): name it in a config",
+        **FIRECRACKER_MISSING,
         "nomad": "not looked for (it is reached over the network): name it in a config",
         **HYPERLIGHT_MISSING,
         "apple": "Apple's `container` CLI not found on PATH (it runs only on macOS)",

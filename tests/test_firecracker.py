@@ -168,8 +168,10 @@ def test_stop_waits_for_the_vmm_to_exit_after_ctrl_alt_del(
     try:
         with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
             backend.start(sandbox, soon(0.5))
-        process = backend._get(sandbox.name).process
-        assert process is not None
+        vm = backend._get(sandbox.name)
+        assert vm.process is not None
+        process = vm.process
+        vm.answered = True  # as if it had: a guest that never answered is killed at once
         with capture_logs() as logs:
             backend.stop(sandbox, 5, soon())
         assert process.returncode == 0, "the VMM exited on its own when the guest rebooted"
@@ -187,8 +189,10 @@ def test_a_guest_that_ignores_ctrl_alt_del_is_killed_at_the_grace_period_and_log
     try:
         with pytest.raises(BackendError):
             backend.start(sandbox, soon(0.5))
-        process = backend._get(sandbox.name).process
-        assert process is not None
+        vm = backend._get(sandbox.name)
+        assert vm.process is not None
+        process = vm.process
+        vm.answered = True  # as if it had, then ignored Ctrl-Alt-Del
         with capture_logs() as logs:
             backend.stop(sandbox, 0.3, soon())
         assert process.returncode == -signal.SIGKILL
@@ -698,9 +702,12 @@ def test_snapshots_of_a_killed_exporter_go_and_those_in_use_stay(
     assert kept is not None
     assert killed is not None
     assert kept != killed, "each its own"
-    # `second` dies without closing: its lock goes with its descriptor, its files stay
+    # `second` dies without closing: its lock goes with its descriptor, its files stay;
+    # a minute later they are a leftover (younger, a set-up may not hold its lock yet)
     assert second._snapshot_owner is not None
     os.close(second._snapshot_owner)
+    for directory in (kept, killed):
+        os.utime(directory, (0, 0))
     third = backend_for(target)
     third.ping(soon())
     third.prepare(spec(), soon())
@@ -709,3 +716,133 @@ def test_snapshots_of_a_killed_exporter_go_and_those_in_use_stay(
     for backend in (first, third):
         backend.close()
     nothing_left(state)
+
+
+def test_a_snapshot_set_up_that_fails_early_leaves_nothing_behind(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    broken = tmp_path / "broken-firecracker"
+    broken.write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    target = fc_target(broken, files, state, firecracker={"start_mode": "snapshot"})
+    backend = backend_for(target)
+    backend.ping(soon())
+    for _ in range(3):
+        with pytest.raises(BackendError, match="the VMM exited 1 before its API socket answered"):
+            backend.prepare(spec(), soon())
+    assert backend._vms == {}
+    assert backend._snapshot_owner is None
+    backend.close()
+    nothing_left(state)
+
+
+def test_a_call_abandoned_at_its_deadline_is_ended_and_everything_goes(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state, command=["sleep", "60"],
+                       expect_output=None, timeouts={"exec": "1s"})  # fmt: skip
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    result = prober.run()
+    prober.close()
+    assert result is not None
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == ("exec", "timeout")
+    nothing_left(state)
+
+
+def test_the_vmm_dying_between_start_and_exec_is_said_so(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state))
+    sandbox = backend.create(spec(), soon())
+    try:
+        backend.start(sandbox, soon())
+        process = backend._get(sandbox.name).process
+        assert process is not None
+        process.kill()
+        with pytest.raises(BackendError, match="the VMM was killed by signal 9 during the command"):
+            backend.exec(sandbox, ["true"], soon())
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_output_over_a_mebibyte_is_refused(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state))
+    sandbox = backend.create(spec(), soon())
+    try:
+        backend.start(sandbox, soon())
+        with pytest.raises(BackendError, match=r"output too large \(over 1048576 bytes\)"):
+            backend.exec(sandbox, ["head", "-c", "2000000", "/dev/zero"], soon())
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_another_guest_port_is_told_to_the_guest_and_used(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path, guest_ports="1234"), files, state,
+                       firecracker={"guest_port": 1234})  # fmt: skip
+    backend = backend_for(target)
+    sandbox = backend.create(spec(), soon())
+    try:
+        boot = backend._get(sandbox.name).client.get("/vm/config").json()["boot-source"]
+        assert boot["boot_args"].endswith(" sandbox_guest.port=1234")
+        backend.start(sandbox, soon())
+        assert backend.exec(sandbox, ["echo", "hi"], soon()).output == "hi\n"
+    finally:
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+def test_a_guest_slower_than_one_vsock_attempt_is_waited_for(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    # before the guest is up a CONNECT hangs: each attempt ends at vsock_attempt (200ms)
+    target = fc_target(double_binary(tmp_path, boot_delay="0.7"), files, state)
+    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    assert result.success, result.failure
+    assert result.durations["start"] >= 0.7
+    nothing_left(state)
+
+
+def test_a_restarted_exporter_removes_an_orphans_jail_from_the_config_alone(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    if os.geteuid() != 0:
+        pytest.skip("the jailer needs root")
+    base = tmp_path / "jailer"
+    jailer = {"binary": str(firecracker_binaries.jailer), "uid": 65534, "gid": 65534,
+              "chroot_base": str(base)}  # fmt: skip
+    target = fc_target(firecracker_binaries.firecracker, files, state,
+                       firecracker={"jailer": jailer})  # fmt: skip
+    earlier = backend_for(target)
+    left = earlier.create(spec("sandbox-exporter-fc-orphan2"), soon())
+    process = earlier._get(left.name).process
+    assert process is not None
+    # a record may not name what is deleted: a planted path is never read
+    (state / left.name / "jail").write_text(str(tmp_path / "precious"))
+    (tmp_path / "precious").mkdir()
+    later = backend_for(target)
+    assert [s.name for s in later.list_managed("fc", soon())] == [left.name]
+    later.remove(SandboxRef(left.name), soon())
+    process.wait(5)
+    assert list((base / "firecracker").iterdir()) == []
+    assert (tmp_path / "precious").is_dir()
+    nothing_left(state)
+
+
+def test_a_state_directory_others_can_write_is_refused(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    backend = backend_for(fc_target("/bin/true", files, shared))
+    with pytest.raises(BackendUnavailable, match="can be written by others"):
+        backend.state.ensure()

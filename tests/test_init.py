@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from sandbox_exporter.backends.base import Found
+from sandbox_exporter.backends.firecracker import find_here as find_firecracker
 from sandbox_exporter.config import load_config
 from tests.conftest import Engine
 
@@ -42,9 +44,14 @@ def test_what_is_found_is_a_target_with_its_address_the_rest_says_why(
     assert "# kubernetes: not looked for" in text
     commented = [line[1:] for line in text.splitlines() if line.startswith("#  ")]
     uncommented = yaml.safe_load("\n".join(line for line in commented if line.startswith("  ")))
-    assert [t["backend"] for t in uncommented] == ["podman", "kubernetes", "nomad", "apple"], (
-        "each block, uncommented, is a target"
-    )
+    vms = [] if isinstance(find_firecracker(), Found) else ["firecracker"]
+    assert [t["backend"] for t in uncommented] == [
+        "podman",
+        "kubernetes",
+        *vms,
+        "nomad",
+        "apple",
+    ], "each block, uncommented, is a target"
     again = init("--output", str(written))
     assert again.returncode == 1
     assert "cannot create" in again.stderr, "an existing config is never overwritten"

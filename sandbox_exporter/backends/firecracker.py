@@ -48,6 +48,7 @@ import hashlib
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -56,7 +57,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +91,6 @@ API_SOCKET = "api.sock"
 VSOCK_SOCKET = "v.sock"
 ROOT_DRIVE = "rootfs.ext4"
 LOG_FILE = "vmm.log"
-JAIL_RECORD = "jail"  # in the state directory: the jail's directory, removed with the VM
 SNAPSHOT_STATE, SNAPSHOT_MEMORY = "vmstate", "memory"
 SNAPSHOT_PREFIX, SNAPSHOT_LOCK = (
     ".snapshot-",
@@ -105,6 +105,9 @@ FICLONE = 0x40049409
 GUEST_DIR = Path("/var/lib/sandbox-exporter/firecracker")
 GUEST_FILES = {"kernel": "vmlinux", "initrd": "initrd.cpio", "rootfs": "rootfs.ext4"}
 DEATH_WAIT = 0.5  # seconds to let a VMM whose connection just broke finish dying
+COPY_CHUNK = 8 << 20
+STALE_SNAPSHOT = 60.0  # seconds: a snapshot directory this old with a free lock is a leftover
+POLL = 0.0005  # seconds between two looks at a socket the VMM or the guest is about to open
 REPORT_MARGIN = 0.05  # seconds kept at the end of a wait to report why it failed
 
 log = structlog.get_logger("sandbox_exporter.backends.firecracker")
@@ -186,8 +189,9 @@ def log_tail(path: Path, lines: int = 5, limit: int = 4096) -> str:
     return " | ".join(kept)
 
 
-def copy_file(source: Path, target: Path) -> None:
-    """A copy-on-write clone where the filesystem can (FICLONE), else a full copy."""
+def copy_file(source: Path, target: Path, deadline: Deadline) -> None:
+    """A copy-on-write clone where the filesystem can (FICLONE), else a full copy, in
+    chunks, each started only while the deadline has not passed."""
     with source.open("rb") as src, target.open("wb") as dst:
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
@@ -195,7 +199,29 @@ def copy_file(source: Path, target: Path) -> None:
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
                 raise
-        shutil.copyfileobj(src, dst, 1 << 20)
+        while chunk := src.read(COPY_CHUNK):
+            if deadline.expired:
+                raise BackendTimeout(f"copying {source} was not done by the deadline")
+            dst.write(chunk)
+
+
+def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether `process` exited (then reaped) within `timeout`: woken by the exit itself
+    through a pidfd, where `Popen.wait(timeout)` polls with sleeps of up to 50 ms."""
+    if process.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except ProcessLookupError:
+        process.wait()
+        return True
+    try:
+        exited = bool(select.select([pidfd], [], [], max(timeout, 0.0))[0])
+    finally:
+        os.close(pidfd)
+    if exited:
+        process.wait()
+    return exited
 
 
 # -- the guest's side, over vsock (docs/firecracker-guest.md) -------------------------
@@ -279,8 +305,17 @@ class _Vm:
     dirfd: int
     process: subprocess.Popen[bytes] | None = None
     client: Any = None  # httpx.Client over the API socket
-    booted: bool = False
+    booted: bool = False  # InstanceStart (or the snapshot's load) was accepted
+    answered: bool = False  # the guest's listener has accepted once
+    removed: bool = False  # `remove` took it: a call still running must not spawn
     sockets: set[socket.socket] = field(default_factory=set)
+
+    def __del__(self) -> None:
+        # closed when the last user lets go, not at `remove`: a call abandoned at its
+        # deadline may still build paths from it, and a reused number would lead it to
+        # another VM's sockets
+        with contextlib.suppress(OSError):
+            os.close(self.dirfd)
 
     def path(self, name: str) -> str:
         return f"/proc/self/fd/{self.dirfd}/{name}"
@@ -328,19 +363,24 @@ class FirecrackerBackend:
                 raise BackendUnavailable("firecracker: the jailer needs root")
         check_kvm()
         self.state.ensure()
+        self._remove_stale_snapshots()
 
     def prepare(self, spec: SandboxSpec, deadline: Deadline) -> None:
         """`start_mode: snapshot`: the snapshot of a VM of `spec`'s shape, made once."""
         if self.options.start_mode != "snapshot":
             return
         shape = (max(1, math.ceil(spec.cpus)), spec.memory_mb)
-        with self._snapshot_lock:
+        if not self._snapshot_lock.acquire(timeout=deadline.remaining()):
+            raise BackendTimeout("firecracker: another set-up of the snapshot still runs")
+        try:
             if self._snapshot is None or self._snapshot_shape != shape:
                 if self._snapshot is not None:
                     self._drop_snapshot(self._snapshot)
                     self._snapshot = None
                 self._snapshot = self._make_snapshot(shape, deadline)
                 self._snapshot_shape = shape
+        finally:
+            self._snapshot_lock.release()
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         vm = self._launch(spec.name, spec.labels, deadline)
@@ -367,10 +407,11 @@ class FirecrackerBackend:
 
     def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
         vm = self._get(sandbox.name)
-        sock = self._connect(vm, deadline, deadline)
-        if sock is None:
-            raise BackendError(self._not_answering(vm, "closed the connection without OK"))
+        sock: socket.socket | None = None
         try:
+            sock = self._connect(vm, deadline, deadline)
+            if sock is None:
+                raise BackendError(self._not_answering(vm, "closed the connection without OK"))
             sock.settimeout(max(deadline.remaining(), 0.001))
             sock.sendall(run_request(command))
             return read_response(_Stream(sock), deadline)
@@ -379,8 +420,7 @@ class FirecrackerBackend:
         except (OSError, BackendError) as exc:
             # a connection that ends early is often the VMM going: say so if it went
             if vm.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    vm.process.wait(timeout=min(DEATH_WAIT, deadline.remaining()))
+                wait_exit(vm.process, min(DEATH_WAIT, deadline.remaining()))
             why = vm.died("during the command")
             if why is not None:
                 raise BackendError(why) from exc
@@ -388,38 +428,36 @@ class FirecrackerBackend:
                 raise
             raise BackendError(f"the connection to the guest failed: {exc}") from exc
         finally:
-            self._close(vm, sock)
+            if sock is not None:
+                self._close(vm, sock)
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         with self._lock:
             vm = self._vms.get(sandbox.name)
         if vm is None or vm.process is None or vm.process.poll() is not None:
             return
-        if vm.booted:
+        if vm.answered:  # a guest that never answered is not asked: it cannot power off
             try:
                 self._api(vm, "PUT", "/actions", {"action_type": "SendCtrlAltDel"}, deadline)
             except BackendError:
                 if vm.process.poll() is None:
                     raise
                 return  # it went down while being asked to
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                vm.process.wait(timeout=min(grace_seconds, deadline.remaining()))
-            if vm.process.poll() is not None:
+            if wait_exit(vm.process, min(grace_seconds, deadline.remaining())):
                 return
             reason = f"still running {grace_seconds:g}s after SendCtrlAltDel"
             log.warning("vmm killed", sandbox=vm.name, pid=vm.process.pid, reason=reason)
-        vm.process.kill()
-        try:
-            vm.process.wait(timeout=deadline.remaining())
-        except subprocess.TimeoutExpired as exc:
-            raise BackendError(
-                f"the VMM (pid {vm.process.pid}) did not exit after SIGKILL"
-            ) from exc
+        with contextlib.suppress(ProcessLookupError):
+            vm.process.kill()
+        if not wait_exit(vm.process, deadline.remaining()):
+            raise BackendError(f"the VMM (pid {vm.process.pid}) did not exit after SIGKILL")
 
     def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
         name = sandbox.name
         with self._lock:
             vm = self._vms.pop(name, None)
+            if vm is not None:
+                vm.removed = True  # a create still running for it undoes its spawn
         if vm is not None:
             self._end(vm, deadline)
         self._remove_jail(name)
@@ -447,16 +485,21 @@ class FirecrackerBackend:
         for name in names:
             with contextlib.suppress(BackendError):
                 self.remove(SandboxRef(name), Deadline.after(5))
-        if self._snapshot is not None:
-            self._drop_snapshot(self._snapshot)
-            self._snapshot = None
+        with self._snapshot_lock:
+            if self._snapshot is not None:
+                self._drop_snapshot(self._snapshot)
+                self._snapshot = None
 
     # -- the VMM -------------------------------------------------------------------
 
-    def _launch(self, name: str, labels: dict[str, str], deadline: Deadline) -> _Vm:
-        """The work directory, the root drive in it, the VMM spawned and answering."""
+    def _launch(
+        self, name: str, labels: dict[str, str], deadline: Deadline,
+        before_spawn: Callable[[_Vm], None] | None = None,
+    ) -> _Vm:  # fmt: skip
+        """The work directory, the root drive in it, the VMM spawned and answering. On
+        failure the VMM is ended here (its directory is `remove`'s to delete)."""
         home = self.state.create(name, labels)
-        root = home if self.options.jailer is None else self._make_jail(name)
+        root = home if self.options.jailer is None else self._make_jail(name, deadline)
         try:
             dirfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -464,16 +507,35 @@ class FirecrackerBackend:
         vm = _Vm(name, home, root, dirfd)
         with self._lock:
             self._vms[name] = vm
-        self._place_drive(vm)
-        vm.process = self._spawn(vm)
-        self.state.add_process(name, vm.process.pid)
-        # plain HTTP: an unused TLS context, as httpx's default loads CA files (~0.2 s)
-        transport = self._httpx.HTTPTransport(uds=vm.path(API_SOCKET), verify=self._no_tls)
-        vm.client = self._httpx.Client(
-            transport=transport, base_url="http://localhost", verify=self._no_tls
-        )
-        self._wait_for_api(vm, deadline)
+        try:
+            if before_spawn is not None:
+                before_spawn(vm)
+            self._place_drive(vm, deadline)
+            process = self._spawn(vm)
+            with self._lock:
+                if vm.removed:  # this call was abandoned and `remove` has run: undo
+                    process.kill()
+                    process.wait()
+                    raise BackendError(f"firecracker: {name} was removed while being created")
+                vm.process = process
+            self.state.add_process(name, process.pid)
+            # plain HTTP: an unused TLS context, as httpx's default loads CA files (~0.2 s)
+            transport = self._httpx.HTTPTransport(uds=vm.path(API_SOCKET), verify=self._no_tls)
+            vm.client = self._httpx.Client(
+                transport=transport, base_url="http://localhost", verify=self._no_tls
+            )
+            self._wait_for_api(vm, deadline)
+        except BaseException:
+            self._discard(vm, deadline)
+            raise
         return vm
+
+    def _discard(self, vm: _Vm, deadline: Deadline) -> None:
+        """Forget `vm` and end its VMM (its directory stays for `remove`)."""
+        with self._lock:
+            if self._vms.get(vm.name) is vm:
+                del self._vms[vm.name]
+        self._end(vm, deadline)
 
     def _spawn(self, vm: _Vm) -> subprocess.Popen[bytes]:
         binary = resolve_binary(self.options.binary)
@@ -498,7 +560,9 @@ class FirecrackerBackend:
             raise BackendError(f"cannot run {command[0]}: {exc}") from exc
 
     def _wait_for_api(self, vm: _Vm, deadline: Deadline) -> None:
-        """Until `GET /` answers on the API socket (polled: the VMM makes it when ready)."""
+        """Until `GET /` answers on the API socket (polled: the VMM makes it when ready,
+        in ~3 ms; a failed connect costs microseconds)."""
+        deadline = _for_reporting(deadline)
         while True:
             why = vm.died("before its API socket answered")
             if why is not None:
@@ -508,10 +572,8 @@ class FirecrackerBackend:
                 return
             except self._httpx.TransportError as exc:
                 if deadline.expired:
-                    raise BackendError(
-                        f"the VMM's API socket did not answer in time: {exc}"
-                    ) from exc
-            time.sleep(0.002)
+                    raise BackendTimeout(f"the VMM's API socket did not answer: {exc}") from exc
+            time.sleep(POLL)
 
     def _api(
         self, vm: _Vm, method: str, path: str, body: dict[str, Any], deadline: Deadline
@@ -523,6 +585,8 @@ class FirecrackerBackend:
         except self._httpx.TimeoutException as exc:
             raise BackendError(f"Firecracker did not answer {method} {path} in time") from exc
         except self._httpx.TransportError as exc:
+            if vm.process is not None:  # a dropped connection is often the VMM going
+                wait_exit(vm.process, min(DEATH_WAIT, deadline.remaining()))
             why = vm.died(f"at {method} {path}")
             raise BackendError(why or f"{method} {path}: the API socket failed: {exc}") from exc
         if response.status_code < 300:
@@ -560,7 +624,7 @@ class FirecrackerBackend:
         """A file the VMM must open, as it sees it (in a jail: copied in by `_make_jail`)."""
         return path if self.options.jailer is None else "/" + Path(path).name
 
-    def _place_drive(self, vm: _Vm) -> None:
+    def _place_drive(self, vm: _Vm, deadline: Deadline) -> None:
         """The root drive as `rootfs.ext4` in the VM's directory: a link to the shared
         image when read-only (unless jailed: a hard link, else a copy), else its own
         copy-on-write clone (or copy)."""
@@ -569,56 +633,67 @@ class FirecrackerBackend:
         jailer = self.options.jailer
         try:
             if self.options.rootfs_mode == "copy":
-                copy_file(source, target)
+                copy_file(source, target, deadline)
                 if jailer is not None:  # the jailed VMM writes it as the jail's user
                     os.chown(target, jailer.uid, jailer.gid)
             elif jailer is None:
                 target.symlink_to(source)
             else:
-                _link_or_copy(source, target)
+                _link_or_copy(source, target, deadline)
         except OSError as exc:
             raise BackendError(f"cannot place the root drive {source}: {exc}") from exc
 
-    def _make_jail(self, name: str) -> Path:
-        """The jail's root (`<chroot_base>/firecracker/<id>/root`, as the jailer makes
-        it), recorded so that `remove` finds it, with the kernel and initrd in it."""
+    def _jail(self, name: str) -> Path | None:
+        """The jail of sandbox `name` (`<chroot_base>/<exec file name>/<id>`, where the
+        jailer chroots into `root/`), from the config alone: never from a file a
+        record holds, since it is deleted as root."""
         jailer = self.options.jailer
+        if jailer is None:
+            return None
+        return Path(jailer.chroot_base) / Path(self.options.binary).name / vm_id(name)
+
+    def _make_jail(self, name: str, deadline: Deadline) -> Path:
+        """The jail's root, owned by the jail's user, with the kernel and initrd in it."""
+        jailer, jail = self.options.jailer, self._jail(name)
         assert jailer is not None
-        exec_name = Path(resolve_binary(self.options.binary)).name
-        jail = Path(jailer.chroot_base) / exec_name / vm_id(name)
-        (self.state.path(name) / JAIL_RECORD).write_text(str(jail))
+        assert jail is not None
         root = jail / "root"
         try:
             root.mkdir(parents=True)
             for path in filter(None, (self.options.kernel, self.options.initrd)):
-                _link_or_copy(Path(path).absolute(), root / Path(path).name)
+                _link_or_copy(Path(path).absolute(), root / Path(path).name, deadline)
             os.chown(root, jailer.uid, jailer.gid)
         except OSError as exc:
             raise BackendError(f"cannot make the jail {root}: {exc}") from exc
         return root
 
     def _remove_jail(self, name: str) -> None:
-        with contextlib.suppress(OSError):
-            jail = Path((self.state.path(name) / JAIL_RECORD).read_text())
+        """After the VM's processes are gone; a failure keeps the record, for a retry."""
+        jail = self._jail(name)
+        if jail is None or not jail.exists():
+            return
+        self.state.kill_processes(name)
+        try:
             shutil.rmtree(jail)
+        except OSError as exc:
+            raise BackendError(f"cannot remove the jail {jail}: {exc}") from exc
 
     def _end(self, vm: _Vm, deadline: Deadline) -> None:
-        """The VMM killed and reaped, its client and directory handle closed."""
-        for sock in list(vm.sockets):
-            self._close(vm, sock)
-        if vm.process is not None:
-            if vm.process.poll() is None:
+        """The VMM killed and reaped, its connections and client closed."""
+        try:
+            for sock in list(vm.sockets):
+                self._close(vm, sock)
+            process = vm.process
+            if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(vm.process.pid, signal.SIGKILL)
-                vm.process.kill()
-            try:
-                vm.process.wait(timeout=max(deadline.remaining(), 1.0))
-            except subprocess.TimeoutExpired as exc:
-                raise BackendError(f"the VMM (pid {vm.process.pid}) did not exit") from exc
-        if vm.client is not None:
-            vm.client.close()
-        with contextlib.suppress(OSError):
-            os.close(vm.dirfd)
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                if not wait_exit(process, deadline.remaining()):
+                    raise BackendError(f"the VMM (pid {process.pid}) did not exit after SIGKILL")
+        finally:
+            if vm.client is not None:
+                vm.client.close()
 
     # -- the guest -----------------------------------------------------------------
 
@@ -653,8 +728,7 @@ class FirecrackerBackend:
         """Until the guest's listener accepts on the port: each attempt bounded by
         `vsock_attempt`, a closed one (nothing listens yet) tried again."""
         last = "no attempt was made"
-        # end a moment before the deadline, so that the runner hears why
-        deadline = Deadline(deadline.at - min(REPORT_MARGIN, deadline.remaining() / 10))
+        deadline = _for_reporting(deadline)
         while not deadline.expired:
             why = vm.died("while waiting for the guest")
             if why is not None:
@@ -671,9 +745,10 @@ class FirecrackerBackend:
             else:
                 if sock is not None:
                     self._close(vm, sock)
+                    vm.answered = True
                     return
                 last = "closed the connection without OK"
-            time.sleep(min(0.005, deadline.remaining()))
+            time.sleep(min(POLL, deadline.remaining()))
         raise BackendTimeout(self._not_answering(vm, last))
 
     def _not_answering(self, vm: _Vm, last: str) -> str:
@@ -693,26 +768,26 @@ class FirecrackerBackend:
         directory; the VMM is then ended. Returns the snapshot's directory."""
         self._remove_stale_snapshots()
         name = f"{SNAPSHOT_PREFIX}{secrets.token_hex(6)}"
-        vm = self._launch(name, {}, deadline)
-        try:
+
+        def lock(vm: _Vm) -> None:  # before the VMM: its maker holds it from the start
             self._snapshot_owner = _hold_lock(vm.home / SNAPSHOT_LOCK)
-            self._configure(vm, shape, deadline)
-            self._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, deadline)
-            vm.booted = True
-            self._wait_for_guest(vm, deadline)
-            self._api(vm, "PATCH", "/vm", {"state": "Paused"}, deadline)
-            self._api(vm, "PUT", "/snapshot/create", {"snapshot_type": "Full",
-                      "snapshot_path": SNAPSHOT_STATE, "mem_file_path": SNAPSHOT_MEMORY},
-                      deadline)  # fmt: skip
+
+        try:
+            vm = self._launch(name, {}, deadline, before_spawn=lock)
+            try:
+                self._configure(vm, shape, deadline)
+                self._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, deadline)
+                vm.booted = True
+                self._wait_for_guest(vm, deadline)
+                self._api(vm, "PATCH", "/vm", {"state": "Paused"}, deadline)
+                self._api(vm, "PUT", "/snapshot/create", {"snapshot_type": "Full",
+                          "snapshot_path": SNAPSHOT_STATE, "mem_file_path": SNAPSHOT_MEMORY},
+                          deadline)  # fmt: skip
+            finally:
+                self._discard(vm, deadline)  # the VMM's work is done either way
         except BaseException:
-            with self._lock:
-                self._vms.pop(name, None)
-            self._end(vm, deadline)
-            self._drop_snapshot(vm.home)
+            self._drop_snapshot(self.state.path(name))
             raise
-        with self._lock:
-            self._vms.pop(name, None)
-        self._end(vm, deadline)
         (vm.home / ROOT_DRIVE).unlink(missing_ok=True)
         return vm.home
 
@@ -725,16 +800,20 @@ class FirecrackerBackend:
             self._snapshot_owner = None
 
     def _remove_stale_snapshots(self) -> None:
-        """Snapshots whose maker is gone (a killed exporter): their lock is free. A
-        snapshot is the VM's whole memory; several backends may share the directory."""
-        for lock in self.state.root.glob(f"{SNAPSHOT_PREFIX}*/{SNAPSHOT_LOCK}"):
+        """Snapshots whose maker is gone (a killed exporter): their lock is free, or was
+        never taken, and they are older than a set-up (a maker takes its lock just after
+        making the directory). A snapshot is the VM's whole memory; several backends
+        may share the state directory."""
+        for directory in self.state.root.glob(f"{SNAPSHOT_PREFIX}*"):
             try:
-                held = _hold_lock(lock)
-            except (BlockingIOError, FileNotFoundError):
-                continue  # in use, or just removed
+                if time.time() - directory.lstat().st_mtime < STALE_SNAPSHOT:
+                    continue
+                held = _hold_lock(directory / SNAPSHOT_LOCK)
+            except (BlockingIOError, FileNotFoundError, NotADirectoryError):
+                continue  # in use, just removed, or not ours
             try:
                 with contextlib.suppress(BackendError):
-                    self.state.remove(lock.parent.name)
+                    self.state.remove(directory.name)
             finally:
                 os.close(held)
 
@@ -746,10 +825,15 @@ class FirecrackerBackend:
         return vm
 
 
+def _for_reporting(deadline: Deadline) -> Deadline:
+    """A moment before `deadline`: a wait that ends there can still tell the runner why."""
+    return Deadline(deadline.at - min(REPORT_MARGIN, deadline.remaining() / 10))
+
+
 def _hold_lock(path: Path) -> int:
     """An exclusive lock on `path` (made if missing), held while the descriptor is open;
     BlockingIOError when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BaseException:
@@ -758,13 +842,13 @@ def _hold_lock(path: Path) -> int:
     return fd
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _link_or_copy(source: Path, target: Path, deadline: Deadline) -> None:
     try:
         os.link(source, target)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        copy_file(source, target)
+        copy_file(source, target, deadline)
 
 
 def find_here() -> Found | NotFound:

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 from pathlib import Path
 
@@ -63,11 +64,23 @@ class StateDirectory:
         self.root = root
 
     def ensure(self) -> None:
-        """Create the root (mode 0700); BackendUnavailable when it cannot be used."""
+        """Create the root (mode 0700); BackendUnavailable when it cannot be used, or
+        when another user could have planted records in it (what they name is killed
+        and deleted)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            found = self.root.lstat()
         except OSError as exc:
             raise BackendUnavailable(f"cannot use state directory {self.root}: {exc}") from exc
+        why = None
+        if not stat.S_ISDIR(found.st_mode):
+            why = "is not a directory"
+        elif found.st_uid != os.geteuid():
+            why = f"belongs to uid {found.st_uid}, not to this exporter's ({os.geteuid()})"
+        elif found.st_mode & 0o022:
+            why = f"can be written by others (mode {stat.S_IMODE(found.st_mode):o})"
+        if why is not None:
+            raise BackendUnavailable(f"cannot use state directory {self.root}: it {why}")
 
     def path(self, name: str) -> Path:
         if not name or "/" in name or name in (".", ".."):

@@ -26,10 +26,11 @@ path the VMM is given for the drive and the vsock socket is relative to its work
 directory (the VM's own), and a snapshot keeps them as given, so restored VMs do not
 collide.
 
-Waits the API has no "until" for are polled: the API socket after the spawn (as
-Firecracker's own Go SDK does) and the guest's listener (each attempt bounded by
-`vsock_attempt` because a connection made before the guest's vsock driver is up is
-accepted and then answered by nothing).
+Waits nothing announces are polled every 0.5 ms (a refused connect costs
+microseconds): the API socket after the spawn (as Firecracker's own Go SDK does) and
+the guest's listener (each attempt bounded by `vsock_attempt`, because a connection
+made before the guest's vsock driver is up is accepted and then answered by nothing).
+The VMM's exit is waited for on a pidfd, woken the moment it happens.
 
 Unix socket paths are limited to 108 bytes and state directories can be deep, so the
 exporter reaches a VM's sockets through `/proc/self/fd/<fd of its directory>/...`.

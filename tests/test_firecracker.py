@@ -33,7 +33,7 @@ from sandbox_exporter.backends.firecracker import (
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import ConfigError, Target
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase
 from sandbox_exporter.probing.prober import Prober
 from tests.conftest import FirecrackerBinaries
 from tests.fakes import calls
@@ -806,7 +806,7 @@ def test_a_guest_slower_than_one_vsock_attempt_is_waited_for(
     target = fc_target(double_binary(tmp_path, boot_delay="0.7"), files, state)
     result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
     assert result.success, result.failure
-    assert result.durations["start"] >= 0.7
+    assert result.durations[Phase.START] >= 0.7
     nothing_left(state)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -846,3 +847,24 @@ def test_a_state_directory_others_can_write_is_refused(
     backend = backend_for(fc_target("/bin/true", files, shared))
     with pytest.raises(BackendUnavailable, match="can be written by others"):
         backend.state.ensure()
+
+
+def test_a_vsock_socket_swapped_for_a_link_to_another_is_refused(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    backend = backend_for(fc_target(double_binary(tmp_path), files, state))
+    sandbox = backend.create(spec(), soon())
+    other = socket.socket(socket.AF_UNIX)
+    try:
+        backend.start(sandbox, soon())
+        other.bind(str(tmp_path / "other.sock"))  # some socket the exporter may reach
+        other.listen()
+        vsock = state / sandbox.name / "v.sock"
+        vsock.unlink()
+        vsock.symlink_to(tmp_path / "other.sock")
+        with pytest.raises(BackendError, match=r"served by pid \d+, not its VMM"):
+            backend.exec(sandbox, ["true"], soon())
+    finally:
+        other.close()
+        backend.remove(sandbox, soon())
+    nothing_left(state)

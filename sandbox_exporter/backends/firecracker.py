@@ -54,6 +54,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -708,6 +709,7 @@ class FirecrackerBackend:
         try:
             sock.settimeout(max(min(attempt.remaining(), deadline.remaining()), 0.001))
             sock.connect(vm.path(VSOCK_SOCKET))
+            _check_peer(sock, vm)
             sock.sendall(b"CONNECT %d\n" % self.options.guest_port)
             stream = _Stream(sock)
             line = stream.line(Deadline(min(attempt.at, deadline.at)))
@@ -824,6 +826,14 @@ class FirecrackerBackend:
         if vm is None:
             raise BackendError(f"firecracker: no VM {name!r} here")
         return vm
+
+
+def _check_peer(sock: socket.socket, vm: _Vm) -> None:
+    """The socket's other end is this VM's VMM: a jailed VMM owns the directory its
+    sockets are in and could leave a link to another socket there for the exporter."""
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if vm.process is None or pid != vm.process.pid:
+        raise BackendError(f"the vsock socket of {vm.name} is served by pid {pid}, not its VMM")
 
 
 def _for_reporting(deadline: Deadline) -> Deadline:

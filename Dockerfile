@@ -23,7 +23,7 @@ RUN --mount=type=secret,id=ca \
     && python3 -m venv /tmp/pip \
     && /tmp/pip/bin/pip install --no-cache-dir --disable-pip-version-check -q --upgrade pip \
     && /tmp/pip/bin/pip wheel --no-cache-dir --disable-pip-version-check -q -w /wheels \
-       ".[docker,kubernetes,nomad]"
+       ".[docker,kubernetes,nomad,firecracker]"
 
 FROM ${BASE_IMAGE}
 ARG UID=10001

@@ -4,9 +4,12 @@ side, which needs a Linux guest that kvm-pvm cannot boot."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import socket
+import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -791,7 +794,8 @@ def test_another_guest_port_is_told_to_the_guest_and_used(
     backend = backend_for(target)
     sandbox = backend.create(spec(), soon())
     try:
-        boot = backend._get(sandbox.name).client.get("/vm/config").json()["boot-source"]
+        answer = backend._get(sandbox.name).client.request("GET", "http://localhost/vm/config")
+        boot = json.loads(answer.content)["boot-source"]
         assert boot["boot_args"].endswith(" sandbox_guest.port=1234")
         backend.start(sandbox, soon())
         assert backend.exec(sandbox, ["echo", "hi"], soon()).output == "hi\n"
@@ -866,5 +870,53 @@ def test_a_vsock_socket_swapped_for_a_link_to_another_is_refused(
             backend.exec(sandbox, ["true"], soon())
     finally:
         other.close()
+        backend.remove(sandbox, soon())
+    nothing_left(state)
+
+
+other_requests: list[str] = []
+
+
+class _Answers204(http.server.BaseHTTPRequestHandler):
+    """Another HTTP service on a Unix socket, which answers anything with 204."""
+
+    def _answer(self) -> None:
+        other_requests.append(self.requestline)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204)
+        self.end_headers()
+
+    do_GET = do_PUT = do_PATCH = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def test_an_api_socket_swapped_for_a_link_to_another_service_is_refused(
+    tmp_path: Path, files: dict[str, Path], state: Path
+) -> None:
+    target = fc_target(double_binary(tmp_path), files, state)
+    backend = backend_for(target)
+    sandbox = backend.create(spec(), soon())
+    other = _UnixHTTPServer(str(tmp_path / "other.sock"), _Answers204)
+    serving = threading.Thread(target=other.serve_forever, daemon=True)
+    serving.start()
+    try:
+        vm = backend._get(sandbox.name)
+        api = state / sandbox.name / "api.sock"
+        api.unlink()
+        api.symlink_to(tmp_path / "other.sock")
+        for connection in vm.client.connections:  # as after the VMM dropped its connection
+            connection.close()
+        with pytest.raises(BackendError, match=r"the API socket of .* is served by pid \d+"):
+            backend.start(sandbox, soon())
+        assert other_requests == [], "nothing was sent to the other service"
+    finally:
+        other.shutdown()
+        other.server_close()
         backend.remove(sandbox, soon())
     nothing_left(state)

@@ -1,5 +1,5 @@
 """Firecracker micro-VMs: the real VMM over its API socket, commands over vsock (extra
-`[firecracker]`: httpx).
+`[firecracker]`: httpcore).
 
 Phases, with `start_mode: boot` (the default):
 
@@ -35,8 +35,10 @@ The VMM's exit is waited for on a pidfd, woken the moment it happens.
 Unix socket paths are limited to 108 bytes and state directories can be deep, so the
 exporter reaches a VM's sockets through `/proc/self/fd/<fd of its directory>/...`.
 
-Why httpx and not a Firecracker SDK: no maintained Python SDK exists; httpx speaks
-HTTP over a Unix socket with a timeout per request. The vsock handshake and the guest
+Why httpcore and not a Firecracker SDK: no maintained Python SDK exists; httpcore
+(the HTTP engine under httpx) speaks HTTP/1.1 over a Unix socket with a timeout per
+request, and its network backend is pluggable, so each connection checks that its
+peer is the VM's own VMM before a byte is sent (`_PeerChecked`). The vsock handshake and the guest
 protocol are a few lines over a plain socket, written here.
 """
 
@@ -46,6 +48,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import math
 import os
 import secrets
@@ -53,7 +56,6 @@ import select
 import shutil
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -306,7 +308,7 @@ class _Vm:
     root: Path
     dirfd: int
     process: subprocess.Popen[bytes] | None = None
-    client: Any = None  # httpx.Client over the API socket
+    client: Any = None  # httpcore.ConnectionPool over the API socket
     booted: bool = False  # InstanceStart (or the snapshot's load) was accepted
     answered: bool = False  # the guest's listener has accepted once
     removed: bool = False  # `remove` took it: a call still running must not spawn
@@ -338,13 +340,10 @@ class _Vm:
 
 class FirecrackerBackend:
     def __init__(self, options: FirecrackerOptions, timeouts: Timeouts) -> None:
-        # the extra, imported when a target uses this backend; httpx imports httpcore
-        # at the first transport, which must not be timed as a VM's create (~0.2 s)
-        import httpcore  # noqa: F401
-        import httpx
+        # the extra, imported when a target uses this backend (~0.2 s: not in a create)
+        import httpcore
 
-        self._httpx = httpx
-        self._no_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._httpcore = httpcore
         self.options = options
         root = Path(options.state_dir) if options.state_dir else default_root("firecracker")
         self.state = StateDirectory(root)
@@ -521,11 +520,9 @@ class FirecrackerBackend:
                     raise BackendError(f"firecracker: {name} was removed while being created")
                 vm.process = process
             self.state.add_process(name, process.pid)
-            # plain HTTP: an unused TLS context, as httpx's default loads CA files (~0.2 s)
-            transport = self._httpx.HTTPTransport(uds=vm.path(API_SOCKET), verify=self._no_tls)
-            vm.client = self._httpx.Client(
-                transport=transport, base_url="http://localhost", verify=self._no_tls
-            )
+            checked: Any = _PeerChecked(self._httpcore.SyncBackend(), vm)  # a NetworkBackend
+            vm.client = self._httpcore.ConnectionPool(uds=vm.path(API_SOCKET),
+                                                      network_backend=checked)  # fmt: skip
             self._wait_for_api(vm, deadline)
         except BaseException:
             self._discard(vm, deadline)
@@ -570,9 +567,9 @@ class FirecrackerBackend:
             if why is not None:
                 raise BackendError(why)
             try:
-                vm.client.get("/", timeout=max(deadline.remaining(), 0.001))
+                self._request(vm, "GET", "/", None, deadline)
                 return
-            except self._httpx.TransportError as exc:
+            except self._httpcore.NetworkError as exc:
                 if deadline.expired:
                     raise BackendTimeout(f"the VMM's API socket did not answer: {exc}") from exc
             time.sleep(POLL)
@@ -581,23 +578,41 @@ class FirecrackerBackend:
         self, vm: _Vm, method: str, path: str, body: dict[str, Any], deadline: Deadline
     ) -> None:
         """One API call; BackendError with Firecracker's fault_message when refused."""
+        httpcore = self._httpcore
         try:
-            response = vm.client.request(method, path, json=body,
-                                         timeout=max(deadline.remaining(), 0.001))  # fmt: skip
-        except self._httpx.TimeoutException as exc:
+            response = self._request(vm, method, path, body, deadline)
+        except httpcore.TimeoutException as exc:
             raise BackendError(f"Firecracker did not answer {method} {path} in time") from exc
-        except self._httpx.TransportError as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             if vm.process is not None:  # a dropped connection is often the VMM going
                 wait_exit(vm.process, min(DEATH_WAIT, deadline.remaining()))
             why = vm.died(f"at {method} {path}")
             raise BackendError(why or f"{method} {path}: the API socket failed: {exc}") from exc
-        if response.status_code < 300:
+        if response.status < 300:
             return
+        text = response.content.decode(errors="replace")
         try:
-            fault = response.json().get("fault_message") or response.text
-        except ValueError:
-            fault = response.text
+            fault = json.loads(text).get("fault_message") or text
+        except (ValueError, AttributeError):
+            fault = text
         raise BackendError(f"Firecracker refused {method} {path}: {fault}")
+
+    @staticmethod
+    def _request(
+        vm: _Vm, method: str, path: str, body: dict[str, Any] | None, deadline: Deadline
+    ) -> Any:
+        """One request on the VM's pool, every step bounded by what is left."""
+        left = max(deadline.remaining(), 0.001)
+        content = json.dumps(body).encode() if body is not None else b""
+        headers = [(b"Host", b"localhost"), (b"Accept", b"application/json")]
+        if body is not None:
+            headers += [(b"Content-Type", b"application/json"),
+                        (b"Content-Length", str(len(content)).encode())]  # fmt: skip
+        timeouts = {"connect": left, "read": left, "write": left, "pool": left}
+        url = f"http://localhost{path}"
+        extensions = {"timeout": timeouts}
+        return vm.client.request(method, url, headers=headers, content=content or None,
+                                 extensions=extensions)  # fmt: skip
 
     def _configure(self, vm: _Vm, shape: tuple[int, int], deadline: Deadline) -> None:
         """boot-source, the root drive, machine-config (`shape`: vCPUs, MiB) and vsock."""
@@ -709,7 +724,7 @@ class FirecrackerBackend:
         try:
             sock.settimeout(max(min(attempt.remaining(), deadline.remaining()), 0.001))
             sock.connect(vm.path(VSOCK_SOCKET))
-            _check_peer(sock, vm)
+            _check_peer(sock, vm, "vsock")
             sock.sendall(b"CONNECT %d\n" % self.options.guest_port)
             stream = _Stream(sock)
             line = stream.line(Deadline(min(attempt.at, deadline.at)))
@@ -828,12 +843,39 @@ class FirecrackerBackend:
         return vm
 
 
-def _check_peer(sock: socket.socket, vm: _Vm) -> None:
+def _check_peer(sock: socket.socket | None, vm: _Vm, what: str) -> None:
     """The socket's other end is this VM's VMM: a jailed VMM owns the directory its
     sockets are in and could leave a link to another socket there for the exporter."""
+    if sock is None:
+        return
     pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     if vm.process is None or pid != vm.process.pid:
-        raise BackendError(f"the vsock socket of {vm.name} is served by pid {pid}, not its VMM")
+        raise BackendError(f"the {what} socket of {vm.name} is served by pid {pid}, not its VMM")
+
+
+class _PeerChecked:
+    """httpcore's network backend for one VM's API socket: each new connection checks
+    its peer is the VMM before a byte is sent."""
+
+    def __init__(self, inner: Any, vm: _Vm) -> None:
+        self._inner = inner
+        self._vm = vm
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> Any:  # fmt: skip
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        try:
+            _check_peer(stream.get_extra_info("socket"), self._vm, "API")
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+        raise BackendError("firecracker: the API is reached over its Unix socket only")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 def _for_reporting(deadline: Deadline) -> Deadline:

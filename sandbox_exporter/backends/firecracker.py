@@ -61,6 +61,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,7 +413,7 @@ class FirecrackerBackend:
         try:
             sock = self._connect(vm, deadline, deadline)
             if sock is None:
-                raise BackendError(self._not_answering(vm, "closed the connection without OK"))
+                raise BackendError(self._not_answering(vm, "1 closed the connection without OK"))
             sock.settimeout(max(deadline.remaining(), 0.001))
             sock.sendall(run_request(command))
             return read_response(_Stream(sock), deadline)
@@ -744,8 +745,9 @@ class FirecrackerBackend:
 
     def _wait_for_guest(self, vm: _Vm, deadline: Deadline) -> None:
         """Until the guest's listener accepts on the port: each attempt bounded by
-        `vsock_attempt`, a closed one (nothing listens yet) tried again."""
-        last = "no attempt was made"
+        `vsock_attempt`, a closed one (nothing listens yet) tried again. A failure says
+        what the attempts met, each kind counted, in the order first met."""
+        met: Counter[str] = Counter()
         deadline = _for_reporting(deadline)
         while not deadline.expired:
             why = vm.died("while waiting for the guest")
@@ -754,24 +756,26 @@ class FirecrackerBackend:
             try:
                 sock = self._connect(vm, Deadline.after(self.options.vsock_attempt), deadline)
             except TimeoutError:
-                last = "a connection was accepted and then nothing came"
+                met["accepted and then nothing came"] += 1
                 continue
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                last = f"the vsock socket: {exc.strerror}"
+                met[f"the vsock socket: {exc.strerror}"] += 1
             except OSError as exc:
-                last = f"the vsock socket failed: {exc}"
+                met[f"the vsock socket failed: {exc}"] += 1
             else:
                 if sock is not None:
                     self._close(vm, sock)
                     vm.answered = True
                     return
-                last = "closed the connection without OK"
+                met["closed the connection without OK"] += 1
             time.sleep(min(POLL, deadline.remaining()))
-        raise BackendTimeout(self._not_answering(vm, last))
+        attempts = ", ".join(f"{count} {what}" for what, count in met.items())
+        raise BackendTimeout(self._not_answering(vm, attempts or "no attempt was made"))
 
     def _not_answering(self, vm: _Vm, last: str) -> str:
         tail = log_tail(vm.log)
-        return (f"guest did not answer on vsock port {self.options.guest_port} ({last})"
+        return (f"guest did not answer on vsock port {self.options.guest_port} "
+                f"(attempts: {last})"
                 + (f"; its log: {tail}" if tail else ""))  # fmt: skip
 
     def _close(self, vm: _Vm, sock: socket.socket) -> None:

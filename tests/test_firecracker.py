@@ -37,7 +37,7 @@ from sandbox_exporter.backends.firecracker import (
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import ConfigError, Target
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase
+from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, ProbeResult
 from sandbox_exporter.probing.prober import Prober
 from tests.conftest import FirecrackerBinaries
 from tests.fakes import calls
@@ -90,6 +90,24 @@ def fc_target(binary: Path | str, files: dict[str, Path], state: Path, **more: A
     return make_config({"name": "fc", "backend": "firecracker", "firecracker": options,
                         "command": ["sh", "-c", "echo hello"], "expect_output": "hello",
                         **more}).targets[0]  # fmt: skip
+
+
+def probe(target: Target, runs: int) -> tuple[list[ProbeResult], CollectorRegistry]:
+    """`runs` runs through one Prober (the runner and the metrics, as the daemon makes
+    them): their results and its registry."""
+    registry = CollectorRegistry()
+    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
+    try:
+        results = [prober.run() for _ in range(runs)]
+    finally:
+        prober.close()
+    assert None not in results
+    return [r for r in results if r is not None], registry
+
+
+def probe_once(target: Target) -> tuple[ProbeResult, CollectorRegistry]:
+    results, registry = probe(target, 1)
+    return results[0], registry
 
 
 def backend_for(target: Target) -> FirecrackerBackend:
@@ -147,11 +165,7 @@ def test_the_real_vmm_boots_the_tiny_guest_then_start_ends_at_its_timeout(
     target = fc_target(firecracker_binaries.firecracker, files, state,
                        firecracker={"boot_args": "console=ttyS0"}, timeouts={"start": "1.5s"},
                        stop_grace="300ms")  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("start", "timeout")
     # the real VMM took the whole configuration and booted the guest, which wrote its
@@ -280,11 +294,7 @@ def test_snapshot_set_up_with_the_real_vmm_fails_plainly_when_the_guest_never_an
 ) -> None:
     target = fc_target(firecracker_binaries.firecracker, files, state,
                        firecracker={"start_mode": "snapshot"}, timeouts={"create": "1s"})  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("create", "unavailable")
     assert "guest did not answer on vsock port 52" in result.failure.message
@@ -347,15 +357,11 @@ def test_unavailable_is_backend_up_zero_and_one_log_line(
     files: dict[str, Path], state: Path
 ) -> None:
     target = fc_target("/nonexistent/firecracker", files, state)
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
     with capture_logs() as logs:
-        for _ in range(3):
-            result = prober.run()
-            assert result is not None
-            assert result.failure is not None
-            assert result.failure.reason == "unavailable"
-    prober.close()
+        results, registry = probe(target, 3)
+    for result in results:
+        assert result.failure is not None
+        assert result.failure.reason == "unavailable"
     assert registry.get_sample_value("sandbox_backend_up", METRIC_LABELS) == 0
     assert len([e for e in logs if e.get("log_level") in ("warning", "error")]) == 1
 
@@ -367,11 +373,7 @@ def test_a_full_lifecycle_through_the_runner_and_metrics(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
     target = fc_target(double_binary(tmp_path), files, state)
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, registry = probe_once(target)
     assert result.success, result.failure
     assert set(result.durations) == set(LIFECYCLE)
     assert registry.get_sample_value("sandbox_probes_total",
@@ -427,11 +429,7 @@ def test_each_failure_is_its_phase_and_reason_and_nothing_is_left(
 ) -> None:  # fmt: skip
     target = fc_target(double_binary(tmp_path, **knobs), files, state, timeouts={"start": "1s"},
                        stop_grace="300ms")  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (phase, reason)
     assert words in result.failure.message
@@ -490,11 +488,8 @@ def test_snapshot_mode_through_the_runner(
 ) -> None:
     target = fc_target(double_binary(tmp_path), files, state,
                        firecracker={"start_mode": "snapshot"})  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    results = [prober.run() for _ in range(2)]
-    prober.close()
-    assert all(r is not None and r.success for r in results), [r and r.failure for r in results]
+    results, _ = probe(target, 2)
+    assert all(r.success for r in results), [r.failure for r in results]
     nothing_left(state)
 
 
@@ -534,11 +529,7 @@ def test_a_vm_left_by_a_killed_exporter_is_removed_at_the_first_run_and_counted(
     process = earlier._get(left.name).process
     assert process is not None
     # a new process of the exporter knows nothing of `earlier`'s state
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, registry = probe_once(target)
     assert result.success
     process.wait(5)  # it was killed by the new one (through its record, pid and start time)
     assert registry.get_sample_value("sandbox_orphans_removed_total", METRIC_LABELS) == 1
@@ -643,13 +634,9 @@ def test_a_real_guest_built_by_the_script_runs_the_whole_lifecycle(
                         "kernel": str(image.kernel), "initrd": str(image.initrd),
                         "rootfs": str(image.rootfs), "state_dir": str(state),
                         "start_mode": start_mode}}).targets[0]  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
     with capture_logs() as logs:
-        results = [prober.run() for _ in range(3)]
-    prober.close()
+        results, _ = probe(target, 3)
     for result in results:
-        assert result is not None
         assert result.success, result.failure
     assert not [e for e in logs if e["event"] == "vmm killed"], "the guest powered off on stop"
     nothing_left(state)
@@ -747,11 +734,7 @@ def test_a_call_abandoned_at_its_deadline_is_ended_and_everything_goes(
 ) -> None:
     target = fc_target(double_binary(tmp_path), files, state, command=["sleep", "60"],
                        expect_output=None, timeouts={"exec": "1s"})  # fmt: skip
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
+    result, _registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("exec", "timeout")
     nothing_left(state)

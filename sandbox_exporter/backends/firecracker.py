@@ -146,6 +146,11 @@ class FirecrackerOptions(BackendOptions):
         return self
 
 
+def vm_shape(spec: SandboxSpec) -> tuple[int, int]:
+    """The VM's vCPUs (the spec's CPUs rounded up, at least 1) and MiB of memory."""
+    return max(1, math.ceil(spec.cpus)), spec.memory_mb
+
+
 def vm_id(name: str) -> str:
     """The VMM's `--id` for sandbox `name`: its letters, digits and '-', at most 64."""
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
@@ -329,6 +334,13 @@ class _Vm:
     def log(self) -> Path:
         return self.home / LOG_FILE
 
+    def died_after_drop(self, when: str, deadline: Deadline) -> str | None:
+        """`died`, once a dropped connection (often the VMM going) has given the VMM a
+        moment to finish dying."""
+        if self.process is not None:
+            wait_exit(self.process, min(DEATH_WAIT, deadline.remaining()))
+        return self.died(when)
+
     def died(self, when: str) -> str | None:
         """'the VMM exited 1 <when>; its log: <tail>', None while it runs."""
         if self.process is None or self.process.poll() is None:
@@ -371,7 +383,7 @@ class FirecrackerBackend:
         """`start_mode: snapshot`: the snapshot of a VM of `spec`'s shape, made once."""
         if self.options.start_mode != "snapshot":
             return
-        shape = (max(1, math.ceil(spec.cpus)), spec.memory_mb)
+        shape = vm_shape(spec)
         if not self._snapshot_lock.acquire(timeout=deadline.remaining()):
             raise BackendTimeout("firecracker: another set-up of the snapshot still runs")
         try:
@@ -387,7 +399,7 @@ class FirecrackerBackend:
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         vm = self._launch(spec.name, spec.labels, deadline)
         if self.options.start_mode == "boot":
-            self._configure(vm, (max(1, math.ceil(spec.cpus)), spec.memory_mb), deadline)
+            self._configure(vm, vm_shape(spec), deadline)
         return SandboxRef(spec.name)
 
     def start(self, sandbox: SandboxRef, deadline: Deadline) -> None:
@@ -420,10 +432,7 @@ class FirecrackerBackend:
         except TimeoutError as exc:
             raise BackendError("the guest did not finish the command within the deadline") from exc
         except (OSError, BackendError) as exc:
-            # a connection that ends early is often the VMM going: say so if it went
-            if vm.process is not None:
-                wait_exit(vm.process, min(DEATH_WAIT, deadline.remaining()))
-            why = vm.died("during the command")
+            why = vm.died_after_drop("during the command", deadline)
             if why is not None:
                 raise BackendError(why) from exc
             if isinstance(exc, BackendError):
@@ -585,9 +594,7 @@ class FirecrackerBackend:
         except httpcore.TimeoutException as exc:
             raise BackendError(f"Firecracker did not answer {method} {path} in time") from exc
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            if vm.process is not None:  # a dropped connection is often the VMM going
-                wait_exit(vm.process, min(DEATH_WAIT, deadline.remaining()))
-            why = vm.died(f"at {method} {path}")
+            why = vm.died_after_drop(f"at {method} {path}", deadline)
             raise BackendError(why or f"{method} {path}: the API socket failed: {exc}") from exc
         if response.status < 300:
             return

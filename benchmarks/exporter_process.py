@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,34 @@ ROOT = Path(__file__).parent.parent
 
 class ExporterProcess:
     def __init__(
-        self, config: dict[str, Any], *extra: str, keep_events: set[str] | None = None
+        self,
+        config: dict[str, Any],
+        *extra: str,
+        keep_events: set[str] | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+        launcher: Sequence[str] = ("-m", "sandbox_exporter"),
+        env: dict[str, str] | None = None,
     ) -> None:
-        """`keep_events`: keep only these log events (a long run logs millions of lines)."""
-        self._keep = keep_events
+        """`keep_events`, `keep`: keep only these log events, or those `keep` accepts (a
+        long run logs millions of lines). `launcher`: what follows the interpreter on
+        its command line, before `run`; `env`: added to the environment."""
+        if keep is None and keep_events is not None:
+            events = keep_events
+
+            def keep(entry: dict[str, Any]) -> bool:
+                return entry.get("event") in events
+
+        self._keep = keep
         self._config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)  # noqa: SIM115
-        json.dump(config, self._config)  # JSON is YAML
         self._config.close()
+        self.config_path = Path(self._config.name)
+        self.write_config(config)
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", self._config.name,
+            [sys.executable, *launcher, "run", "--config.file", str(self.config_path),
              "--web.listen-address", "127.0.0.1:0", *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         self.logs: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -37,6 +56,12 @@ class ExporterProcess:
             time.sleep(0.05)  # polling a child's log with a deadline, not a test
         self.address = next(e["address"] for e in self.logs if e.get("event") == "listening")
 
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the config file (a reload, SIGHUP, reads it)."""
+        partial = self.config_path.with_suffix(".partial")
+        partial.write_text(json.dumps(config))  # JSON is YAML
+        partial.replace(self.config_path)
+
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -45,7 +70,7 @@ class ExporterProcess:
             except ValueError:
                 entry = {"event": "unparsed", "line": line}
             entry["_seen"] = time.monotonic()
-            if self._keep is None or entry.get("event") in self._keep | {"listening"}:
+            if self._keep is None or self._keep(entry) or entry.get("event") == "listening":
                 self.logs.append(entry)
 
     def status(self, field: str) -> int:
@@ -60,5 +85,5 @@ class ExporterProcess:
     def stop(self) -> int:
         self.proc.terminate()
         code = self.proc.wait(timeout=120)
-        Path(self._config.name).unlink()
+        self.config_path.unlink()
         return code

@@ -1,11 +1,18 @@
-"""A Unix-socket proxy in front of a dockerd that can kill it in the middle of a phase:
-after the engine has received the phase's request and done its work, the moment
-its answer starts, before a byte of that answer reaches the client.
+"""Unix-socket proxies in front of a Docker-API engine, for what an engine does only
+now and then:
 
-That is the hardest place for an engine to die: a container may now exist, run
-or be gone without the exporter having been told. Requests are recognised by
-their request line (`POST /v1.41/containers/create`, ...); everything else
-passes through untouched.
+- `KillingProxy` kills it in the middle of a phase: after the engine has received
+  the phase's request and done its work, the moment its answer starts, before a
+  byte of that answer reaches the client. That is the hardest place for an engine
+  to die: a container may now exist, run or be gone without the exporter having
+  been told.
+- `CoalescingProxy` hands the client the answer to an exec start and the first frame
+  of the command's output in one write, as an engine does when the command is
+  quicker than the client (a loaded host, a fast `echo`): a client that reads the
+  output from the socket under its HTTP parser loses that frame.
+
+Requests are recognised by their request line (`POST /v1.41/containers/create`,
+...); everything else passes through untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,25 +35,26 @@ PHASE_REQUESTS = {
 }
 
 
-class KillingProxy:
-    def __init__(self, path: Path, engine_socket: Path, kill: Callable[[], None]) -> None:
-        """`kill` is called once, when the armed request's answer starts."""
+class _Proxy:
+    """Passes every connection through to the engine; `_answer` forwards the engine's
+    side of a connection that carried the watched request."""
+
+    def __init__(self, path: Path, engine_socket: Path) -> None:
         self.path = path
         self.url = f"unix://{path}"
         self._engine = engine_socket
-        self._kill = kill
         self._pattern: re.Pattern[bytes] | None = None
+        self._once = True
         self._lock = threading.Lock()
-        self.struck = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         self._listener.listen(64)
         threading.Thread(target=self._accept, name="proxy", daemon=True).start()
 
-    def arm(self, phase: str) -> None:
+    def watch(self, phase: str, *, once: bool) -> None:
         with self._lock:
             self._pattern = re.compile(PHASE_REQUESTS[phase])
-            self.struck.clear()
+            self._once = once
 
     def close(self) -> None:
         self._listener.close()
@@ -67,10 +76,11 @@ class KillingProxy:
             client.close()  # the engine is down: the client sees its connection refused
             engine.close()
             return
-        watched = threading.Event()  # the armed request went through this connection
-        threading.Thread(target=self._upstream, args=(client, engine, watched),
-                         daemon=True).start()  # fmt: skip
-        self._downstream(engine, client, watched)
+        watched = threading.Event()  # the watched request went through this connection
+        threading.Thread(target=self._upstream, args=(client, engine, watched), daemon=True).start()
+        with contextlib.suppress(OSError):
+            self._downstream(engine, client, watched)
+        _close(client, engine)
 
     def _upstream(
         self, client: socket.socket, engine: socket.socket, watched: threading.Event
@@ -79,7 +89,8 @@ class KillingProxy:
             while data := client.recv(65536):
                 with self._lock:
                     if self._pattern is not None and self._pattern.search(data):
-                        self._pattern = None  # once
+                        if self._once:
+                            self._pattern = None
                         watched.set()
                 engine.sendall(data)
         _close(client, engine)
@@ -87,14 +98,60 @@ class KillingProxy:
     def _downstream(
         self, engine: socket.socket, client: socket.socket, watched: threading.Event
     ) -> None:
-        with contextlib.suppress(OSError):
-            while data := engine.recv(65536):
-                if watched.is_set():  # the answer to the armed request: it never arrives
-                    self._kill()
-                    self.struck.set()
-                    break
-                client.sendall(data)
-        _close(client, engine)
+        while data := engine.recv(65536):
+            if watched.is_set():
+                self._answer(data, engine, client)
+                return
+            client.sendall(data)
+
+    def _answer(self, first: bytes, engine: socket.socket, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class KillingProxy(_Proxy):
+    def __init__(self, path: Path, engine_socket: Path, kill: Callable[[], None]) -> None:
+        """`kill` is called once, when the armed request's answer starts."""
+        super().__init__(path, engine_socket)
+        self._kill = kill
+        self.struck = threading.Event()
+
+    def arm(self, phase: str) -> None:
+        self.watch(phase, once=True)
+        self.struck.clear()
+
+    def _answer(self, first: bytes, engine: socket.socket, client: socket.socket) -> None:
+        self._kill()  # the answer to the armed request: it never arrives
+        self.struck.set()
+
+
+class CoalescingProxy(_Proxy):
+    """Every exec start's answer reaches the client with the output's first frame
+    behind its headers, in one write."""
+
+    def __init__(self, path: Path, engine_socket: Path) -> None:
+        super().__init__(path, engine_socket)
+        self.coalesced = 0  # answers handed over with a frame behind their headers
+        self.watch("exec", once=False)
+
+    def _answer(self, first: bytes, engine: socket.socket, client: socket.socket) -> None:
+        held = first
+        while not _has_a_frame(held) and (data := engine.recv(65536)):
+            held += data
+        if _has_a_frame(held):
+            with self._lock:
+                self.coalesced += 1
+        client.sendall(held)
+        while data := engine.recv(65536):
+            client.sendall(data)
+
+
+def _has_a_frame(answer: bytes) -> bool:
+    """The headers and, behind them, one whole frame of multiplexed output."""
+    _, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator or len(body) < 8:
+        return False
+    length: int = struct.unpack(">BxxxL", body[:8])[1]
+    return len(body) >= 8 + length
 
 
 def _close(*socks: socket.socket) -> None:

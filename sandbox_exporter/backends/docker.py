@@ -13,11 +13,16 @@ measures the engine, not a grace-period timeout.
 Every request carries a timeout no longer than its call's remaining deadline.
 The SDK reads its client's `timeout` attribute for each request; here that
 attribute is per thread and set from the deadline around each call, so a probe
-and a collection running at once each keep their own. One read has no timeout:
-the SDK waits for an exec's output in `poll()` without one, and its own
-`exec_start` even clears the socket's timeout. So the exec stream is taken as a
-socket and kept where `kill` can shut it down, which ends a command that
-outlived its deadline (and the thread that waits for it) at once.
+and a collection running at once each keep their own.
+
+The exec's output is read here, not by the SDK. Its `exec_start` (and
+`exec_run`) parse the answer's headers through http.client's buffered reader,
+then read the output from the raw socket beneath it, so a frame the engine sent
+right behind the headers is lost: a quick `echo` on a loaded host came back
+empty, exit code 0 (docker/docker-py#3332). Here the answer is a streamed
+response read through that buffer, each read bounded by the deadline, and kept
+where `kill` can shut its connection down, which ends a command that outlived
+its deadline (and the thread that waits for it) at once.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -230,22 +236,41 @@ class DockerBackend:
             api.start(sandbox.name)
 
     def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
-        from docker.utils.socket import consume_socket_output, frames_iter
-
         with self._within(deadline) as api:
             exec_id = api.exec_create(sandbox.name, list(command), stdout=True, stderr=True)["Id"]
-            stream = api.exec_start(exec_id, socket=True)
+            stream = self._exec_start(api, exec_id)
             with self._lock:
                 self._exec_streams[sandbox.name] = stream
             try:
-                output = consume_socket_output(data for _, data in frames_iter(stream, tty=False))
+                output = read_frames(stream.raw)
             finally:
                 with self._lock:
                     self._exec_streams.pop(sandbox.name, None)
                 stream.close()
             exit_code = api.exec_inspect(exec_id)["ExitCode"]
-        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        text = output.decode(errors="replace")
         return ExecResult(exit_code=int(exit_code if exit_code is not None else -1), output=text)
+
+    def _exec_start(self, api: Any, exec_id: str) -> Any:
+        """`POST /exec/{id}/start`, attached: a streamed response whose body is the
+        command's multiplexed output, until the engine closes the connection (see the
+        module docstring for why not the SDK's `exec_start`). Without an `Upgrade`
+        header the engine answers 200 rather than 101, whose body http.client would
+        not read."""
+        import requests.exceptions
+
+        response = api.post(
+            f"{api.base_url}/v{api.api_version}/exec/{exec_id}/start",
+            json={"Detach": False, "Tty": False},
+            stream=True,
+            timeout=api.timeout,
+        )
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            response.close()
+            raise self._errors.create_api_error_from_http_exception(exc) from exc
+        return response
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         with self._within(deadline) as api:
@@ -281,7 +306,7 @@ class DockerBackend:
         if stream is not None:
             with (
                 contextlib.suppress(OSError, ValueError),  # closed meanwhile: nothing to do
-                socket.fromfd(stream.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as dup,
+                socket.fromfd(stream.raw.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as dup,
             ):
                 dup.shutdown(socket.SHUT_RDWR)  # on the connection itself: the read ends
 
@@ -335,6 +360,31 @@ def _client_class() -> type[Any]:
 
         _CLIENT_CLASS = DeadlineAPIClient
     return _CLIENT_CLASS
+
+
+def read_frames(body: Any) -> bytes:
+    """The payload of an attached exec's output: frames of an 8-byte header (stream,
+    0, 0, 0, big-endian length) and that many bytes, stdout and stderr interleaved,
+    until the engine closes the connection. `body` is the response's file object
+    (urllib3's), read through its buffer."""
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = body.read(count - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    output = bytearray()
+    while len(header := exactly(8)) == 8:
+        _, length = struct.unpack(">BxxxL", header)
+        payload = exactly(length)
+        output += payload
+        if len(payload) < length:
+            break  # cut short: what came is the output
+    return bytes(output)
 
 
 def split_image(image: str) -> tuple[str, str | None]:

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import structlog
+
 from sandbox_exporter import __version__, backends
 from sandbox_exporter.config import Config, ConfigError, load_config, parse_config
 from sandbox_exporter.config.sharding import Shard
@@ -280,6 +282,7 @@ def _rate(text: str) -> float:
 def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
     from sandbox_exporter.config.durations import parse_duration
     from sandbox_exporter.daemon import Daemon
+    from sandbox_exporter.malloc_arenas import cap_malloc_arenas
     from sandbox_exporter.web.app import parse_listen_address
     from sandbox_exporter.web.http_parent import ServingOptions
     from sandbox_exporter.web.webconfig import WebConfig, WebConfigError
@@ -305,6 +308,8 @@ def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
         print(exc, file=sys.stderr)
         return 1
     path = args.config_file
+    # before the daemon's threads start: see malloc_arenas.py
+    structlog.get_logger("sandbox_exporter").info("malloc arenas", arenas=cap_malloc_arenas())
     try:
         daemon = Daemon(
             config,

@@ -72,6 +72,9 @@ def test_sigterm_mid_probe_exits_zero_and_leaves_nothing(
     stopped = exporter.event("stopped")
     assert stopped is not None
     assert stopped["clean"] is True
+    arenas = exporter.event("malloc arenas")  # before its threads: see malloc_arenas.py
+    assert arenas is not None
+    assert arenas["arenas"] == "capped at 2"
 
 
 def test_default_run_without_a_config_probes_what_it_finds(docker_engine: Engine) -> None:

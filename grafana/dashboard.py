@@ -30,6 +30,9 @@ SUCCESS_THRESHOLDS = {
         {"color": "green", "value": 0.99},
     ],
 }
+# the process_* series of our exporters, not of every exporter the Prometheus scrapes
+OURS = "and on (job, instance) sandbox_exporter_build_info"
+MEMORY_GROWTH_ALERT = 8 * 1024 * 1024  # bytes an hour: SandboxExporterMemoryGrowing
 SLO_THRESHOLDS = {
     "mode": "absolute",
     "steps": [
@@ -443,6 +446,30 @@ def panels() -> list[dict[str, Any]]:
             thresholds={
                 "mode": "absolute",
                 "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            },
+        ),
+        panel(
+            "Exporter memory",
+            "Resident memory of each exporter process that probes (its web process is apart "
+            "and small). It climbs for the first minutes (threads, malloc arenas, caches), "
+            "then stays level: a line that keeps rising is what SandboxExporterMemoryGrowing "
+            "alerts on.",
+            [(f"process_resident_memory_bytes {OURS}", "{{instance}}")],
+            unit="bytes",
+        ),
+        panel(
+            "Exporter memory growth",
+            "How fast each exporter's resident memory grows, per hour, fitted over the last "
+            "hour. Around zero once warmed up; the line marks the alert's threshold (8 MiB "
+            "an hour, held for 2 hours).",
+            [(f"deriv(process_resident_memory_bytes[1h]) * 3600 {OURS}", "{{instance}}")],
+            unit="bytes",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "green", "value": None},
+                    {"color": "red", "value": MEMORY_GROWTH_ALERT},
+                ],
             },
         ),
         panel(

@@ -24,3 +24,5 @@ command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
 echo "### /metrics under load"; "$py" benchmarks/load.py --seconds 15; echo
 echo "### soak (benchmarks/soak.py --minutes 60 for the hour in BENCHMARKS.md)"
 "$py" benchmarks/soak.py --minutes 5
+echo "### chaos soak (benchmarks/soak.py --chaos --minutes 60 for the hour in BENCHMARKS.md 6b)"
+"$py" benchmarks/soak.py --chaos --minutes 5

@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -62,7 +63,12 @@ SCRAPE_ACCEPT = (
     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 MB = 1024 * 1024
-KEPT_EVENTS = {"web process exited; starting another", "config reloaded"}
+KEPT_EVENTS = {
+    "web process exited; starting another",
+    "config reloaded",
+    "signal received",
+    "config file changed",
+}
 
 
 # -- /proc ----------------------------------------------------------------------------
@@ -278,6 +284,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0, help="minutes left out of the slopes")
     parser.add_argument("--no-heap", action="store_true", help="no tracemalloc, no malloc figures")
     parser.add_argument(
+        "--reload-every", type=float, default=RELOAD_EVERY, help="seconds between reloads (--chaos)"
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -318,9 +327,9 @@ def main() -> int:
             config = chaos_config(state, engines, changed=False)
             what = (
                 "chaos: namespace every 1 s with a burst of 5 every 10 s, Docker every 1 s, "
-                "Podman every 2 s; a reload every minute (every second one changes the Docker "
-                "target), the web process SIGKILLed, dockerd SIGKILLed and restarted 15 s "
-                "later, the Podman service frozen for 20 s"
+                f"Podman every 2 s; a reload every {args.reload_every:g} s (every second one "
+                "changes the Docker target), the web process SIGKILLed, dockerd SIGKILLed "
+                "and restarted 15 s later, the Podman service frozen for 20 s"
             )
         else:
             config = {
@@ -408,7 +417,7 @@ def soak(
     scrapes = scrape_errors = 0
     tracing, warm_asked = not args.no_heap, False
     next_scrape = next_sample = began
-    next_reload = began + RELOAD_EVERY
+    next_reload = began + args.reload_every
     metrics = ""
     try:
         while (now := time.monotonic()) - began < duration:
@@ -425,7 +434,7 @@ def soak(
                 process.write_config(chaos_config(state, engines, changed=changed))
                 os.kill(process.proc.pid, signal.SIGHUP)
                 reloads["sent"] += 1
-                next_reload += RELOAD_EVERY
+                next_reload += args.reload_every
             if now >= next_scrape:
                 try:
                     request = urllib.request.Request(
@@ -469,9 +478,20 @@ def soak(
     if args.chaos:
         done = [e for e in process.logs if e.get("event") == "config reloaded"]
         with_change = sum(1 for e in done if e.get("changed"))
+        hups = sum(1 for e in process.logs if e.get("signal") == "SIGHUP")
         print(
-            f"  reloads: {reloads['sent']} sent, {len(done)} done, {with_change} of them with "
-            "the Docker target changed"
+            f"  reloads: {reloads['sent']} sent, {hups} SIGHUPs seen, {len(done)} done, "
+            f"{with_change} of them with a target changed"
+        )
+    troubles = Counter(  # digits masked: APScheduler's messages carry times
+        re.sub(r"\d+", "#", str(e.get("event")))
+        for e in process.logs
+        if e.get("level") in ("warning", "error")
+    )
+    if troubles:
+        print(
+            "warnings and errors logged: "
+            + ", ".join(f"{k!r} {v}" for k, v in troubles.most_common())
         )
     print(
         "lifecycles: " + by_backend(counted(metrics, "sandbox_probes_total", "backend", "result"))

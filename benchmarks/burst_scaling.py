@@ -32,7 +32,7 @@ from sandbox_exporter.commands.bench_report import notes
 from sandbox_exporter.config import Target, parse_config
 from sandbox_exporter.config.settings import Burst
 from sandbox_exporter.logs import configure_logging
-from sandbox_exporter.probing.burst import BurstResult
+from sandbox_exporter.results import BurstResult
 
 INSTANCE = "burst-scaling-bench"
 BACKENDS = ("namespace", "docker", "gvisor")

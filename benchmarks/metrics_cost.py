@@ -18,15 +18,8 @@ from benchmarks.common import machine_line, median
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import (
-    LIFECYCLE,
-    Failure,
-    Phase,
-    ProbeResult,
-    Reason,
-    failure_modes,
-)
 from sandbox_exporter.probing.percentiles import nearest_rank
+from sandbox_exporter.results import LIFECYCLE, Failure, Phase, ProbeResult, Reason, failure_modes
 
 
 def success(target: str, k: int) -> ProbeResult:
@@ -52,7 +45,7 @@ def populated(n: int) -> tuple[Any, Metrics, list[str]]:
             failed.failure = Failure(phase, reason, "x")
             failed.cleanup_failures = [Failure(Phase.REMOVE, Reason.CLEANUP, "y")]
             metrics.record(failed)
-        metrics.skipped.labels(target.name, "docker").inc()
+        metrics.skipped_runs.labels(target.name, "docker").inc()
         metrics.orphans_removed.labels(target.name, "docker").inc()
     names = [t.name for t in config.targets]
     return daemon.app, metrics, names

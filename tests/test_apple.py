@@ -26,8 +26,9 @@ from sandbox_exporter.backends.base import (
 )
 from sandbox_exporter.config import Target
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import LIFECYCLE, ProbeResult
 from tests.fakes import calls
 from tests.helpers import alive, make_config, wait_for
 

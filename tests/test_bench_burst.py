@@ -20,7 +20,7 @@ from sandbox_exporter.commands.bench import BenchError, run_bench
 from sandbox_exporter.commands.bench_burst import BurstBackendRun, burst_settings, with_burst
 from sandbox_exporter.commands.bench_burst_report import render_burst_json, render_burst_table
 from sandbox_exporter.config.settings import Burst
-from sandbox_exporter.probing.burst import BurstResult
+from sandbox_exporter.results import BurstResult
 from tests.fakes import FakeBackend, failing
 from tests.helpers import make_config, namespaces_missing, wait_for
 

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from sandbox_exporter.backends.base import BackendError, Deadline, SandboxRef
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.burst import BurstResult
 from sandbox_exporter.probing.calls import Interrupt
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import BurstResult
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.fakes import FakeBackend
 from tests.helpers import namespaces_missing, wait_for
@@ -64,9 +64,14 @@ def make_prober(target: dict[str, Any], *, hook: Callable[[Any], Any] | None = N
                   stopping=stopping or threading.Event(), interrupt=interrupt)  # fmt: skip
 
 
+def registry(prober: Prober) -> CollectorRegistry:
+    assert isinstance(prober.metrics, Metrics)
+    return prober.metrics.registry
+
+
 def value(prober: Prober, name: str, **labels: str) -> float | None:
     t = prober.target
-    return prober.metrics.registry.get_sample_value(
+    return registry(prober).get_sample_value(
         name, {"target": t.name, "backend": t.backend, **labels}
     )
 
@@ -160,7 +165,7 @@ def test_the_series_do_not_grow_with_the_concurrency(namespaces: dict[str, Any])
             prober.run_burst()
             return sum(
                 len(family.samples)
-                for family in prober.metrics.registry.collect()
+                for family in registry(prober).collect()
                 if family.name.startswith(("sandbox_burst", "sandbox_bursts"))
             )
         finally:

@@ -15,7 +15,7 @@ from sandbox_exporter import backends
 from sandbox_exporter.backends.base import BackendError, SandboxRef
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout, ProcessCalls
-from sandbox_exporter.probing.lifecycle import Phase, Reason
+from sandbox_exporter.results import Phase, Reason
 from tests.fakes import FakeBackend, calls
 from tests.helpers import alive, make_config, make_target, wait_for
 from tests.test_server import call

@@ -22,8 +22,9 @@ from sandbox_exporter.backends.docker import split_image
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import PhaseTimeout
-from sandbox_exporter.probing.lifecycle import LifecycleRunner, Phase, ProbeResult, Reason
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.conftest import TEST_IMAGE, Engine
 from tests.engine_proxy import CoalescingProxy
 from tests.fakes import calls

@@ -26,7 +26,7 @@ from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
 from sandbox_exporter.backends.docker import DockerBackend, DockerOptions, ping_unix_socket
 from sandbox_exporter.config import Config, Settings, Target, parse_config
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.probing.lifecycle import Phase, Reason
+from sandbox_exporter.results import Phase, Reason
 from tests.conftest import TEST_IMAGE, unavailable
 from tests.engine_proxy import KillingProxy
 from tests.fakes import by_name

@@ -37,8 +37,9 @@ from sandbox_exporter.backends.firecracker import (
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import ConfigError, Target
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, ProbeResult
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult
 from tests.conftest import FirecrackerBinaries
 from tests.fakes import calls
 from tests.firecracker_double import double_binary

@@ -27,7 +27,7 @@ from sandbox_exporter.backends.base import (
 from sandbox_exporter.backends.hyperlight import HyperlightBackend, HyperlightOptions
 from sandbox_exporter.config.settings import Timeouts
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
+from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, Reason
 from tests.helpers import alive, make_config, wait_for
 from tests.test_server import call
 

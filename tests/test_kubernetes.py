@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, Reason
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, Reason
 from tests.fake_kubernetes import FakeKubernetes
 from tests.helpers import unreachable_message, wait_for
 

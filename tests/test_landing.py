@@ -17,8 +17,8 @@ import time_machine
 import sandbox_exporter
 from sandbox_exporter.config import load_config
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult, Reason
 from sandbox_exporter.probing.recent import RecentRuns
+from sandbox_exporter.results import LIFECYCLE, Failure, Phase, ProbeResult, Reason
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 from tests.test_server import call

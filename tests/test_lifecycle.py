@@ -9,7 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from sandbox_exporter.backends.base import BackendUnavailable, ExecResult
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, Phase, Reason
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
+from sandbox_exporter.results import LIFECYCLE, Phase, Reason
 from tests.fakes import FakeBackend, FakeClock, calls, failing
 from tests.helpers import make_target, wait_for
 
@@ -253,6 +254,7 @@ def test_an_engine_that_stays_down_is_logged_once_per_target_and_its_return_once
         ("debug", "backend still unreachable"),
         ("info", "backend reachable again"),
     ]
+    assert isinstance(prober.metrics, Metrics)
     failures = prober.metrics.registry.get_sample_value(
         "sandbox_probe_failures_total",
         {"target": target.name, "backend": target.backend, "phase": "create",

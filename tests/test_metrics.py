@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sandbox_exporter.config import DEFAULT_BUCKETS
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import Failure, Phase, ProbeResult, Reason
+from sandbox_exporter.results import Failure, Phase, ProbeResult, Reason
 from tests.helpers import make_config
 
 DURATIONS = {

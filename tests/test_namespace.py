@@ -18,8 +18,9 @@ from sandbox_exporter.backends.namespace import NamespaceBackend, NamespaceOptio
 from sandbox_exporter.config import Target
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import PhaseTimeout
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import LIFECYCLE
 from tests.fakes import calls
 from tests.helpers import alive, make_target, namespaces_missing, wait_for
 

@@ -18,9 +18,10 @@ from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Backend, BackendKind, Found
 from sandbox_exporter.config import Config, ConfigError, Target, parse_config
 from sandbox_exporter.probing.calls import Calls
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, LifecycleRunner, ProbeResult, describe
+from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.percentiles import nearest_rank
 from sandbox_exporter.probing.prober import calls_for
+from sandbox_exporter.results import LIFECYCLE, ProbeResult, error_message
 
 
 class BenchError(ValueError):
@@ -186,7 +187,7 @@ def run_bench(
             calls = calls_for(target, (injected or {}).get(target.name))
             calls.call("ping", timeout=target.timeouts.create)
         except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
-            run.skipped = describe(exc)
+            run.skipped = error_message(exc)
             if calls is not None:
                 calls.close()
             continue

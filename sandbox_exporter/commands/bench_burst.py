@@ -16,12 +16,12 @@ from pydantic import ValidationError
 
 from sandbox_exporter.commands.bench import BackendRun, BenchError, Outcome
 from sandbox_exporter.config import Target
-from sandbox_exporter.config.messages import describe as describe_error
+from sandbox_exporter.config.messages import field_problem
 from sandbox_exporter.config.settings import Burst
-from sandbox_exporter.probing.burst import BurstResult, BurstRunner
+from sandbox_exporter.probing.burst import BurstRunner
 from sandbox_exporter.probing.calls import Calls
-from sandbox_exporter.probing.lifecycle import ProbeResult
 from sandbox_exporter.probing.percentiles import nearest_rank
+from sandbox_exporter.results import BurstResult, ProbeResult
 
 
 def burst_settings(concurrency: int | None, stagger: str | None) -> Burst | None:
@@ -38,7 +38,7 @@ def burst_settings(concurrency: int | None, stagger: str | None) -> Burst | None
         return Burst.model_validate(fields)
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise BenchError(f"--{error['loc'][0]}: {describe_error(error)}") from None
+        raise BenchError(f"--{error['loc'][0]}: {field_problem(error)}") from None
 
 
 def with_burst(targets: Iterable[Target], burst: Burst) -> list[Target]:

@@ -20,7 +20,7 @@ from sandbox_exporter.commands.bench_report import (
 )
 from sandbox_exporter.config.durations import format_duration
 from sandbox_exporter.config.settings import Burst
-from sandbox_exporter.probing.burst import BurstResult
+from sandbox_exporter.results import BurstResult
 
 PERCENTILES = (
     "nearest-rank; first and all ready over the bursts, phases over the successful "

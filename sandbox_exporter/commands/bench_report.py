@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox_exporter import __version__
 from sandbox_exporter.commands.bench import BackendRun, BenchReport
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, ProbeResult
+from sandbox_exporter.results import LIFECYCLE, ProbeResult
 
 COLUMNS = [*(str(p) for p in LIFECYCLE), "total"]
 

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.config import Config
 from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.lifecycle import describe
 from sandbox_exporter.probing.prober import Prober
+from sandbox_exporter.results import error_message
 
 
 def collect_garbage(config: Config, *, dry_run: bool) -> int:
@@ -27,7 +27,7 @@ def collect_garbage(config: Config, *, dry_run: bool) -> int:
         try:
             found = prober.collect_garbage(dry_run=dry_run)
         except Exception as exc:  # noqa: BLE001 - one target's engine being down is reported
-            print(f"{target.name}: cannot list sandboxes: {describe(exc)}", file=sys.stderr)
+            print(f"{target.name}: cannot list sandboxes: {error_message(exc)}", file=sys.stderr)
             failed = True
             continue
         finally:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from sandbox_exporter import backends
-from sandbox_exporter.config.messages import describe, dotted, got
+from sandbox_exporter.config.messages import dotted, field_problem, got
 from sandbox_exporter.config.settings import RELATION, Settings, related_problems
 from sandbox_exporter.config.targets import Config, Target, target_adapter
 
@@ -182,7 +182,7 @@ class _Checker:
             field: Loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
             if error["type"] == RELATION:
                 continue  # reported per field below, only when its fields are valid
-            message = describe(error)
+            message = field_problem(error)
             if error["type"] == "union_tag_not_found":  # a target without `backend`
                 field = (*field, "backend")
                 message = "required but missing; one of " + ", ".join(backends.known_names())

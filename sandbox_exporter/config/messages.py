@@ -55,7 +55,7 @@ def got(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe(error: ErrorDetails) -> str:
+def field_problem(error: ErrorDetails) -> str:
     """One error's message: what was expected, and what was found where that helps."""
     kind = error["type"]
     ctx: dict[str, Any] = dict(error.get("ctx") or {})

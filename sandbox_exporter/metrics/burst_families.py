@@ -12,8 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.metrics.histograms import HistogramFamily
-from sandbox_exporter.probing.burst import BurstResult
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, failure_modes
+from sandbox_exporter.results import LIFECYCLE, BurstResult, Phase, failure_modes
 
 TB = ("target", "backend")
 RESULTS = ("success", "failure")

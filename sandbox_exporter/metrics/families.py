@@ -33,7 +33,7 @@ from sandbox_exporter import __version__
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.metrics.burst_families import BurstMetrics
 from sandbox_exporter.metrics.histograms import HistogramFamily
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult, failure_modes
+from sandbox_exporter.results import LIFECYCLE, BurstResult, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
 Format = Literal["text", "openmetrics"]
@@ -120,7 +120,7 @@ class Metrics:
         self.interval = gauge(
             "sandbox_probe_interval_seconds", "The configured interval between probes (for alerts)."
         )
-        self.skipped = counter(
+        self.skipped_runs = counter(
             "sandbox_probe_skipped_total", "Scheduled runs skipped because the previous still ran."
         )
         self.backend_up = gauge(
@@ -191,7 +191,7 @@ class Metrics:
             self.last_run,
             self.last_success,
             self.in_progress,
-            self.skipped,
+            self.skipped_runs,
             self.backend_up,
             self.orphans_removed,
         ):
@@ -218,13 +218,27 @@ class Metrics:
             (self.probes, (*labels, "failure")),
             *((self.failures, (*labels, str(p), str(r))) for p, r in failure_modes()),
             *((metric, labels) for metric in (
-                self.success, self.last_run, self.last_success, self.in_progress, self.skipped,
+                self.success, self.last_run, self.last_success, self.in_progress, self.skipped_runs,
                 self.backend_up, self.orphans_removed, self.target_info, self.interval,
             )),
         ]  # fmt: skip
         for metric, values in combos:
             with contextlib.suppress(KeyError):
                 metric.remove(*values)
+
+    def running(self, target: Target, *, burst: bool, now: bool) -> None:
+        gauge = self.burst.in_progress if burst else self.in_progress
+        gauge.labels(target.name, target.backend).set(1 if now else 0)
+
+    def skipped(self, target: Target, *, burst: bool) -> None:
+        counter = self.burst.skipped if burst else self.skipped_runs
+        counter.labels(target.name, target.backend).inc()
+
+    def orphan_removed(self, target: Target) -> None:
+        self.orphans_removed.labels(target.name, target.backend).inc()
+
+    def record_burst(self, burst: BurstResult) -> None:
+        self.burst.record(burst)
 
     def record(self, result: ProbeResult) -> None:
         """Count one finished run. A run cancelled by shutdown counts only its cleanup trouble."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Phase, ProbeResult
-from sandbox_exporter.probing.report import failures
+from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, failures
 
 
 def exposition(result: ProbeResult) -> bytes:

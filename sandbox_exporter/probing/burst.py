@@ -16,102 +16,18 @@ any leftover of the target is.
 
 from __future__ import annotations
 
-import math
-import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.probing.calls import Calls, Interrupt
-from sandbox_exporter.probing.lifecycle import (
-    LifecycleRunner,
-    ProbeResult,
-    Unreachable,
-)
-
-
-@dataclass
-class BurstResult:
-    target: str
-    backend: str
-    burst_id: str
-    mode: str
-    started_at: float  # wall clock
-    finished_at: float = 0.0
-    offsets: list[float] = field(default_factory=list)  # planned, from the launch
-    launch: float | None = None  # the runners' clock at the launch; None: never launched
-    preflight: ProbeResult | None = None  # the engine and image checks
-    results: list[ProbeResult] = field(default_factory=list)  # in launch order
-
-    @property
-    def launched(self) -> bool:
-        return self.launch is not None
-
-    @property
-    def cancelled(self) -> bool:
-        return bool(self.preflight and self.preflight.cancelled) or any(
-            r.cancelled for r in self.results
-        )
-
-    @property
-    def success(self) -> bool:
-        return self.launched and all(r.success for r in self.results)
-
-    @property
-    def success_ratio(self) -> float:
-        if not self.results:
-            return 0.0
-        return sum(r.success for r in self.results) / len(self.results)
-
-    def _ready(self) -> list[float]:
-        assert self.launch is not None
-        return [r.ready_at - self.launch for r in self.results if r.ready_at is not None]
-
-    @property
-    def time_to_first_ready(self) -> float | None:
-        """From the launch to the first sandbox whose command answered."""
-        ready = self._ready() if self.launched else []
-        return min(ready) if ready else None
-
-    @property
-    def time_to_all_ready(self) -> float | None:
-        """From the launch to the last sandbox's answer; None unless every one answered."""
-        ready = self._ready() if self.launched else []
-        return max(ready) if ready and len(ready) == len(self.results) else None
-
-    @property
-    def launch_skew(self) -> float | None:
-        """The spread of (create actually sent - its planned instant) over the sandboxes."""
-        if self.launch is None:
-            return None
-        late = [r.launched_at - (self.launch + offset)
-                for r, offset in zip(self.results, self.offsets, strict=True)
-                if r.launched_at is not None]  # fmt: skip
-        return max(late) - min(late) if late else None
-
-    def quarters(self) -> list[list[ProbeResult]]:
-        """The results by launch quarter. The first and the last are a quarter each,
-        rounded up (with 5 sandboxes, 2 each); the second and the third split what is
-        between (the second the larger half), so with fewer than 8 one of them can be
-        empty (with 5: 2, 1, 0, 2)."""
-        count = len(self.results)
-        size = math.ceil(count / 4)
-        middle = self.results[size : max(size, count - size)]
-        half = math.ceil(len(middle) / 2)
-        return [self.results[:size], middle[:half], middle[half:], self.results[-size:]]
-
-    def quarter_time_to_exec(self, which: str) -> float | None:
-        """The median time to exec of the first or the last quarter launched (rounded up:
-        with 5 sandboxes, 2 each), over their successful runs."""
-        chosen = self.quarters()[0 if which == "first" else 3]
-        values = [tte for r in chosen if (tte := r.time_to_exec) is not None]
-        return statistics.median(values) if values else None
+from sandbox_exporter.probing.lifecycle import LifecycleRunner, Unreachable
+from sandbox_exporter.results import BurstResult, ProbeResult
 
 
 class BurstRunner:

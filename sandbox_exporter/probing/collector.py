@@ -30,9 +30,9 @@ from typing import Any
 
 from sandbox_exporter.backends.base import ManagedSandbox
 from sandbox_exporter.config.targets import Target
-from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import Calls
-from sandbox_exporter.probing.lifecycle import describe
+from sandbox_exporter.probing.recorder import Recorder
+from sandbox_exporter.results import error_message
 
 CLOCK_SKEW_ALLOWANCE = 60.0  # seconds two exporters' clocks may differ by
 
@@ -52,7 +52,7 @@ class Collector:
         target: Target,
         instance: str,
         calls: Callable[[], Calls],
-        metrics: Metrics,
+        metrics: Recorder,
         log: Any,
         *,
         wall_clock: Callable[[], float] = time.time,
@@ -76,7 +76,7 @@ class Collector:
         try:
             self._remove(self._listed(lambda s: s.instance == self.instance))
         except Exception as exc:  # noqa: BLE001 - retried before the next run
-            self._log.warning("orphan listing failed", error=describe(exc))
+            self._log.warning("orphan listing failed", error=error_message(exc))
             return False
         return True
 
@@ -103,7 +103,7 @@ class Collector:
             try:
                 listed = {s.name: s for s in self._listed(lambda s: True)}
             except Exception as exc:  # noqa: BLE001 - kept for the next attempt
-                self._log.warning("leftover listing failed", error=describe(exc))
+                self._log.warning("leftover listing failed", error=error_message(exc))
                 return
             for gone in sorted(self._leftovers - listed.keys()):
                 self._leftovers.discard(gone)
@@ -117,7 +117,7 @@ class Collector:
             self.remove_leftovers()
             self.collect()
         except Exception as exc:  # noqa: BLE001 - logged; the next collection tries again
-            self._log.warning("garbage collection failed", error=describe(exc))
+            self._log.warning("garbage collection failed", error=error_message(exc))
 
     # -- internals -------------------------------------------------------------
 
@@ -142,10 +142,10 @@ class Collector:
                 self._calls().call("remove", sandbox, timeout=self._timeout, sandbox=sandbox)
             except Exception as exc:  # noqa: BLE001 - tried again at the next collection
                 self._log.warning(f"{what} removal failed", sandbox=sandbox.name,
-                                  error=describe(exc))  # fmt: skip
+                                  error=error_message(exc))  # fmt: skip
                 continue
             removed.append(sandbox)
-            self._metrics.orphans_removed.labels(*self._labels).inc()
+            self._metrics.orphan_removed(self.target)
             self._log.info(f"{what} removed", sandbox=sandbox.name, instance=sandbox.instance,
                            created_at=sandbox.created_at)  # fmt: skip
         return removed

@@ -15,10 +15,10 @@ from typing import Any
 
 from sandbox_exporter.backends.base import Backend
 from sandbox_exporter.config.targets import Config, Target
-from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import Interrupt
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.probing.recent import RecentRuns
+from sandbox_exporter.probing.recorder import Recorder
 from sandbox_exporter.probing.scheduler import ProbeScheduler
 
 # A backend object to use for a target instead of building one (tests), or None.
@@ -29,7 +29,7 @@ class Fleet:
     def __init__(
         self,
         config: Config,
-        metrics: Metrics,
+        metrics: Recorder,
         *,
         stopping: threading.Event,
         interrupt: Interrupt,

@@ -20,8 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -41,42 +39,21 @@ from sandbox_exporter.backends.base import (
 )
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.probing.calls import Calls, Interrupt, Interrupted, PhaseTimeout
+from sandbox_exporter.results import (
+    LIFECYCLE,
+    TIME_TO_EXEC,
+    Failure,
+    Phase,
+    ProbeResult,
+    Reason,
+    error_message,
+)
 
 NO_REGISTRY_HINT = (
     "; without a registry, `sandbox-exporter image build` makes a probe image from this "
     "machine's static busybox: then set image: sandbox-exporter/busybox:local and "
     "pull_policy: never"
 )
-
-
-class Phase(StrEnum):
-    PULL = "pull"
-    CREATE = "create"
-    START = "start"
-    EXEC = "exec"
-    STOP = "stop"
-    REMOVE = "remove"
-
-
-LIFECYCLE: tuple[Phase, ...] = (Phase.CREATE, Phase.START, Phase.EXEC, Phase.STOP, Phase.REMOVE)
-TIME_TO_EXEC: tuple[Phase, ...] = (Phase.CREATE, Phase.START, Phase.EXEC)
-
-
-class Reason(StrEnum):
-    TIMEOUT = "timeout"
-    UNAVAILABLE = "unavailable"
-    ERROR = "error"
-    EXEC_MISMATCH = "exec_mismatch"
-    CLEANUP = "cleanup"
-
-
-def failure_modes() -> list[tuple[Phase, Reason]]:
-    """Every (phase, reason) pair a run can report, so metrics can pre-create them."""
-    common = (Reason.TIMEOUT, Reason.UNAVAILABLE, Reason.ERROR)
-    modes = [(phase, reason) for phase in (Phase.PULL, *LIFECYCLE) for reason in common]
-    modes.append((Phase.EXEC, Reason.EXEC_MISMATCH))
-    modes += [(Phase.STOP, Reason.CLEANUP), (Phase.REMOVE, Reason.CLEANUP)]
-    return modes
 
 
 class ExecMismatch(Exception):
@@ -92,66 +69,6 @@ def reason_for(exc: BaseException) -> Reason:
     if isinstance(exc, ExecMismatch):
         return Reason.EXEC_MISMATCH
     return Reason.ERROR
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-@dataclass(frozen=True)
-class Failure:
-    phase: Phase
-    reason: Reason
-    message: str
-
-
-@dataclass
-class ProbeResult:
-    target: str
-    backend: str
-    run_id: str
-    sandbox: str
-    started_at: float
-    finished_at: float = 0.0
-    durations: dict[Phase, float] = field(default_factory=dict)
-    failure: Failure | None = None
-    cleanup_failures: list[Failure] = field(default_factory=list)
-    pulled: bool = False
-    backend_up: bool | None = None
-    cancelled: bool = False
-    output: str | None = None
-    # on the runner's clock: when the create call was sent, and when the exec answered
-    # (a burst's launch skew and its times to ready are read from these)
-    launched_at: float | None = None
-    ready_at: float | None = None
-
-    @classmethod
-    def not_run(cls, target: str, backend: str, message: str, at: float) -> ProbeResult:
-        """A run that never reached its backend (a setup error or a bug), as a failure
-        to create: the job goes on and the failure is counted."""
-        failure = Failure(Phase.CREATE, Reason.ERROR, message)
-        return cls(target, backend, "", "", started_at=at, finished_at=at, failure=failure)
-
-    @property
-    def success(self) -> bool:
-        return self.failure is None and not self.cleanup_failures and not self.cancelled
-
-    @property
-    def total(self) -> float | None:
-        """The five phases added up; None unless the run succeeded."""
-        return sum(self.durations[p] for p in LIFECYCLE) if self.success else None
-
-    @property
-    def time_to_exec(self) -> float | None:
-        """create + start + exec: what a user waits before the agent's first command runs."""
-        return sum(self.durations[p] for p in TIME_TO_EXEC) if self.success else None
-
-    @property
-    def reason(self) -> Reason | None:
-        if self.failure:
-            return self.failure.reason
-        return self.cleanup_failures[0].reason if self.cleanup_failures else None
 
 
 class Unreachable:
@@ -336,8 +253,8 @@ class _Run:
             return False
         except Exception as exc:  # noqa: BLE001 - every failure is a reason
             result.backend_up = False
-            result.failure = Failure(Phase.CREATE, Reason.UNAVAILABLE, describe(exc))
-            self.runner.unreachable.failed(self.log, describe(exc))
+            result.failure = Failure(Phase.CREATE, Reason.UNAVAILABLE, error_message(exc))
+            self.runner.unreachable.failed(self.log, error_message(exc))
             return False
         result.backend_up = True
         self.runner.unreachable.answered(self.log)
@@ -436,7 +353,7 @@ class _Run:
                 # not interruptible: the removal is what a shutdown waits for
                 self.calls.call(method, sandbox, *args, timeout=timeout, sandbox=sandbox)
             except Exception as exc:  # noqa: BLE001
-                failure = Failure(phase, Reason.CLEANUP, describe(exc))
+                failure = Failure(phase, Reason.CLEANUP, error_message(exc))
                 result.cleanup_failures.append(failure)
                 self.log.error("cleanup failed", phase=str(phase), reason="cleanup",
                                error=failure.message)  # fmt: skip
@@ -449,7 +366,7 @@ class _Run:
         reason = reason_for(exc)
         if reason is Reason.UNAVAILABLE:
             self.result.backend_up = False
-        message = describe(exc) + hint
+        message = error_message(exc) + hint
         self.result.failure = Failure(phase, reason, message)
         self.log.warning("phase", phase=str(phase), outcome="failed", reason=str(reason),
                          error=message)  # fmt: skip
@@ -459,6 +376,6 @@ class _Run:
         try:
             self.calls.call("remove", sandbox or self.ref, timeout=self.target.timeouts.remove)
         except Exception as exc:  # noqa: BLE001 - the collector will find it
-            self.log.error("late cleanup failed", error=describe(exc))
+            self.log.error("late cleanup failed", error=error_message(exc))
         else:
             self.log.info("late cleanup", outcome="ok")

@@ -18,18 +18,13 @@ import structlog
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Backend, ManagedSandbox
 from sandbox_exporter.config.targets import Target
-from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.burst import BurstResult, BurstRunner
+from sandbox_exporter.probing.burst import BurstRunner
 from sandbox_exporter.probing.calls import Calls, Interrupt, ProcessCalls, ThreadCalls
 from sandbox_exporter.probing.collector import Collector
-from sandbox_exporter.probing.lifecycle import (
-    LifecycleRunner,
-    Phase,
-    ProbeResult,
-    Unreachable,
-    describe,
-)
+from sandbox_exporter.probing.lifecycle import LifecycleRunner, Unreachable
 from sandbox_exporter.probing.recent import RecentRuns
+from sandbox_exporter.probing.recorder import Recorder
+from sandbox_exporter.results import BurstResult, Phase, ProbeResult, error_message
 
 
 class BackendSetupError(Exception):
@@ -60,7 +55,7 @@ class Prober:
         self,
         target: Target,
         instance: str,
-        metrics: Metrics,
+        metrics: Recorder,
         *,
         stopping: threading.Event,
         interrupt: Interrupt | None = None,
@@ -130,14 +125,13 @@ class Prober:
         """
         if not self.guard.acquire(blocking=False):
             return None
-        gauge = self.metrics.in_progress.labels(*self.labels)
-        gauge.set(1)
+        self.metrics.running(self.target, burst=False, now=True)
         try:
             result = self._run_locked(logger)
             if record and self.record_results:
                 self.metrics.record(result)
         finally:
-            gauge.set(0)
+            self.metrics.running(self.target, burst=False, now=False)
             self.guard.release()
         if record:
             self.last_result = result
@@ -151,24 +145,23 @@ class Prober:
             if record:
                 self.burst_skipped()
             return None
-        gauge = self.metrics.burst.in_progress.labels(*self.labels)
-        gauge.set(1)
+        self.metrics.running(self.target, burst=True, now=True)
         try:
             burst = self._burst_locked()
             if record and self.record_results:
-                self.metrics.burst.record(burst)
+                self.metrics.record_burst(burst)
         finally:
-            gauge.set(0)
+            self.metrics.running(self.target, burst=True, now=False)
             self.guard.release()
         return burst
 
     def burst_skipped(self) -> None:
-        self.metrics.burst.skipped.labels(*self.labels).inc()
+        self.metrics.skipped(self.target, burst=True)
         self._log.warning("burst skipped", why="a run of this target is still going")
 
     def skipped(self) -> None:
         self.last_attempt = time.monotonic()
-        self.metrics.skipped.labels(*self.labels).inc()
+        self.metrics.skipped(self.target, burst=False)
         self._log.warning("probe skipped", why="the previous run of this target is still going")
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -202,7 +195,7 @@ class Prober:
             try:
                 how(calls)
             except Exception as exc:  # noqa: BLE001
-                self._log.warning("backend close failed", error=describe(exc))
+                self._log.warning("backend close failed", error=error_message(exc))
 
     # -- internals -------------------------------------------------------------
 
@@ -229,8 +222,8 @@ class Prober:
                 unreachable=self.unreachable,
             ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
-            self._log.error("burst could not run", error=describe(exc))
-            failed = ProbeResult.not_run(name, backend, describe(exc), time.time())
+            self._log.error("burst could not run", error=error_message(exc))
+            failed = ProbeResult.not_run(name, backend, error_message(exc), time.time())
             return BurstResult(name, backend, "", "", failed.started_at, failed.finished_at,
                                preflight=failed)  # fmt: skip
         self._remember_unremoved(burst.results)
@@ -248,9 +241,9 @@ class Prober:
                 unreachable=self.unreachable,
             ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
-            log.error("probe could not run", error=describe(exc))
+            log.error("probe could not run", error=error_message(exc))
             return ProbeResult.not_run(
-                self.target.name, self.target.backend, describe(exc), time.time()
+                self.target.name, self.target.backend, error_message(exc), time.time()
             )
         self._remember_unremoved([result])
         return result

@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, ProbeResult
 from sandbox_exporter.probing.percentiles import nearest_rank
+from sandbox_exporter.results import LIFECYCLE, ProbeResult
 
 RECENT_RUNS = 100
 # what the page shows a spread of, in order: each phase, then the two derived figures

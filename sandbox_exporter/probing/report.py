@@ -7,12 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox_exporter.probing.lifecycle import LIFECYCLE, Failure, Phase, ProbeResult
-
-
-def failures(result: ProbeResult) -> list[Failure]:
-    """The failure and every cleanup failure of a run."""
-    return ([result.failure] if result.failure else []) + list(result.cleanup_failures)
+from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, failures
 
 
 def as_dict(result: ProbeResult) -> dict[str, Any]:

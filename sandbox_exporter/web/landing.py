@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from sandbox_exporter.probing.recent import FIGURES, RECENT_RUNS, Spread, Summary
-from sandbox_exporter.probing.report import failures
+from sandbox_exporter.results import failures
 from sandbox_exporter.web.humanize import age, duration, utc
 from sandbox_exporter.web.landing_assets import SCRIPT, STYLE
 
 if TYPE_CHECKING:
-    from sandbox_exporter.probing.lifecycle import ProbeResult
     from sandbox_exporter.probing.prober import Prober
+    from sandbox_exporter.results import ProbeResult
 
 DEFAULT_REFRESH_SECONDS = 15
 # a success older than this many intervals is shown as late

@@ -21,8 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sandbox_exporter.config.discovery import missing_backend
 from sandbox_exporter.config.durations import parse_duration
 from sandbox_exporter.metrics.single_run import exposition
-from sandbox_exporter.probing.lifecycle import ProbeResult
 from sandbox_exporter.probing.report import as_dict
+from sandbox_exporter.results import ProbeResult
 from sandbox_exporter.web.capture import CapturingLogger
 
 if TYPE_CHECKING:

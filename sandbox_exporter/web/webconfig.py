@@ -33,7 +33,7 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from sandbox_exporter.config.messages import describe, dotted
+from sandbox_exporter.config.messages import dotted, field_problem
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -180,7 +180,7 @@ class WebConfig:
             raise WebConfigError(f"{where}: not valid YAML: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(
-                f"{dotted(e['loc'])}: {describe(e)}" for e in exc.errors(include_url=False)
+                f"{dotted(e['loc'])}: {field_problem(e)}" for e in exc.errors(include_url=False)
             )
             raise WebConfigError(f"{where}: {problems}") from None
         users = {user: hashed.encode() for user, hashed in parsed.basic_auth_users.items()}

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.config import Config, ConfigError
 from sandbox_exporter.config.watch import FileWatch
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import Interrupt
 from sandbox_exporter.probing.fleet import BackendFactory, Fleet
@@ -45,7 +46,7 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         listen_address: str | None = ":9878",
         backends: BackendFactory | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
         loader: Any = None,
         web_config: WebConfig | None = None,
         serving: ServingOptions | None = None,

@@ -10,12 +10,30 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import structlog
 
 LogFormat = Literal["json", "logfmt", "console"]
+
 LEVELS = ("debug", "info", "warning", "error")
+
+
+class Logger(Protocol):
+    """What the exporter logs through: structlog's bound logger, or one that also keeps
+    the lines (/probe?debug=true)."""
+
+    def bind(self, **values: Any) -> Logger: ...
+
+    def debug(self, event: str, **values: Any) -> Any: ...
+
+    def info(self, event: str, **values: Any) -> Any: ...
+
+    def warning(self, event: str, **values: Any) -> Any: ...
+
+    def error(self, event: str, **values: Any) -> Any: ...
+
+
 _current: tuple[str, LogFormat] = ("info", "json")
 # one timestamp format for every line, the daemon's and /probe?debug=true's: ISO 8601, UTC
 TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts")

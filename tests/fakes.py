@@ -49,7 +49,7 @@ class FakeBackend:
     hang: set[str] = field(default_factory=set)
     exec_result: ExecResult = field(default_factory=lambda: ExecResult(0, "hello\n"))
     images: set[str] = field(default_factory=lambda: {"busybox:1.36"})
-    calls: list[tuple[str, str]] = field(default_factory=list)
+    received: list[tuple[str, str]] = field(default_factory=list)
     existing: set[str] = field(default_factory=set)
     orphans: list[ManagedSandbox] = field(default_factory=list)
     on_call: Callable[[str], None] | None = None
@@ -62,7 +62,7 @@ class FakeBackend:
             raise ValueError("costs are seconds on a FakeClock: give the clock too")
 
     def _do(self, method: str, arg: str, deadline: Deadline) -> None:
-        self.calls.append((method, arg))
+        self.received.append((method, arg))
         self.deadlines[method] = deadline
         self.entered.setdefault(method, threading.Event()).set()
         if self.on_call is not None:
@@ -75,7 +75,7 @@ class FakeBackend:
             raise self.errors[method]
 
     def called(self, method: str) -> list[str]:
-        return [arg for m, arg in self.calls if m == method]
+        return [arg for m, arg in self.received if m == method]
 
     def ping(self, deadline: Deadline) -> None:
         self._do("ping", "", deadline)
@@ -113,10 +113,10 @@ class FakeBackend:
         return [o for o in self.orphans if o.target == target]
 
     def kill(self, sandbox: SandboxRef) -> None:
-        self.calls.append(("kill", sandbox.name))
+        self.received.append(("kill", sandbox.name))
 
     def close(self) -> None:
-        self.calls.append(("close", ""))
+        self.received.append(("close", ""))
         self.release.set()
 
 
@@ -130,6 +130,6 @@ def by_name(backends: Mapping[str, Any]) -> BackendFactory:
     return lambda target: backends.get(target.name)
 
 
-def calls(backend: Any, target: Target | None = None) -> ThreadCalls:
+def thread_calls(backend: Any, target: Target | None = None) -> ThreadCalls:
     """`backend`'s calls as the runner makes them (on threads)."""
     return ThreadCalls(backend, target.name if target is not None else "fake")

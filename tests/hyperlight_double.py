@@ -25,11 +25,11 @@ class Sandbox:
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
-        self.calls: list[str] = []
+        self.received: list[str] = []
         self._record(f"built:{kwargs.get('module')}")
 
     def _record(self, what: str) -> None:
-        self.calls.append(what)
+        self.received.append(what)
         path = os.environ.get("HL_DOUBLE_RECORD")
         if path:
             with open(path, "a") as record:

@@ -29,7 +29,7 @@ from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import LIFECYCLE, ProbeResult
-from tests.fakes import calls
+from tests.fakes import thread_calls
 from tests.helpers import alive, make_config, wait_for
 
 DOUBLE = Path(__file__).parent / "container_double.py"
@@ -44,7 +44,7 @@ class Double:
     def containers(self) -> dict[str, dict[str, object]]:
         return json.loads(self.state.read_text()) if self.state.exists() else {}
 
-    def calls(self) -> list[list[str]]:
+    def invocations(self) -> list[list[str]]:
         log = self.root / "calls.log"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -87,7 +87,7 @@ def test_a_full_lifecycle_through_the_cli(double: Double) -> None:
     assert result.success, result.failure
     assert set(result.durations) == set(LIFECYCLE)
     assert registry.get_sample_value("sandbox_probes_total", {**LABELS, "result": "success"}) == 1
-    create = next(c for c in double.calls() if c[0] == "create")
+    create = next(c for c in double.invocations() if c[0] == "create")
     name = create[create.index("--name") + 1]
     assert name.startswith("sandbox-exporter-")
     assert create[create.index("-c") + 1] == "2"
@@ -96,9 +96,9 @@ def test_a_full_lifecycle_through_the_cli(double: Double) -> None:
     assert create[create.index("--cap-drop") + 1] == "ALL"
     assert "sandbox-exporter.io/managed=true" in create
     assert "sandbox-exporter.io/target=mac" in create
-    verbs = [c[0] for c in double.calls() if c[0] not in ("--version", "system", "list")]
+    verbs = [c[0] for c in double.invocations() if c[0] not in ("--version", "system", "list")]
     assert verbs == ["create", "start", "exec", "stop", "delete"]
-    assert next(c for c in double.calls() if c[0] == "stop") == ["stop", "-t", "9", name]
+    assert next(c for c in double.invocations() if c[0] == "stop") == ["stop", "-t", "9", name]
     assert double.containers() == {}, "nothing left"
 
 
@@ -142,7 +142,7 @@ def test_exec_non_zero_fails_exec(double: Double, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CONTAINER_DOUBLE_FAIL", "exec")
     t = _target()
     result = LifecycleRunner(
-        calls(AppleBackend(AppleOptions(), t.timeouts), t), t, "test-instance"
+        thread_calls(AppleBackend(AppleOptions(), t.timeouts), t), t, "test-instance"
     ).run()
     assert result.failure is not None
     assert result.failure.phase == "exec"
@@ -219,7 +219,7 @@ def test_cli_errors_in_their_words(double: Double, monkeypatch: pytest.MonkeyPat
 def test_pull_policy_always_pulls_first(double: Double) -> None:
     result, _ = probe(pull_policy="always", image="busybox:1.36")
     assert result.success, result.failure
-    verbs = [c[:2] for c in double.calls() if c[0] in ("image", "create")]
+    verbs = [c[:2] for c in double.invocations() if c[0] in ("image", "create")]
     assert verbs[0] == ["image", "pull"]
     assert verbs[1][0] == "create"
 

@@ -77,7 +77,7 @@ def value(prober: Prober, name: str, **labels: str) -> float | None:
 
 
 def left_behind(prober: Prober) -> list[str]:
-    found = prober.calls().call("list_managed", prober.target.name, timeout=20)
+    found = prober.backend_calls().list_managed(prober.target.name, timeout=20)
     return [m.name for m in found]
 
 

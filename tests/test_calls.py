@@ -14,9 +14,10 @@ import pytest
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import BackendError, SandboxRef
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout, ProcessCalls
+from sandbox_exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout
+from sandbox_exporter.probing.worker import ProcessCalls
 from sandbox_exporter.results import Phase, Reason
-from tests.fakes import FakeBackend, calls
+from tests.fakes import FakeBackend, thread_calls
 from tests.helpers import alive, make_config, make_target, wait_for
 from tests.test_server import call
 
@@ -75,13 +76,13 @@ def test_a_worker_that_dies_is_an_error_and_the_next_call_gets_a_new_one(
     target = make_config(held_target(tmp_path, hold_in=None, crash_in="exec")).targets[0]
     worker_calls = ProcessCalls("tests.held_backend", target.options, target.timeouts, "held")
     try:
-        sandbox = worker_calls.call("create", _spec("a"), timeout=10)
+        sandbox = worker_calls.create(_spec("a"), timeout=10)
         first = worker_calls.worker_pid
         with pytest.raises(
             BackendError, match=r"worker process of held died during exec \(exit status 3\)"
         ):
-            worker_calls.call("exec", sandbox, ["echo", "hello"], timeout=10)
-        worker_calls.call("remove", sandbox, timeout=10)
+            worker_calls.exec(sandbox, ["echo", "hello"], timeout=10)
+        worker_calls.remove(sandbox, timeout=10)
         assert worker_calls.worker_pid not in (None, first)
     finally:
         worker_calls.close()
@@ -95,7 +96,7 @@ def test_an_interrupt_cuts_a_worker_call_short(held: None, tmp_path: Path) -> No
     threading.Timer(0.2, interrupt.fire, args=(0.0,)).start()
     try:
         with pytest.raises(Interrupted):
-            worker_calls.call("start", SandboxRef("a"), timeout=60, interrupt=interrupt)
+            worker_calls.start(SandboxRef("a"), timeout=60, interrupt=interrupt)
     finally:
         worker_calls.close()
     assert not _children()
@@ -105,7 +106,7 @@ def test_a_thread_call_past_its_deadline_is_abandoned_and_its_sandbox_killed() -
     backend = FakeBackend(hang={"start"})
     try:
         with pytest.raises(PhaseTimeout, match="start did not finish within 100ms"):
-            calls(backend).call("start", SandboxRef("a"), timeout=0.1, sandbox=SandboxRef("a"))
+            thread_calls(backend).start(SandboxRef("a"), timeout=0.1)
         assert backend.called("kill") == ["a"]
     finally:
         backend.release.set()
@@ -120,7 +121,7 @@ def test_a_failure_at_the_deadline_is_a_timeout() -> None:
 
     backend = FakeBackend(on_call=slow, errors={"exec": BackendError("read timed out")})
     with pytest.raises(PhaseTimeout, match="exec did not finish within 150ms"):
-        calls(backend).call("exec", SandboxRef("a"), ["true"], timeout=0.15)
+        thread_calls(backend).exec(SandboxRef("a"), ["true"], timeout=0.15)
 
 
 def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
@@ -130,7 +131,7 @@ def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
     interrupt = Interrupt()
     backend.on_call = lambda m: interrupt.fire(0.0 + 1e12) if m == "exec" else None
     try:
-        result = LifecycleRunner(calls(backend), make_target(), "i").run(interrupt=interrupt)
+        result = LifecycleRunner(thread_calls(backend), make_target(), "i").run(interrupt=interrupt)
     finally:
         backend.release.set()
     assert result.cancelled

@@ -27,7 +27,7 @@ from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.conftest import TEST_IMAGE, Engine
 from tests.engine_proxy import CoalescingProxy
-from tests.fakes import calls
+from tests.fakes import thread_calls
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call
 
@@ -262,13 +262,13 @@ def test_an_exec_past_its_deadline_ends_and_its_thread_with_it(engine: Engine) -
     shut down, so the thread that waits ends then, not when the command does."""
     target = make_config(engine_target(engine, command=["sleep", "60"])).targets[0]
     backend = target.kind.build(target.options, target.timeouts)
-    runner = LifecycleRunner(calls(backend), target, "test-instance")
+    runner = LifecycleRunner(thread_calls(backend), target, "test-instance")
     sandbox = backend.create(runner.spec("sandbox-exporter-probe-slow-exec"), Deadline.after(30))
     try:
         backend.start(sandbox, Deadline.after(30))
         before = set(threading.enumerate())
         with pytest.raises(PhaseTimeout):
-            calls(backend).call("exec", sandbox, ["sleep", "60"], timeout=1, sandbox=sandbox)
+            thread_calls(backend).exec(sandbox, ["sleep", "60"], timeout=1)
 
         def left() -> list[str]:
             return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]

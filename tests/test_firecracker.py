@@ -41,7 +41,7 @@ from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult
 from tests.conftest import FirecrackerBinaries
-from tests.fakes import calls
+from tests.fakes import thread_calls
 from tests.firecracker_double import double_binary
 from tests.helpers import alive, make_config, make_target, wait_for
 from tests.test_firecracker_guest import compile_listener, start_listener, stop_listener
@@ -152,7 +152,7 @@ def test_a_missing_kernel_fails_create_in_firecrackers_own_words(
 ) -> None:
     files = {**files, "kernel": files["kernel"].with_name("no-such-vmlinux")}
     target = fc_target(firecracker_binaries.firecracker, files, state)
-    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("create", "error")
     assert "Firecracker refused PUT /boot-source: Boot source error: The kernel file cannot be " \
@@ -407,7 +407,7 @@ def test_a_wrong_answer_is_exec_mismatch(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
     target = fc_target(double_binary(tmp_path), files, state, expect_output="goodbye")
-    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("exec", "exec_mismatch")
     nothing_left(state)
@@ -447,7 +447,7 @@ def test_a_guest_ignoring_ctrl_alt_del_still_stops_within_the_phase(
     target = fc_target(double_binary(tmp_path, ctrl_alt_del="ignore"), files, state,
                        stop_grace="300ms")  # fmt: skip
     with capture_logs() as logs:
-        result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+        result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.success, result.failure
     assert any(e["event"] == "vmm killed" for e in logs)
     nothing_left(state)
@@ -515,7 +515,7 @@ def test_a_deep_state_directory_still_reaches_the_sockets(
 ) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)  # a socket path there is over 108 bytes
     target = fc_target(double_binary(tmp_path), files, deep)
-    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.success, result.failure
     nothing_left(deep)
 
@@ -795,7 +795,7 @@ def test_a_guest_slower_than_one_vsock_attempt_is_waited_for(
 ) -> None:
     # before the guest is up a CONNECT hangs: each attempt ends at vsock_attempt (200ms)
     target = fc_target(double_binary(tmp_path, boot_delay="0.7"), files, state)
-    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.success, result.failure
     assert result.durations[Phase.START] >= 0.7
     nothing_left(state)

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from sandbox_exporter.backends.base import BackendUnavailable, ExecResult
 from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.results import LIFECYCLE, Phase, Reason
-from tests.fakes import FakeBackend, FakeClock, calls, failing
+from tests.fakes import FakeBackend, FakeClock, failing, thread_calls
 from tests.helpers import make_target, wait_for
 
 COSTS = {"create": 0.5, "start": 1.25, "exec": 0.125, "stop": 2.0, "remove": 0.25}
@@ -22,8 +22,8 @@ def runner(
 ) -> LifecycleRunner:
     target = make_target("docker", **settings)  # a kind whose images the runner pulls
     if clock is None:
-        return LifecycleRunner(calls(backend), target, "test-instance")
-    return LifecycleRunner(calls(backend), target, "test-instance", clock=clock)
+        return LifecycleRunner(thread_calls(backend), target, "test-instance")
+    return LifecycleRunner(thread_calls(backend), target, "test-instance", clock=clock)
 
 
 def test_each_phase_duration_lands_in_its_phase() -> None:
@@ -34,7 +34,7 @@ def test_each_phase_duration_lands_in_its_phase() -> None:
     assert {p: result.durations[p] for p in LIFECYCLE} == {Phase(k): v for k, v in COSTS.items()}
     assert result.total == sum(COSTS.values())
     assert result.time_to_exec == 0.5 + 1.25 + 0.125
-    assert [m for m, _ in backend.calls] == [
+    assert [m for m, _ in backend.received] == [
         "ping", "image_present", "create", "start", "exec", "stop", "remove",
     ]  # fmt: skip
     assert backend.existing == set()
@@ -220,7 +220,7 @@ def test_images_are_the_runners_business_only_where_the_exporter_pulls(backend: 
 
     fake.create = create  # type: ignore[method-assign]
     target = make_target(backend, pull_policy="always")
-    result = LifecycleRunner(calls(fake), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(fake), target, "test-instance").run()
     assert result.success, result.failure
     assert not fake.called("image_present")
     assert not fake.called("pull_image")

@@ -21,7 +21,7 @@ from sandbox_exporter.probing.calls import PhaseTimeout
 from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import LIFECYCLE
-from tests.fakes import calls
+from tests.fakes import thread_calls
 from tests.helpers import alive, make_target, namespaces_missing, wait_for
 
 pytestmark = pytest.mark.namespace
@@ -104,7 +104,7 @@ def test_the_command_runs_inside_new_namespaces(tmp_path: Path) -> None:
 
 def test_exec_mismatch_is_caught(tmp_path: Path) -> None:
     target = make_target(namespace={"state_dir": str(tmp_path)}, command=["sh", "-c", "echo bye"])
-    result = LifecycleRunner(calls(backend_for(target)), target, "test-instance").run()
+    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.failure is not None
     assert result.failure.reason == "exec_mismatch"
     assert list(tmp_path.iterdir()) == []
@@ -173,7 +173,7 @@ def test_a_start_past_its_deadline_is_ended_and_leaves_nothing(
     name = "sandbox-exporter-fake-stuck"
     sandbox = backend.create(spec(name), soon())
     with pytest.raises(PhaseTimeout, match="start did not finish within 300ms"):
-        calls(backend, target).call("start", sandbox, timeout=0.3, sandbox=sandbox)
+        thread_calls(backend, target).start(sandbox, timeout=0.3)
     recorded = [int(line.split()[0]) for line in (tmp_path / name / "pid").read_text().splitlines()]
     backend.remove(sandbox, soon())
     wait_for(lambda: not any(alive(pid) for pid in recorded), what="its processes killed")
@@ -184,7 +184,7 @@ def test_nothing_of_a_removed_sandbox_is_kept_in_memory(tmp_path: Path) -> None:
     """A daemon runs this backend for months: what it holds per sandbox goes with it."""
     target = make_target(namespace={"state_dir": str(tmp_path)})
     backend = backend_for(target)
-    runner = LifecycleRunner(calls(backend), target, "test-instance")
+    runner = LifecycleRunner(thread_calls(backend), target, "test-instance")
     assert all(runner.run().success for _ in range(3))
     assert backend._running == {}
     assert backend._children == {}

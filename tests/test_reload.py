@@ -193,9 +193,9 @@ def test_a_retired_backend_is_closed_only_once_its_run_is_over(tmp_path: Path) -
         backends["a"] = FakeBackend()
         write(path, f"{{name: a, backend: namespace, interval: 2h, {timeouts}}}")
         assert d.reload() == []
-        wait_for(lambda: "close" in [m for m, _ in old_backend.calls], timeout=15,
+        wait_for(lambda: "close" in [m for m, _ in old_backend.received], timeout=15,
                  what="the old backend closed")  # fmt: skip
-        methods = [m for m, _ in old_backend.calls]
+        methods = [m for m, _ in old_backend.received]
         assert methods.index("close") > methods.index("remove"), methods
     finally:
         d.shutdown()

@@ -185,7 +185,7 @@ def run_bench(
         calls: Calls | None = None
         try:
             calls = calls_for(target, (injected or {}).get(target.name))
-            calls.call("ping", timeout=target.timeouts.create)
+            calls.ping(timeout=target.timeouts.create)
         except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
             run.skipped = error_message(exc)
             if calls is not None:

@@ -20,11 +20,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.probing.calls import Calls, Interrupt
 from sandbox_exporter.probing.lifecycle import LifecycleRunner, Unreachable
 from sandbox_exporter.results import BurstResult, ProbeResult
@@ -39,7 +39,7 @@ class BurstRunner:
         target: Target,
         instance: str,
         *,
-        logger: Any = None,
+        logger: Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         unreachable: Unreachable | None = None,
@@ -75,13 +75,13 @@ class BurstRunner:
                  launch_skew_seconds=result.launch_skew, cancelled=result.cancelled)  # fmt: skip
         return result
 
-    def _runner(self, log: Any) -> LifecycleRunner:
+    def _runner(self, log: Logger) -> LifecycleRunner:
         return LifecycleRunner(self.calls, self.target, self.instance, logger=log,
                                clock=self.clock, wall_clock=self.wall_clock,
                                unreachable=self.unreachable)  # fmt: skip
 
     def _launch(
-        self, result: BurstResult, cancel: threading.Event, interrupt: Interrupt | None, log: Any
+        self, result: BurstResult, cancel: threading.Event, interrupt: Interrupt | None, log: Logger
     ) -> None:
         go = threading.Event()
         launch: list[float] = []

@@ -21,29 +21,23 @@ backend raised when its own socket timeout fired.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.connection
 import os
-import pickle
-import queue
-import signal
-import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
-from typing import Any, Protocol, TypeVar, cast
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sandbox_exporter.backends.base import (
     Backend,
     BackendError,
-    BackendOptions,
     BackendTimeout,
     Deadline,
+    ExecResult,
+    ManagedSandbox,
     SandboxRef,
+    SandboxSpec,
 )
 from sandbox_exporter.config.durations import format_duration
-from sandbox_exporter.config.settings import Timeouts
 
 T = TypeVar("T")
 
@@ -105,32 +99,177 @@ class Interrupt:
             return self._pipe[0]
 
 
-class Calls(Protocol):
-    """How the runner, the collector and `bench` reach a backend."""
+class Calls(ABC):
+    """How the runner, the collector and the commands reach a backend: one method per
+    backend call, each returning its real type, every one ended at `timeout` seconds
+    (PhaseTimeout) or when `interrupt` fires (Interrupted). Where the call runs is the
+    subclass's `_dispatch`.
 
-    def call(
+    `sandbox` is what a call that outlives its deadline leaves running, for the
+    backend's `kill` (by default the sandbox the call works on). `on_late` gets what
+    an abandoned `create` or `start` made once it returns after all."""
+
+    @abstractmethod
+    def _dispatch(
         self,
         method: str,
-        *args: Any,
+        args: tuple[object, ...],
+        *,
         timeout: float,
-        sandbox: SandboxRef | None = None,
-        interrupt: Interrupt | None = None,
-        on_late: Callable[[Any], None] | None = None,
-    ) -> Any:
-        """`backend.<method>(*args, deadline)`, ended at `timeout` seconds (PhaseTimeout)
-        or when `interrupt` fires (Interrupted). `sandbox`: what the call works on, for
-        `kill`. `on_late`: gets the value of a call that returns after being abandoned."""
+        sandbox: SandboxRef | None,
+        interrupt: Interrupt | None,
+        on_late: Callable[[object], None] | None = None,
+    ) -> object:
+        """`backend.<method>(*args, deadline)`, its value as the backend returned it."""
 
+    @abstractmethod
     def close_when_idle(self) -> None:
         """Close the backend once no call is in flight (waits for that)."""
 
+    @abstractmethod
     def close(self) -> None:
         """Close the backend now (shutdown)."""
 
+    def ping(
+        self,
+        *,
+        timeout: float,
+        sandbox: SandboxRef | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> None:
+        self._dispatch("ping", (), timeout=timeout, sandbox=sandbox, interrupt=interrupt)
 
-def _outcome(
-    method: str, timeout: float, error: BaseException, deadline: Deadline
-) -> BaseException:
+    def prepare(
+        self,
+        spec: SandboxSpec,
+        *,
+        timeout: float,
+        sandbox: SandboxRef | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> None:
+        self._dispatch("prepare", (spec,), timeout=timeout, sandbox=sandbox, interrupt=interrupt)
+
+    def image_present(
+        self,
+        image: str,
+        *,
+        timeout: float,
+        sandbox: SandboxRef | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> bool:
+        present = self._dispatch(
+            "image_present", (image,), timeout=timeout, sandbox=sandbox, interrupt=interrupt
+        )
+        return bool(_expect("image_present", present, bool))
+
+    def pull_image(
+        self,
+        image: str,
+        *,
+        timeout: float,
+        sandbox: SandboxRef | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> None:
+        self._dispatch(
+            "pull_image", (image,), timeout=timeout, sandbox=sandbox, interrupt=interrupt
+        )
+
+    def import_image(self, rootfs: bytes, image: str, path: str, *, timeout: float) -> None:
+        self._dispatch(
+            "import_image", (rootfs, image, path), timeout=timeout, sandbox=None, interrupt=None
+        )
+
+    def create(
+        self,
+        spec: SandboxSpec,
+        *,
+        timeout: float,
+        interrupt: Interrupt | None = None,
+        on_late: Callable[[SandboxRef], None] | None = None,
+    ) -> SandboxRef:
+        """The handle of the sandbox made; `kill` gets the spec's name at the deadline."""
+        late = None if on_late is None else _late(on_late)
+        made = self._dispatch(
+            "create",
+            (spec,),
+            timeout=timeout,
+            sandbox=SandboxRef(spec.name),
+            interrupt=interrupt,
+            on_late=late,
+        )
+        return _expect("create", made, SandboxRef)
+
+    def start(
+        self,
+        sandbox: SandboxRef,
+        *,
+        timeout: float,
+        interrupt: Interrupt | None = None,
+        on_late: Callable[[], None] | None = None,
+    ) -> None:
+        late = None if on_late is None else (lambda _: on_late())
+        self._dispatch(
+            "start", (sandbox,), timeout=timeout, sandbox=sandbox, interrupt=interrupt, on_late=late
+        )
+
+    def exec(
+        self,
+        sandbox: SandboxRef,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        interrupt: Interrupt | None = None,
+    ) -> ExecResult:
+        answer = self._dispatch(
+            "exec", (sandbox, command), timeout=timeout, sandbox=sandbox, interrupt=interrupt
+        )
+        return _expect("exec", answer, ExecResult)
+
+    def stop(
+        self,
+        sandbox: SandboxRef,
+        grace_seconds: float,
+        *,
+        timeout: float,
+        interrupt: Interrupt | None = None,
+    ) -> None:
+        self._dispatch(
+            "stop", (sandbox, grace_seconds), timeout=timeout, sandbox=sandbox, interrupt=interrupt
+        )
+
+    def remove(
+        self, sandbox: SandboxRef, *, timeout: float, interrupt: Interrupt | None = None
+    ) -> None:
+        self._dispatch("remove", (sandbox,), timeout=timeout, sandbox=sandbox, interrupt=interrupt)
+
+    def list_managed(self, target: str, *, timeout: float) -> list[ManagedSandbox]:
+        found = _expect(
+            "list_managed",
+            self._dispatch(
+                "list_managed", (target,), timeout=timeout, sandbox=None, interrupt=None
+            ),
+            list,
+        )
+        return [_expect("list_managed", item, ManagedSandbox) for item in found]
+
+
+def _expect(method: str, value: object, kind: type[T]) -> T:
+    """`value`, which `method` must have returned as a `kind`: a backend that broke its
+    contract is an error of the call, not a crash further on."""
+    if not isinstance(value, kind):
+        raise BackendError(f"{method} returned {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _late(on_late: Callable[[SandboxRef], None]) -> Callable[[object], None]:
+    def late(value: object) -> None:
+        if isinstance(value, SandboxRef):
+            on_late(value)
+
+    return late
+
+
+def outcome(method: str, timeout: float, error: BaseException, deadline: Deadline) -> BaseException:
     """What a failed call raises: its error, or PhaseTimeout if it failed at its deadline."""
     timed_out = deadline.expired or isinstance(error, BackendTimeout)
     if timed_out and not isinstance(error, PhaseTimeout | Interrupted):
@@ -138,7 +277,7 @@ def _outcome(
     return error
 
 
-def _stopped(method: str, timeout: float, interrupt: Interrupt | None) -> Exception:
+def stopped(method: str, timeout: float, interrupt: Interrupt | None) -> Exception:
     if interrupt is not None and interrupt.is_set():
         return Interrupted(f"{method} cut short: the exporter is shutting down")
     return PhaseTimeout(f"{method} did not finish within {format_duration(timeout)}")
@@ -186,7 +325,7 @@ class _ThreadCall:
             return self._finished
 
 
-class ThreadCalls:
+class ThreadCalls(Calls):
     """Calls on threads (see the module docstring)."""
 
     def __init__(self, backend: Backend[Any], label: str) -> None:
@@ -195,15 +334,20 @@ class ThreadCalls:
         self._busy = 0
         self._idle = threading.Condition()
 
-    def call(
+    def kill(self, sandbox: SandboxRef) -> None:
+        """End what a call on `sandbox` left running (the backend's `kill`)."""
+        self.backend.kill(sandbox)
+
+    def _dispatch(
         self,
         method: str,
-        *args: Any,
+        args: tuple[object, ...],
+        *,
         timeout: float,
-        sandbox: SandboxRef | None = None,
-        interrupt: Interrupt | None = None,
-        on_late: Callable[[Any], None] | None = None,
-    ) -> Any:
+        sandbox: SandboxRef | None,
+        interrupt: Interrupt | None,
+        on_late: Callable[[object], None] | None = None,
+    ) -> object:
         deadline = Deadline.after(timeout)
         fn = getattr(self.backend, method)
         with self._idle:
@@ -213,10 +357,10 @@ class ThreadCalls:
         if not call.run(deadline, interrupt):
             if sandbox is not None:
                 with contextlib.suppress(Exception):  # best effort; the timeout is the news
-                    self.backend.kill(sandbox)
-            raise _stopped(method, timeout, interrupt)
+                    self.kill(sandbox)
+            raise stopped(method, timeout, interrupt)
         if call.error is not None:
-            raise _outcome(method, timeout, call.error, deadline)
+            raise outcome(method, timeout, call.error, deadline)
         return call.value
 
     def _ended(self) -> None:
@@ -231,184 +375,3 @@ class ThreadCalls:
 
     def close(self) -> None:
         self.backend.close()
-
-
-class _Spawner:
-    """Starts worker processes from one thread that lives as long as the exporter.
-
-    A worker asks the kernel to kill it when its parent goes (PR_SET_PDEATHSIG),
-    so that a killed exporter leaves no worker behind; the kernel means the parent
-    *thread*, and the threads that run probes come and go."""
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]]
-        self._requests = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def run(self, start: Callable[[], T]) -> T:
-        """`start()` on the spawner thread; its value, or its exception raised here."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="worker-spawner",
-                                                daemon=True)  # fmt: skip
-                self._thread.start()
-        answer: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._requests.put((start, answer))
-        ok, value = answer.get()
-        if not ok:
-            raise value
-        return cast(T, value)
-
-    def _serve(self) -> None:
-        while True:
-            start, answer = self._requests.get()
-            try:
-                answer.put((True, start()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                answer.put((False, exc))
-
-
-_SPAWNER = _Spawner()
-
-
-class _Worker:
-    def __init__(self, process: subprocess.Popen[bytes], connection: Connection) -> None:
-        self.process = process
-        self.connection = connection
-
-    def kill(self) -> None:
-        """The worker and its process group (what it ran), at once; reaped."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.kill()
-        self.process.wait()
-        self.connection.close()
-
-
-class ProcessCalls:
-    """Calls in a worker process (see the module docstring). One call at a time."""
-
-    def __init__(self, module: str, options: BackendOptions, timeouts: Timeouts, label: str):
-        self._module = module
-        self._options = options
-        self._timeouts = timeouts
-        self._label = label
-        self._lock = threading.Lock()
-        self._worker: _Worker | None = None
-
-    @property
-    def worker_pid(self) -> int | None:
-        """The worker's, while one runs."""
-        worker = self._worker
-        return worker.process.pid if worker is not None else None
-
-    def call(
-        self,
-        method: str,
-        *args: Any,
-        timeout: float,
-        sandbox: SandboxRef | None = None,
-        interrupt: Interrupt | None = None,
-        on_late: Callable[[Any], None] | None = None,
-    ) -> Any:
-        deadline = Deadline.after(timeout)
-        if not self._lock.acquire(timeout=deadline.remaining()):
-            raise PhaseTimeout(f"{method} waited {format_duration(timeout)} for the worker "
-                               "process, busy with another call")  # fmt: skip
-        try:
-            worker = self._worker or self._start()
-            try:
-                worker.connection.send((method, args, deadline.at))
-            except (OSError, ValueError) as exc:
-                raise self._died(worker, method, exc) from exc
-            waiting: list[Any] = [worker.connection]
-            if interrupt is not None:
-                waiting.append(interrupt.fileno())
-            ready = multiprocessing.connection.wait(waiting, deadline.remaining())
-            if worker.connection not in ready:
-                self._worker = None
-                worker.kill()
-                raise _stopped(method, timeout, interrupt)
-            try:
-                ok, payload = worker.connection.recv()
-            except (EOFError, OSError) as exc:
-                raise self._died(worker, method, exc) from exc
-            if ok:
-                return payload
-            raise _outcome(method, timeout, payload, deadline)
-        finally:
-            self._lock.release()
-
-    def _start(self) -> _Worker:
-        """A new worker: `python -m sandbox_exporter.probing.worker` in a session of its own
-        (its process group is what a timeout kills), told what to build."""
-        ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "sandbox_exporter.probing.worker", str(theirs.fileno()),
-                   str(os.getpid())]  # fmt: skip
-        # the backend module may be found only through this process's path (tests)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-
-        def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-        try:
-            process = _SPAWNER.run(start)
-        except OSError as exc:
-            ours.close()
-            raise BackendError(f"cannot start a worker process for {self._label}: {exc}") from exc
-        finally:
-            theirs.close()
-        connection = Connection(ours.detach())
-        worker = _Worker(process, connection)
-        try:
-            connection.send((self._module, self._options, self._timeouts))
-        except OSError as exc:
-            raise self._died(worker, "start-up", exc) from exc
-        self._worker = worker
-        return worker
-
-    def _died(self, worker: _Worker, method: str, exc: BaseException) -> BackendError:
-        self._worker = None
-        worker.kill()
-        return BackendError(
-            f"the worker process of {self._label} died during {method} "
-            f"(exit status {worker.process.returncode}): {exc or type(exc).__name__}"
-        )
-
-    def close_when_idle(self) -> None:
-        with self._lock:
-            self._stop_worker()
-
-    def close(self) -> None:
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._stop_worker()
-            finally:
-                self._lock.release()
-        elif (worker := self._worker) is not None:
-            self._worker = None
-            worker.kill()  # a call is still in the worker at shutdown: it goes with it
-
-    def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            worker.connection.send(None)  # the worker closes its backend and exits
-        try:
-            worker.process.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        worker.connection.close()
-
-
-def portable(error: BaseException) -> BaseException:
-    """`error` if it survives pickling (to cross from a worker), else a BackendError
-    with its message."""
-    try:
-        pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes, just made
-    except Exception:  # noqa: BLE001 - any failure to pickle
-        return BackendError(str(error) or type(error).__name__)
-    return error

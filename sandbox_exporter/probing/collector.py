@@ -26,10 +26,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from sandbox_exporter.backends.base import ManagedSandbox
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.probing.calls import Calls
 from sandbox_exporter.probing.recorder import Recorder
 from sandbox_exporter.results import error_message
@@ -53,7 +53,7 @@ class Collector:
         instance: str,
         calls: Callable[[], Calls],
         metrics: Recorder,
-        log: Any,
+        log: Logger,
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -126,9 +126,7 @@ class Collector:
         return self.target.timeouts.remove
 
     def _listed(self, wanted: Callable[[ManagedSandbox], bool]) -> list[ManagedSandbox]:
-        found: list[ManagedSandbox] = self._calls().call(
-            "list_managed", self.target.name, timeout=self._timeout
-        )
+        found = self._calls().list_managed(self.target.name, timeout=self._timeout)
         return [s for s in found if wanted(s)]
 
     def _remove(
@@ -139,7 +137,7 @@ class Collector:
         removed = []
         for sandbox in sandboxes:
             try:
-                self._calls().call("remove", sandbox, timeout=self._timeout, sandbox=sandbox)
+                self._calls().remove(sandbox, timeout=self._timeout)
             except Exception as exc:  # noqa: BLE001 - tried again at the next collection
                 self._log.warning(f"{what} removal failed", sandbox=sandbox.name,
                                   error=error_message(exc))  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 
 from sandbox_exporter.backends.base import Backend
 from sandbox_exporter.config.targets import Config, Target
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.probing.calls import Interrupt
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.probing.recent import RecentRuns
@@ -34,7 +35,7 @@ class Fleet:
         stopping: threading.Event,
         interrupt: Interrupt,
         backends: BackendFactory | None = None,
-        logger: Any,
+        logger: Logger,
     ) -> None:
         self.config = config
         self._metrics = metrics

@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
@@ -38,6 +37,7 @@ from sandbox_exporter.backends.base import (
     SandboxSpec,
 )
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.probing.calls import Calls, Interrupt, Interrupted, PhaseTimeout
 from sandbox_exporter.results import (
     LIFECYCLE,
@@ -80,7 +80,7 @@ class Unreachable:
         self._said: str | None = None
         self._lock = threading.Lock()
 
-    def failed(self, log: Any, message: str) -> None:
+    def failed(self, log: Logger, message: str) -> None:
         with self._lock:
             repeated, self._said = message == self._said, message
         if repeated:
@@ -89,7 +89,7 @@ class Unreachable:
             log.warning("backend unreachable", phase="create", reason="unavailable",
                         error=message)  # fmt: skip
 
-    def answered(self, log: Any) -> None:
+    def answered(self, log: Logger) -> None:
         with self._lock:
             was, self._said = self._said, None
         if was is not None:
@@ -106,7 +106,7 @@ class LifecycleRunner:
         target: Target,
         instance: str,
         *,
-        logger: Any = None,
+        logger: Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         unreachable: Unreachable | None = None,
@@ -123,7 +123,7 @@ class LifecycleRunner:
     def run(
         self,
         cancel: threading.Event | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
         interrupt: Interrupt | None = None,
         *,
         preflight: bool = True,
@@ -166,7 +166,7 @@ class LifecycleRunner:
     def preflight(
         self,
         cancel: threading.Event | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
         interrupt: Interrupt | None = None,
     ) -> ProbeResult:
         """The engine and image checks alone (what `run(preflight=False)` leaves out): a
@@ -174,8 +174,8 @@ class LifecycleRunner:
         log = (logger or self._log).bind(target=self.target.name, backend=self.target.backend)
         result = ProbeResult(self.target.name, self.target.backend, "", "", self.wall_clock())
         run = _Run(self, result, log, cancel or threading.Event(), interrupt)
-        if run._backend_answers():
-            run._image_ready()
+        if run._check_backend():
+            run._check_image()
         result.finished_at = self.wall_clock()
         return result
 
@@ -205,7 +205,7 @@ class LifecycleRunner:
 class _Run:
     """The state of one lifecycle while it runs."""
 
-    def __init__(self, runner: LifecycleRunner, result: ProbeResult, log: Any,
+    def __init__(self, runner: LifecycleRunner, result: ProbeResult, log: Logger,
                  cancel: threading.Event, interrupt: Interrupt | None,
                  launch: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.launch = launch
@@ -220,12 +220,13 @@ class _Run:
         self.handle: SandboxRef | None = None  # what create returned
         self.created = self.started = False
 
-    def call(self, method: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
-        return self.calls.call(method, *args, timeout=timeout, sandbox=self.handle or self.ref,
-                               interrupt=self.interrupt, **kwargs)  # fmt: skip
+    @property
+    def sandbox(self) -> SandboxRef:
+        """The handle create returned, or the name it was asked for until then."""
+        return self.handle or self.ref
 
     def through_phases(self, preflight: bool = True) -> None:
-        if preflight and (not self._backend_answers() or not self._image_ready()):
+        if preflight and (not self._check_backend() or not self._check_image()):
             return
         if self.launch is not None:
             self.launch()
@@ -241,13 +242,17 @@ class _Run:
 
     # -- steps ---------------------------------------------------------------
 
-    def _backend_answers(self) -> bool:
-        result = self.result
+    def _check_backend(self) -> bool:
+        """Ping the engine (and let it prepare): False, with the failure recorded in the
+        result, when it does not answer."""
+        result, timeout = self.result, self.target.timeouts.create
         try:
-            self.call("ping", timeout=self.target.timeouts.create)
+            self.calls.ping(timeout=timeout, sandbox=self.sandbox, interrupt=self.interrupt)
             if self.target.kind.capabilities.prepares:
                 spec = self.runner.spec(self.result.sandbox)
-                self.call("prepare", spec, timeout=self.target.timeouts.create)
+                self.calls.prepare(
+                    spec, timeout=timeout, sandbox=self.sandbox, interrupt=self.interrupt
+                )
         except Interrupted:
             result.cancelled = True
             return False
@@ -260,7 +265,9 @@ class _Run:
         self.runner.unreachable.answered(self.log)
         return True
 
-    def _image_ready(self) -> bool:
+    def _check_image(self) -> bool:
+        """Make sure the image is on the engine (pulled, and timed, if it must be):
+        False, with the failure recorded in the result, when it is not."""
         target, result = self.target, self.result
         if target.kind.capabilities.images is not Images.EXPORTER:
             return True  # no image, or the engine pulls it inside `start`
@@ -268,7 +275,12 @@ class _Run:
         try:
             must_pull = target.pull_policy == "always"
             if not must_pull:
-                present = self.call("image_present", image, timeout=target.timeouts.create)
+                present = self.calls.image_present(
+                    image,
+                    timeout=target.timeouts.create,
+                    sandbox=self.sandbox,
+                    interrupt=self.interrupt,
+                )
                 if not present and target.pull_policy == "never":
                     raise LookupError(
                         f"image {image!r} is not present on the {target.backend} engine "
@@ -277,7 +289,12 @@ class _Run:
                 must_pull = not present
             if must_pull:
                 began = self.runner.clock()
-                self.call("pull_image", image, timeout=target.timeouts.pull)
+                self.calls.pull_image(
+                    image,
+                    timeout=target.timeouts.pull,
+                    sandbox=self.sandbox,
+                    interrupt=self.interrupt,
+                )
                 result.durations[Phase.PULL] = self.runner.clock() - began
                 result.pulled = True
                 self.log.info("pull", phase="pull", image=image,
@@ -295,20 +312,10 @@ class _Run:
         timeout = getattr(target.timeouts, str(phase))
         clock = self.runner.clock
         began = clock()
+        if phase is Phase.CREATE:
+            result.launched_at = began
         try:
-            if phase is Phase.CREATE:
-                result.launched_at = began
-                self.handle = self.call("create", self.runner.spec(result.sandbox),
-                                        timeout=timeout, on_late=self._remove_late)  # fmt: skip
-            elif phase is Phase.START:
-                self.call("start", self.handle, timeout=timeout,
-                          on_late=lambda _: self._remove_late(self.handle))  # fmt: skip
-            elif phase is Phase.EXEC:
-                self._check(self.call("exec", self.handle, target.command, timeout=timeout))
-            elif phase is Phase.STOP:
-                self.call("stop", self.handle, target.stop_grace, timeout=timeout)
-            else:
-                self.call("remove", self.handle, timeout=timeout)
+            self._call(phase, timeout)
         except Interrupted:
             result.cancelled = True
             self.log.info("interrupted", phase=str(phase))
@@ -323,6 +330,31 @@ class _Run:
             result.ready_at = ended
         self.log.info("phase", phase=str(phase), duration_seconds=duration, outcome="ok")
         return True
+
+    def _call(self, phase: Phase, timeout: float) -> None:
+        calls, target, interrupt = self.calls, self.target, self.interrupt
+        if phase is Phase.CREATE:
+            self.handle = calls.create(
+                self.runner.spec(self.result.sandbox),
+                timeout=timeout,
+                interrupt=interrupt,
+                on_late=self._remove_late,
+            )
+            return
+        sandbox = self.sandbox
+        if phase is Phase.START:
+            calls.start(
+                sandbox,
+                timeout=timeout,
+                interrupt=interrupt,
+                on_late=lambda: self._remove_late(sandbox),
+            )
+        elif phase is Phase.EXEC:
+            self._check(calls.exec(sandbox, target.command, timeout=timeout, interrupt=interrupt))
+        elif phase is Phase.STOP:
+            calls.stop(sandbox, target.stop_grace, timeout=timeout, interrupt=interrupt)
+        else:
+            calls.remove(sandbox, timeout=timeout, interrupt=interrupt)
 
     def _check(self, answer: ExecResult) -> None:
         self.result.output = answer.output
@@ -341,17 +373,20 @@ class _Run:
             return
         timeouts = self.target.timeouts
         failed_early = result.failure is not None and result.failure.phase in TIME_TO_EXEC
-        steps: list[tuple[Phase, str, tuple[Any, ...], float]] = []
+        steps = [Phase.REMOVE]
         if self.started and failed_early and not result.cancelled:
-            steps.append((Phase.STOP, "stop", (self.target.stop_grace,), timeouts.stop))
-        steps.append((Phase.REMOVE, "remove", (), timeouts.remove))
-        sandbox = self.handle or self.ref
-        for phase, method, args, timeout in steps:
+            steps.insert(0, Phase.STOP)
+        sandbox = self.sandbox
+        for phase in steps:
+            timeout = getattr(timeouts, str(phase))
             if self.interrupt is not None and self.interrupt.until is not None:
                 timeout = min(timeout, max(self.interrupt.until - time.monotonic(), 0.001))
             try:
                 # not interruptible: the removal is what a shutdown waits for
-                self.calls.call(method, sandbox, *args, timeout=timeout, sandbox=sandbox)
+                if phase is Phase.STOP:
+                    self.calls.stop(sandbox, self.target.stop_grace, timeout=timeout)
+                else:
+                    self.calls.remove(sandbox, timeout=timeout)
             except Exception as exc:  # noqa: BLE001
                 failure = Failure(phase, Reason.CLEANUP, error_message(exc))
                 result.cleanup_failures.append(failure)
@@ -371,10 +406,10 @@ class _Run:
         self.log.warning("phase", phase=str(phase), outcome="failed", reason=str(reason),
                          error=message)  # fmt: skip
 
-    def _remove_late(self, sandbox: SandboxRef | None) -> None:
+    def _remove_late(self, sandbox: SandboxRef) -> None:
         """An abandoned create or start finished after all: remove what it made."""
         try:
-            self.calls.call("remove", sandbox or self.ref, timeout=self.target.timeouts.remove)
+            self.calls.remove(sandbox, timeout=self.target.timeouts.remove)
         except Exception as exc:  # noqa: BLE001 - the collector will find it
             self.log.error("late cleanup failed", error=error_message(exc))
         else:

@@ -18,12 +18,14 @@ import structlog
 from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Backend, ManagedSandbox
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.logs import Logger
 from sandbox_exporter.probing.burst import BurstRunner
-from sandbox_exporter.probing.calls import Calls, Interrupt, ProcessCalls, ThreadCalls
+from sandbox_exporter.probing.calls import Calls, Interrupt, ThreadCalls
 from sandbox_exporter.probing.collector import Collector
 from sandbox_exporter.probing.lifecycle import LifecycleRunner, Unreachable
 from sandbox_exporter.probing.recent import RecentRuns
 from sandbox_exporter.probing.recorder import Recorder
+from sandbox_exporter.probing.worker import ProcessCalls
 from sandbox_exporter.results import BurstResult, Phase, ProbeResult, error_message
 
 
@@ -60,7 +62,7 @@ class Prober:
         stopping: threading.Event,
         interrupt: Interrupt | None = None,
         backend: Backend[Any] | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
         guard: threading.Lock | None = None,
         recent: RecentRuns | None = None,
         sweep_at_start: bool = True,
@@ -91,7 +93,7 @@ class Prober:
         self._log = (logger or structlog.get_logger("sandbox_exporter")).bind(
             target=target.name, backend=target.backend
         )
-        self.collector = Collector(target, instance, self.calls, metrics, self._log)
+        self.collector = Collector(target, instance, self.backend_calls, metrics, self._log)
         metrics.add_target(target)
 
     @property
@@ -102,7 +104,7 @@ class Prober:
     def busy(self) -> bool:
         return self.guard.locked()
 
-    def calls(self) -> Calls:
+    def backend_calls(self) -> Calls:
         """The backend's calls, opened on first use (this imports the backend's SDK)."""
         with self._calls_lock:
             if self._calls is None:
@@ -117,7 +119,7 @@ class Prober:
             self.skipped()
         return result
 
-    def run_now(self, *, record: bool = True, logger: Any = None) -> ProbeResult | None:
+    def run_now(self, *, record: bool = True, logger: Logger | None = None) -> ProbeResult | None:
         """One lifecycle now, or None when this target is busy.
 
         `record=False` leaves the scheduled figures alone (an on-demand probe);
@@ -202,7 +204,7 @@ class Prober:
     def _prepared_calls(self) -> Calls:
         """The backend's calls, once this instance's orphans (at the first run) and
         the leftovers of earlier runs are gone."""
-        calls = self.calls()
+        calls = self.backend_calls()
         if not self._swept:
             self._swept = self.collector.sweep()
         self.collector.remove_leftovers()
@@ -229,7 +231,7 @@ class Prober:
         self._remember_unremoved(burst.results)
         return burst
 
-    def _run_locked(self, logger: Any) -> ProbeResult:
+    def _run_locked(self, logger: Logger | None) -> ProbeResult:
         log = (
             logger.bind(target=self.target.name, backend=self.target.backend)
             if logger

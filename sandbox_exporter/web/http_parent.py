@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sandbox_exporter.logs import current_logging
+from sandbox_exporter.logs import Logger, current_logging
 from sandbox_exporter.web import bridge
 from sandbox_exporter.web.app import parse_listen_address
 
@@ -79,7 +79,7 @@ class WebProcess:
         address: str,
         web_config: WebConfig | None = None,
         options: ServingOptions | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
         on_restart: Callable[[], None] = lambda: None,
     ) -> None:
         self._app = app

@@ -284,7 +284,7 @@ def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
     from sandbox_exporter.daemon import Daemon
     from sandbox_exporter.malloc_arenas import cap_malloc_arenas
     from sandbox_exporter.web.app import parse_listen_address
-    from sandbox_exporter.web.http_parent import ServingOptions
+    from sandbox_exporter.web.serving import ServingOptions
     from sandbox_exporter.web.webconfig import WebConfig, WebConfigError
 
     listen_address = args.web_listen_address

@@ -32,7 +32,8 @@ from sandbox_exporter.probing.health import unhealthy
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.probing.scheduler import ProbeScheduler
 from sandbox_exporter.web.app import create_app
-from sandbox_exporter.web.http_parent import ServingOptions, WebProcess
+from sandbox_exporter.web.http_parent import WebProcess
+from sandbox_exporter.web.serving import ServingOptions
 from sandbox_exporter.web.webconfig import WebConfig
 
 _FINISHED = b"\0"  # written on the signal wake-up socket when the wind-down is over

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sandbox_exporter.config import ConfigError, parse_config
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.web.http_parent import ServingOptions
+from sandbox_exporter.web.serving import ServingOptions
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 

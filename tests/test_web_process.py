@@ -18,8 +18,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.web import responses
-from sandbox_exporter.web.http_child import Pacer, RequestBudget, forwarded_environ
-from sandbox_exporter.web.http_parent import ServingOptions
+from sandbox_exporter.web.http_child import forwarded_environ
+from sandbox_exporter.web.pacing import Pacer, RequestBudget
+from sandbox_exporter.web.serving import ServingOptions
 from tests.fakes import FakeBackend, FakeClock, by_name
 from tests.helpers import alive, make_config, wait_for
 from tests.process import ExporterProcess

@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -31,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from sandbox_exporter.web import bridge, responses
+from sandbox_exporter.web.pacing import Pacer, RequestBudget
+from sandbox_exporter.web.serving import ServingOptions
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -115,68 +116,6 @@ class Bridge:
         for answer in waiting:
             answer.ready.set()
         self._on_closed()
-
-
-class RequestBudget:
-    """At most `rate` forwarded requests a second (bursts up to `burst`) and at most
-    `in_flight` at once; the rest are refused, not queued."""
-
-    def __init__(self, rate: float, burst: int, in_flight: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-        self._slots = threading.BoundedSemaphore(in_flight)
-        self._lock = threading.Lock()
-
-    def acquire(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-            self._at = now
-            if self._tokens < 1:
-                return False
-            if not self._slots.acquire(blocking=False):
-                return False
-            self._tokens -= 1
-            return True
-
-    def release(self) -> None:
-        self._slots.release()
-
-
-class Pacer:
-    """Spaces answers at least 1/rate seconds apart (rate 0: no limit). A flood of
-    clients then waits its turn, as latency rather than errors, instead of taking
-    the CPU the probes are timed on; a client that would wait longer than
-    `max_wait` is refused at once (429)."""
-
-    def __init__(
-        self,
-        rate: float,
-        max_wait: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._gap = 1.0 / rate if rate > 0 else 0.0
-        self._max_wait = max_wait
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def admit(self) -> bool:
-        if not self._gap:
-            return True
-        with self._lock:
-            now = self._clock()
-            turn = max(now, self._next)
-            if turn - now > self._max_wait:
-                return False
-            self._next = turn + self._gap
-        if turn > now:
-            self._sleep(turn - now)  # this client's turn comes then: pacing, not polling
-        return True
 
 
 def forwarded_environ(environ: WSGIEnvironment) -> dict[str, str]:
@@ -294,11 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--bridge-fd", type=int, required=True)
     parser.add_argument("--web-config")
-    # no defaults: web_process.ServingOptions holds them, and always passes every one
-    for flag, kind in (("--nice", int), ("--read-timeout", float), ("--metrics-max-age", float),
-                       ("--rate", float), ("--scrapes-per-second", float), ("--burst", int),
-                       ("--in-flight", int)):  # fmt: skip
-        parser.add_argument(flag, type=kind, required=True)
+    parser.add_argument("--serving", type=ServingOptions.from_json, required=True)
     parser.add_argument("--log-level", required=True)
     parser.add_argument("--log-format", required=True)
     return parser.parse_args(argv)
@@ -311,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     # wound down, by closing the bridge; /metrics is served until then.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    if args.nice:
-        os.nice(args.nice)
+    serving: ServingOptions = args.serving
+    if serving.nice:
+        os.nice(serving.nice)
     listener = socket.socket(fileno=args.listen_fd)
 
     web_config = None
@@ -323,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(args.log_level, args.log_format)
         web_config = WebConfig(args.web_config)  # checked by the exporter before it started us
     exporter = Bridge(Connection(args.bridge_fd), on_closed=lambda: os._exit(0))
-    app = front_app(exporter, RequestBudget(args.rate, args.burst, args.in_flight),
-                    args.metrics_max_age, Pacer(args.scrapes_per_second))  # fmt: skip
+    budget = RequestBudget(
+        serving.forwarded_per_second, serving.forwarded_burst, serving.forwarded_in_flight
+    )
+    app = front_app(exporter, budget, serving.metrics_max_age, Pacer(serving.scrapes_per_second))
     if web_config is not None:
         app = require_auth(app, web_config)
-    server = FrontServer(listener, web_config, args.read_timeout)
+    server = FrontServer(listener, web_config, serving.read_timeout)
     server.set_app(app)
     server.serve_forever()
     return 0

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ import structlog
 from sandbox_exporter.logs import Logger, current_logging
 from sandbox_exporter.web import bridge
 from sandbox_exporter.web.app import parse_listen_address
+from sandbox_exporter.web.serving import ServingOptions
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -38,22 +38,6 @@ if TYPE_CHECKING:
 
 JSONHeaders = list[list[str]]
 RESTART_BACKOFF_MAX = 30.0
-
-
-@dataclass(frozen=True)
-class ServingOptions:
-    """How the web process serves. `nice` is added to the exporter's own niceness:
-    under CPU contention the probes, whose timing is the product, come first.
-    `scrapes_per_second` paces /metrics (0: unpaced): with a flood of scrapes the
-    web process would otherwise take a whole core that the engines need."""
-
-    nice: int = 10
-    read_timeout: float = 30.0
-    metrics_max_age: float = 1.0
-    forwarded_per_second: float = 50.0
-    forwarded_burst: int = 100
-    forwarded_in_flight: int = 32
-    scrapes_per_second: float = 50.0
 
 
 def listen(address: str) -> socket.socket:
@@ -125,16 +109,11 @@ class WebProcess:
     # -- the child -------------------------------------------------------------------
 
     def _command(self, bridge_fd: int) -> list[str]:
-        o = self._options
         level, fmt = current_logging()
         command = [
             sys.executable, "-m", "sandbox_exporter.web.http_child",
             "--listen-fd", str(self._listener.fileno()), "--bridge-fd", str(bridge_fd),
-            "--nice", str(o.nice), "--read-timeout", str(o.read_timeout),
-            "--metrics-max-age", str(o.metrics_max_age), "--rate", str(o.forwarded_per_second),
-            "--burst", str(o.forwarded_burst), "--in-flight", str(o.forwarded_in_flight),
-            "--log-level", level, "--log-format", fmt,
-            "--scrapes-per-second", str(o.scrapes_per_second),
+            "--serving", self._options.to_json(), "--log-level", level, "--log-format", fmt,
         ]  # fmt: skip
         if self._web_config is not None:
             command += ["--web-config", str(self._web_config.path)]

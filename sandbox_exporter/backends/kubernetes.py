@@ -64,6 +64,7 @@ from sandbox_exporter.backends.base import (
     SandboxSpec,
 )
 from sandbox_exporter.backends.docker import DEFAULT_KEEPALIVE
+from sandbox_exporter.backends.websocket_exec import ExecSockets
 from sandbox_exporter.config.settings import Timeouts
 
 RUN_LABEL = "sandbox-exporter.io/run"
@@ -122,7 +123,7 @@ class KubernetesBackend:
         self.namespace = options.namespace
         self._api_client: Any = None
         self._lock = threading.Lock()
-        self._exec_sockets: dict[str, Any] = {}  # for `kill`
+        self._exec_sockets = ExecSockets()  # for `kill`
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -281,11 +282,7 @@ class KubernetesBackend:
     def kill(self, sandbox: SandboxRef) -> None:
         """Close the exec websocket of this sandbox, if one is open; every other request
         ends with its own timeout."""
-        with self._lock:
-            ws = self._exec_sockets.get(sandbox.name)
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                ws.abort()
+        self._exec_sockets.abort(sandbox.name)
 
     def close(self) -> None:
         if self._api_client is not None:
@@ -297,7 +294,6 @@ class KubernetesBackend:
     def _exec_socket(self, name: str, command: Sequence[str], deadline: Deadline) -> Iterator[Any]:
         """An open exec websocket (v4.channel.k8s.io) to the Pod's container, with the
         client's authentication and TLS settings, connected within `deadline`."""
-        import websocket
         from kubernetes.stream.ws_client import get_websocket_url, websocket_proxycare
 
         api_client = self._client()
@@ -315,21 +311,17 @@ class KubernetesBackend:
         }
         if cfg.proxy or cfg.proxy_headers:
             options = websocket_proxycare(options, cfg, url, headers)
-        ws = websocket.WebSocket(sslopt=_ssl_options(cfg, url), skip_utf8_validation=True)
-        with self._lock:
-            self._exec_sockets[name] = ws
-        try:
-            try:
-                ws.connect(url, **options)
-            except websocket.WebSocketBadStatusException as exc:
-                raise _refused(exc) from exc
-            except (websocket.WebSocketException, OSError) as exc:
-                raise _api_error(exc, "exec", self._address()) from exc
+        address = self._address()
+        with self._exec_sockets.connect(
+            name,
+            url,
+            sslopt=_ssl_options(cfg, url),
+            refused=_refused,
+            unreachable=lambda exc: _api_error(exc, "exec", address),
+            close_timeout=3.0,
+            **options,
+        ) as ws:
             yield ws
-        finally:
-            with self._lock:
-                self._exec_sockets.pop(name, None)
-            ws.close()
 
     def _ensure_namespace(self, deadline: Deadline) -> None:
         if self._call("read namespace", self.core.read_namespace, self.namespace,

@@ -83,13 +83,13 @@ from sandbox_exporter.backends.base import (
     is_managed,
 )
 from sandbox_exporter.backends.docker import DEFAULT_KEEPALIVE
+from sandbox_exporter.backends.nomad_job import TASK, job
+from sandbox_exporter.backends.nomad_messages import TERMINAL, placement_problem, start_problem
+from sandbox_exporter.backends.websocket_exec import ExecSockets
 from sandbox_exporter.config.settings import StrictModel, Timeouts
 
 ACL_CAPABILITIES = ("submit-job", "read-job", "list-jobs", "alloc-exec")  # see the docstring
-TASK = "probe"  # the task group's and the task's name
-TERMINAL = {"complete", "failed", "lost"}
 HEARTBEAT = 10.0  # seconds between `{}` frames on the exec websocket, as Nomad's CLI sends
-NANOSECONDS = 1_000_000_000
 
 
 class NomadConstraint(StrictModel):
@@ -158,7 +158,7 @@ class NomadBackend:
         }  # fmt: skip
         self._lock = threading.Lock()
         self._allocs: dict[str, str] = {}  # job -> its allocation, found by start
-        self._exec_sockets: dict[str, Any] = {}  # for `kill`
+        self._exec_sockets = ExecSockets()  # for `kill`
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class NomadBackend:
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> JobHandle:
         registered = self._call("register job", self._api(deadline).job.register_job,
-                                spec.name, {"Job": self._job(spec)})  # fmt: skip
+                                spec.name, {"Job": job(spec, self.options)})  # fmt: skip
         eval_id = str(registered.get("EvalID") or "")
         if not eval_id:
             raise BackendError(f"register job: Nomad made no evaluation for job {spec.name}")
@@ -224,7 +224,7 @@ class NomadBackend:
     def start(self, sandbox: JobHandle, deadline: Deadline) -> None:
         name = sandbox.name
         evaluation = self._await_evaluation(sandbox, deadline)
-        problem = _placement_problem(evaluation)
+        problem = placement_problem(evaluation)
         if problem:
             raise BackendError(f"job {name}: {problem}")
         alloc_id = self._await_allocation(name, deadline)
@@ -235,7 +235,7 @@ class NomadBackend:
             alloc, index = self._blocking(
                 "read allocation", self._api(deadline).allocation, [alloc_id], index, deadline
             )
-            problem = _start_problem(alloc)
+            problem = start_problem(alloc)
             if problem:
                 raise BackendError(f"job {name}: {problem}")
             state = ((alloc.get("TaskStates") or {}).get(TASK) or {}).get("State")
@@ -331,11 +331,7 @@ class NomadBackend:
     def kill(self, sandbox: SandboxRef) -> None:
         """Abort the exec websocket of this sandbox, if one is open; every HTTP request
         ends with its own timeout."""
-        with self._lock:
-            ws = self._exec_sockets.get(sandbox.name)
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                ws.abort()
+        self._exec_sockets.abort(sandbox.name)
 
     def close(self) -> None:
         self._session.close()
@@ -366,8 +362,6 @@ class NomadBackend:
 
     @contextlib.contextmanager
     def _exec_socket(self, name: str, command: Sequence[str], deadline: Deadline) -> Iterator[Any]:
-        import websocket
-
         with self._lock:
             alloc_id = self._allocs.get(name)
         api = self._api(deadline)
@@ -386,24 +380,17 @@ class NomadBackend:
         url = f"{base}/v1/client/allocation/{alloc_id}/exec?{urlencode(query)}"
         token = self._token()
         header = [f"X-Nomad-Token: {token}"] if token else []
-        ws = websocket.WebSocket(sslopt=self._ssl_options(url), skip_utf8_validation=True)
-        with self._lock:
-            self._exec_sockets[name] = ws
-        try:
-            try:
-                ws.connect(url, header=header, timeout=_timeout(deadline))  # type: ignore[no-untyped-call]
-            except websocket.WebSocketBadStatusException as exc:
-                body = exc.resp_body.decode(errors="replace") if exc.resp_body else ""
-                raise BackendError(
-                    f"exec: Nomad answered {exc.status_code}: {body.strip() or exc}"
-                ) from exc
-            except (websocket.WebSocketException, OSError) as exc:
-                raise _api_error(exc, "exec", o.address) from exc
+        with self._exec_sockets.connect(
+            name,
+            url,
+            sslopt=self._ssl_options(url),
+            refused=_refused,
+            unreachable=lambda exc: _api_error(exc, "exec", o.address),
+            close_timeout=0.1,
+            header=header,
+            timeout=_timeout(deadline),
+        ) as ws:
             yield ws
-        finally:
-            with self._lock:
-                self._exec_sockets.pop(name, None)
-            ws.close(timeout=0.1)
 
     def _ssl_options(self, url: str) -> dict[str, Any]:
         import ssl
@@ -422,62 +409,6 @@ class NomadBackend:
         if o.tls_server_name:
             options["server_hostname"] = o.tls_server_name
         return options
-
-    def _job(self, spec: SandboxSpec) -> dict[str, Any]:
-        """The job as the HTTP API's JSON (durations in nanoseconds)."""
-        o = self.options
-        meta = dict(spec.labels)
-        keepalive = list(o.keepalive)
-        config: dict[str, Any] = {"command": keepalive[0], "args": keepalive[1:]}
-        if o.driver in ("docker", "podman"):
-            config.update({
-                "image": spec.image,
-                "force_pull": spec.pull_policy == "always",
-                "cap_drop": ["ALL"],
-                "readonly_rootfs": True,
-                "network_mode": "none",
-                "security_opt": ["no-new-privileges"],
-            })  # fmt: skip
-            if o.driver == "docker":
-                config["pids_limit"] = spec.pids_limit
-        else:  # exec: the host's binaries in a chroot, no image
-            config["cap_drop"] = ["all"]
-        task: dict[str, Any] = {
-            "Name": TASK,
-            "Driver": o.driver,
-            "Config": config,
-            "Meta": meta,
-            "Resources": {"CPU": max(1, int(spec.cpus * o.mhz_per_cpu)),
-                          "MemoryMB": spec.memory_mb},
-            "KillSignal": "SIGTERM",
-            "KillTimeout": int(spec.stop_grace * NANOSECONDS),
-            "LogConfig": {"MaxFiles": 1, "MaxFileSizeMB": 1},
-        }  # fmt: skip
-        job: dict[str, Any] = {
-            "ID": spec.name,
-            "Name": spec.name,
-            "Type": "batch",
-            "Namespace": o.namespace,
-            "Datacenters": list(o.datacenters),
-            "Meta": meta,
-            "Constraints": [
-                {"LTarget": c.attribute, "Operand": c.operator, "RTarget": c.value}
-                for c in o.constraints
-            ] or None,
-            "TaskGroups": [{
-                "Name": TASK,
-                "Count": 1,
-                "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
-                "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
-                "EphemeralDisk": {"SizeMB": 10},
-                "Tasks": [task],
-            }],
-        }  # fmt: skip
-        if o.region:
-            job["Region"] = o.region
-        if o.node_pool:
-            job["NodePool"] = o.node_pool
-        return {k: v for k, v in job.items() if v is not None}
 
 
 _ENDPOINTS = {"job": "Job", "jobs": "Jobs", "allocation": "Allocation",
@@ -515,6 +446,12 @@ def _timeout(deadline: Deadline) -> float:
     return max(deadline.remaining(), 0.001)
 
 
+def _refused(exc: Any) -> BackendError:
+    """An exec handshake Nomad answered with an error status, in its words."""
+    body = exc.resp_body.decode(errors="replace") if exc.resp_body else ""
+    return BackendError(f"exec: Nomad answered {exc.status_code}: {body.strip() or exc}")
+
+
 def _send(ws: Any, text: str) -> None:
     """Send a frame; a stream Nomad already closed says why in its close frame, read next."""
     import websocket
@@ -528,65 +465,6 @@ def _close_frame(data: bytes | None) -> tuple[int | None, str]:
     if not data or len(data) < 2:
         return None, ""
     return int.from_bytes(data[:2], "big"), data[2:].decode(errors="replace")
-
-
-def _placement_problem(evaluation: dict[str, Any]) -> str | None:
-    """Why the scheduler placed nothing, in its metrics' words; None if it placed."""
-    status = evaluation.get("Status")
-    if status in ("failed", "canceled"):
-        return f"evaluation {status}: {evaluation.get('StatusDescription') or ''}".strip()
-    failed = evaluation.get("FailedTGAllocs") or {}
-    if not failed:
-        return None
-    parts = []
-    for group, metrics in sorted(failed.items()):
-        words = _metric_words(metrics or {})
-        parts.append(f'task group "{group}": {"; ".join(words) or "no node fits"}')
-    blocked = evaluation.get("BlockedEval")
-    tail = f" (blocked evaluation {blocked})" if blocked else ""
-    return f"placement failed: {', '.join(parts)}{tail}"
-
-
-def _metric_words(m: dict[str, Any]) -> list[str]:
-    """An AllocMetric in words, as `nomad job status` prints it (command/monitor.go)."""
-    words = []
-    if not m.get("NodesEvaluated"):
-        words.append("no nodes were eligible for evaluation")
-    for dc, available in sorted((m.get("NodesAvailable") or {}).items()):
-        if not available:
-            words.append(f'no nodes are available in datacenter "{dc}"')
-    for cls, n in sorted((m.get("ClassFiltered") or {}).items()):
-        words.append(f'class "{cls}" filtered {n} nodes')
-    for constraint, n in sorted((m.get("ConstraintFiltered") or {}).items()):
-        words.append(f'constraint "{constraint}" filtered {n} nodes')
-    if m.get("NodesExhausted"):
-        words.append(f"resources exhausted on {m['NodesExhausted']} nodes")
-    for dim, n in sorted((m.get("DimensionExhausted") or {}).items()):
-        words.append(f"{dim} exhausted on {n} nodes")
-    words.extend(f'quota limit hit "{q}"' for q in m.get("QuotaExhausted") or [])
-    if m.get("NodesEvaluated"):
-        words.append(f"{m['NodesEvaluated']} nodes evaluated")
-    return words
-
-
-def _start_problem(alloc: dict[str, Any]) -> str | None:
-    """Why this allocation will not run, in the task events' words; None while it may."""
-    task = (alloc.get("TaskStates") or {}).get(TASK) or {}
-    events = task.get("Events") or []
-    for event in events:
-        if event.get("Type") == "Driver Failure":
-            return f"Driver Failure: {_event_words(event)}"
-    status = alloc.get("ClientStatus")
-    if status in TERMINAL or task.get("State") == "dead":
-        last = next((e for e in reversed(events) if _event_words(e)), None)
-        why = f": {last.get('Type')}: {_event_words(last)}" if last else ""
-        return f"allocation {alloc.get('ID', '')[:8]} is {status}{why}"
-    return None
-
-
-def _event_words(event: dict[str, Any]) -> str:
-    return str(event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
-               or "")  # fmt: skip
 
 
 def _api_error(exc: BaseException, doing: str, address: str) -> BackendError:

@@ -1,5 +1,6 @@
-# sandbox-exporter: the exporter and the SDKs of its container and cluster backends
-# (Docker, Podman, Kubernetes, Nomad).
+# sandbox-exporter: the exporter and the SDKs of its container, cluster and micro-VM
+# backends (Docker, Podman, Kubernetes, Nomad, Firecracker). The extras built in the
+# first stage are the ones installed in the second (tests/test_container_image.py).
 #
 #   docker build -t sandbox-exporter .
 #   docker run -p 9878:9878 -v /var/run/docker.sock:/var/run/docker.sock \
@@ -36,7 +37,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python3 -m venv --without-pip /opt/sandbox-exporter \
     && /tmp/pip/bin/python -m pip --python /opt/sandbox-exporter/bin/python install \
        --no-cache-dir --disable-pip-version-check -q --no-index --find-links /wheels \
-       "sandbox-exporter[docker,kubernetes,nomad]" \
+       "sandbox-exporter[docker,kubernetes,nomad,firecracker]" \
     # the Kubernetes client's asyncio copy of itself (41 MB) and the aiohttp stack only it
     # needs (15 MB): the exporter uses the synchronous client, which imports neither
     && rm -rf /opt/sandbox-exporter/lib/python3*/site-packages/kubernetes/aio \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,54 @@ def test_help_and_check_config_on_a_mounted_config(
                       mounts=[{**mount, "source": str(bad), "target": "/etc/sandbox-exporter.yaml"}])  # fmt: skip
     assert status == 1
     assert "targets: expected a list of targets, or `auto`" in out
+
+
+IMPORT_EVERY_SDK = """
+import importlib, importlib.metadata as md, re, sys
+extras = set(sys.argv[1].split(","))
+def name(dist): return re.sub(r"[-_.]+", "-", dist).lower()
+wanted = set()
+for requirement in md.requires("sandbox-exporter") or []:
+    marker = re.search(r'extra == "([^"]+)"', requirement)
+    if marker and marker.group(1) in extras:
+        wanted.add(name(re.split(r"[ ;<>=!~\\[]", requirement, maxsplit=1)[0]))
+missing = sorted(wanted - {name(d.metadata["Name"]) for d in md.distributions()})
+imported, failed = [], []
+for module, dists in sorted(md.packages_distributions().items()):
+    if module.startswith("_") or not wanted & {name(d) for d in dists}:
+        continue
+    try:
+        importlib.import_module(module)
+        imported.append(module)
+    except Exception as exc:
+        failed.append(f"{module}: {type(exc).__name__}: {exc}")
+print("wanted", sorted(wanted))
+print("imported", imported)
+print("missing", missing)
+print("failed", failed)
+sys.exit(1 if missing or failed else 0)
+"""
+
+
+def extras(stage: str) -> set[str]:
+    """The extras of sandbox-exporter a line of the Dockerfile names (its build or its
+    final stage)."""
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    named = re.findall(r'"(?:\.|sandbox-exporter)\[([a-z,]+)\]"', dockerfile)
+    assert len(named) == 2, named
+    return set(named[0 if stage == "build" else 1].split(","))
+
+
+def test_the_image_installs_every_extra_it_builds_and_each_sdk_imports(
+    image: Any, docker_engine: Engine
+) -> None:
+    """The final stage once installed fewer extras than the build stage made wheels for:
+    a Firecracker target in the image said its package was not installed."""
+    assert extras("final") == extras("build")
+    status, out = run(docker_engine, "-c", IMPORT_EVERY_SDK, ",".join(sorted(extras("final"))),
+                      entrypoint="python3")  # fmt: skip
+    assert status == 0, out
+    assert "httpcore" in out.split("imported", 1)[1].split("\n")[0], out
 
 
 def test_the_build_secret_is_in_no_file_of_the_image(image: Any, docker_engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -139,7 +140,25 @@ def test_an_unprivileged_user_runs_it_through_a_user_namespace(tmp_path: Path) -
         shutil.rmtree(home)
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+LIST_MODULES = """
+import json, pathlib, sys, sysconfig
+stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"]).resolve()
+found = {}
+for name, module in list(sys.modules.items()):
+    origin = getattr(module, "__file__", None)
+    if "." in name or not origin or pathlib.Path(origin).resolve().is_relative_to(stdlib):
+        continue
+    path = pathlib.Path(origin)
+    found[name] = str(path.parent if path.name == "__init__.py" else path)
+print(json.dumps(found))
+"""
+
+
 def run_as_nobody(tmp_path: Path) -> None:
+    """The lifecycle as uid 65534, from a copy of the modules it imports that this user
+    can read: the checkout and its virtualenv may be in a directory only root reads
+    (a home of mode 0700), where it would find none of them."""
     script = (
         "from sandbox_exporter.probing.lifecycle import LifecycleRunner\n"
         "from sandbox_exporter.probing.prober import calls_for\n"
@@ -148,10 +167,31 @@ def run_as_nobody(tmp_path: Path) -> None:
         "r = LifecycleRunner(calls_for(t), t, 'i').run()\n"
         "print('OK' if r.success else r.failure)\n"
     )
+    interpreter = subprocess.run([*NOBODY, sys.executable, "-c", "import json"],
+                                 capture_output=True, text=True, check=False)  # fmt: skip
+    if interpreter.returncode != 0:
+        pytest.skip(f"uid 65534 cannot run this interpreter: {interpreter.stderr.strip()}")
+    # as root first, with a state directory of its own, to learn what the run imports
+    listed = subprocess.run(
+        [sys.executable, "-c", script.replace(f"{tmp_path}/state", f"{tmp_path}/root-state")
+         + LIST_MODULES],
+        capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=True,
+    )  # fmt: skip
+    modules = json.loads(listed.stdout.splitlines()[-1])
+    readable = tmp_path / "lib"
+    readable.mkdir()
+    for origin in modules.values():
+        source = Path(origin)
+        target = readable / source.name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif not target.exists():
+            shutil.copy2(source, target)
+    subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
-        capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=False,
-        env={**os.environ, "HOME": str(tmp_path)},
+        [*NOBODY, sys.executable, "-c", script],
+        capture_output=True, text=True, cwd=readable, check=False,
+        env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(readable)},
     )  # fmt: skip
     if "Operation not permitted" in done.stdout + done.stderr and "unshare" in done.stdout:
         pytest.skip(f"unprivileged user namespaces are disabled here: {done.stdout.strip()}")

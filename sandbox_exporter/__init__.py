@@ -4,8 +4,9 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    # looked up when first asked for: importlib.metadata costs ~50 ms, and the web
-    # process, which imports this package, never needs the version
+    # looked up when first asked for: importing importlib.metadata is slow (BENCHMARKS.md,
+    # "Costs the code relies on"), and the web process, which imports this package,
+    # never needs the version
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

@@ -136,7 +136,7 @@ class DockerBackend:
                 )  # fmt: skip
                 if self.options.base_url.startswith("unix://"):
                     # No proxy applies to a Unix socket; without this, requests scans the
-                    # environment for proxy settings on every call (about 0.5 ms each).
+                    # environment for proxy settings on every call (BENCHMARKS.md, 1).
                     self._client.trust_env = False
             return self._client
 
@@ -325,8 +325,8 @@ def _client_class() -> type[Any]:
 
     The SDK's Unix-socket adapter keys its connection pools by the whole URL, so every
     call naming a new container (create, start, exec, stop, remove: all of them) opened
-    a new connection and a new pool, about 0.3 ms and a dozen queue operations more
-    than a request on a kept-alive connection (BENCHMARKS.md, "Measurement overhead")."""
+    a new connection and a new pool, and a dozen queue operations more than a request
+    on a kept-alive connection (BENCHMARKS.md, "Measurement overhead")."""
     global _CLIENT_CLASS
     if _CLIENT_CLASS is None:
         import docker

@@ -150,7 +150,7 @@ class KubernetesBackend:
                 configuration.retries = False
                 # Pin the proxy found at load (environment or kubeconfig): left "from the
                 # environment", the client re-reads every environment variable on each
-                # request, when its token hook sets the host again (~0.3 ms a call).
+                # request, when its token hook sets the host again (BENCHMARKS.md, 1).
                 configuration.proxy = configuration.proxy
                 self._api_client = self._k8s.ApiClient(configuration)
             return self._api_client

@@ -22,8 +22,10 @@ Why parts are written by hand rather than taken from python-nomad:
 - Deadlines. python-nomad's `timeout` is fixed when its endpoint objects are made,
   and objects shared by threads cannot change it safely. Every request here is made
   on a fresh python-nomad endpoint (`nomad.api.Job` ..., with the settings
-  `nomad.Nomad` would give it, over one shared `requests.Session`: 5 us, where a
-  whole `nomad.Nomad` costs 0.3 ms) whose timeout is what is left of the deadline.
+  `nomad.Nomad` would give it, over one shared `requests.Session`: a few
+  microseconds, where a whole `nomad.Nomad` costs a good part of a millisecond,
+  BENCHMARKS.md, "Costs the code relies on") whose timeout is what is left of the
+  deadline.
 - Blocking queries. python-nomad has no `index`/`wait` parameters; they go through
   the endpoint's own `request(..., params={"index", "wait"})`, which returns the raw
   response with `X-Nomad-Index`. The `wait` asked for leaves room for Nomad's
@@ -417,7 +419,7 @@ _ENDPOINTS = {"job": "Job", "jobs": "Jobs", "allocation": "Allocation",
 
 class _Client:
     """The python-nomad endpoints a call uses, made for that call: `nomad.Nomad(...)`
-    makes all 27 of them (0.3 ms, inside a timed phase); one endpoint costs 5 us."""
+    makes all 27 of them, inside a timed phase; one endpoint costs a few microseconds."""
 
     def __init__(self, api: Any, settings: dict[str, Any]) -> None:
         self._api = api

@@ -8,8 +8,8 @@ the OpenMetrics exposition shows: from a slow bucket to the run that made it.
 
 They also write their own lines for /metrics, each series' text kept until it
 next changes: with 60 buckets a series is 63 samples, and prometheus_client's
-rendering of 50 targets took 368 ms (text) and 603 ms (OpenMetrics) on our CI
-machine (BENCHMARKS.md), once a second in the process whose probes it times.
+rendering of 50 targets took a third of a second and more (BENCHMARKS.md, 2),
+once a second in the process whose probes it times.
 The lines are prometheus_client's to the byte (`tests/test_metrics.py` compares
 them); families.py splices them into the library's exposition of the registry.
 """

@@ -32,7 +32,7 @@ class ThreadPerTask(Executor):
     hours towards its cap, each thread keeping its stack and malloc arena. Here
     the threads alive are the runs in progress (at most two per target, its probe
     and its collection, as max_instances=1 allows), and a probe costs one thread
-    start (~0.1 ms) more.
+    start more (BENCHMARKS.md, "Costs the code relies on").
     """
 
     def __init__(self) -> None:

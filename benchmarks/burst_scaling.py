@@ -52,11 +52,21 @@ def targets(names: Sequence[str], url: str, image: str) -> list[Target]:
 
 def single(result_run: BackendRun) -> BurstBackendRun:
     """N = 1: each lifecycle read as a burst of one launched when its create was sent."""
-    run = BurstBackendRun(result_run.target, result_run.skipped,
-                          warmup_failures=result_run.warmup_failures)  # fmt: skip
+    run = BurstBackendRun(
+        result_run.target, result_run.skipped, warmup_failures=result_run.warmup_failures
+    )
     for r in result_run.results:
-        one = BurstResult(r.target, r.backend, r.run_id, "single", r.started_at,
-                          r.finished_at, [0.0], launch=r.launched_at, results=[r])  # fmt: skip
+        one = BurstResult(
+            r.target,
+            r.backend,
+            r.run_id,
+            "single",
+            r.started_at,
+            r.finished_at,
+            [0.0],
+            launch=r.launched_at,
+            results=[r],
+        )
         run.add(one)
     return run
 
@@ -91,8 +101,16 @@ def row(run: BurstBackendRun, size: int) -> str:
     if run.skipped is not None:
         return f"{head}  skipped: {run.skipped}"
     quarters = run.quarters()
-    figures = (run.first_ready(50), run.all_ready(50), run.all_ready(95), run.time_to_exec(50),
-               run.time_to_exec(95), run.skew(50), quarters[0], quarters[3])  # fmt: skip
+    figures = (
+        run.first_ready(50),
+        run.all_ready(50),
+        run.all_ready(95),
+        run.time_to_exec(50),
+        run.time_to_exec(95),
+        run.skew(50),
+        quarters[0],
+        quarters[3],
+    )
     cells = "".join(f"{'-':>10}" if v is None else f"{v * 1000:>10.1f}" for v in figures)
     ok = f"{sum(b.success for b in run.bursts)}/{len(run.bursts)}"
     return f"{head}{ok:>8}{cells}{len(run.failures):>8}"
@@ -122,8 +140,11 @@ def main() -> int:
     print(machine_line())
     print(f"K = {args.bursts} burst(s) per N (+{args.warmup} warm-up); N = 1 is one lifecycle")
     print(f"image {args.image}, Docker {url}")
-    print(f"{'backend':<11}{'N':>4}{'bursts':>8}" + "".join(f"{t:>10}" for t in TITLES)
-          + f"{'failed':>8}   (ms)")  # fmt: skip
+    print(
+        f"{'backend':<11}{'N':>4}{'bursts':>8}"
+        + "".join(f"{t:>10}" for t in TITLES)
+        + f"{'failed':>8}   (ms)"
+    )
     found: list[str] = []
     for target in targets(names, url, args.image):
         for size in sizes:

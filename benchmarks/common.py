@@ -64,8 +64,10 @@ def interleaved(
 def overhead_table(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> bool:
     """Print each phase's medians and their difference against the target (2% or 1 ms,
     whichever is larger); True when every phase meets it."""
-    print(f"{'phase':<8}{'exporter ms':>13}{'minimal ms':>12}{'diff ms':>10}{'diff %':>9}"
-          "  target (2% or 1 ms)")  # fmt: skip
+    print(
+        f"{'phase':<8}{'exporter ms':>13}{'minimal ms':>12}{'diff ms':>10}{'diff %':>9}"
+        "  target (2% or 1 ms)"
+    )
     met = True
     for phase in ("create", "start", "exec", "stop", "remove"):
         e = median([r[phase] for r in ours]) * 1000
@@ -73,7 +75,9 @@ def overhead_table(ours: list[dict[str, float]], theirs: list[dict[str, float]])
         allowed = max(0.02 * m, 1.0)
         ok = abs(e - m) <= allowed
         met &= ok
-        print(f"{phase:<8}{e:>13.2f}{m:>12.2f}{e - m:>10.2f}{(e - m) / m * 100:>8.1f}%  "
-              f"{'met' if ok else 'MISSED'} (allowed {allowed:.1f} ms)")  # fmt: skip
+        print(
+            f"{phase:<8}{e:>13.2f}{m:>12.2f}{e - m:>10.2f}{(e - m) / m * 100:>8.1f}%  "
+            f"{'met' if ok else 'MISSED'} (allowed {allowed:.1f} ms)"
+        )
     print("target met for every phase" if met else "target MISSED for at least one phase")
     return met

@@ -42,11 +42,22 @@ class ExporterProcess:
         self.write_config(config)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, *launcher, "run", "--config.file", str(self.config_path),
-             "--web.listen-address", "127.0.0.1:0", *extra],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                *launcher,
+                "run",
+                "--config.file",
+                str(self.config_path),
+                "--web.listen-address",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
         self.logs: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 30

@@ -62,15 +62,31 @@ def cpu_seconds(pids: tuple[int, int]) -> float:
 
 
 def measure(name: str, targets: list[dict[str, object]], idle: float, image: str) -> None:
-    config = {"instance": "footprint", "defaults": {"interval": "1h", "image": image,
-              "pull_policy": "never"}, "targets": targets}  # fmt: skip
+    config = {
+        "instance": "footprint",
+        "defaults": {"interval": "1h", "image": image, "pull_policy": "never"},
+        "targets": targets,
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         json.dump(config, handle)  # JSON is YAML
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", handle.name,
-         "--web.listen-address", "127.0.0.1:0", "--log.level", "info"],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_exporter",
+            "run",
+            "--config.file",
+            handle.name,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.level",
+            "info",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     lines: list[dict[str, object]] = []
 
     def read() -> None:
@@ -96,8 +112,10 @@ def measure(name: str, targets: list[dict[str, object]], idle: float, image: str
         proc.wait(timeout=60)
         os.unlink(handle.name)
     failed = [e for e in lines if e.get("event") == "lifecycle" and not e.get("success")]
-    print(f"{name:<54}{main:>10.1f}{web:>10.1f}{pss:>10.1f}{cpu:>9.2f}%  {len(targets)} "
-          f"target(s), {done} probe(s), {len(failed)} failed")  # fmt: skip
+    print(
+        f"{name:<54}{main:>10.1f}{web:>10.1f}{pss:>10.1f}{cpu:>9.2f}%  {len(targets)} "
+        f"target(s), {done} probe(s), {len(failed)} failed"
+    )
 
 
 def main() -> int:
@@ -113,8 +131,10 @@ def main() -> int:
     every = [docker, *others]
     print("footprint of an idle daemon (one probe per target run at start-up, then idle)")
     print(machine_line())
-    print(f"{'config':<54}{'RSS MB':>10}{'web RSS':>10}{'PSS sum':>10}{'CPU':>10}  "
-          f"(after {args.idle:g} s idle; CPU over that time, both processes)")  # fmt: skip
+    print(
+        f"{'config':<54}{'RSS MB':>10}{'web RSS':>10}{'PSS sum':>10}{'CPU':>10}  "
+        f"(after {args.idle:g} s idle; CPU over that time, both processes)"
+    )
     measure("docker only", [docker], args.idle, args.image)
     measure(f"every backend ({', '.join(known_names())})", every, args.idle, args.image)
     measure("namespace only", [{"name": "ns", "backend": "namespace"}], args.idle, args.image)

@@ -37,9 +37,14 @@ TARGETS = ("ns", "docker")
 
 
 def totals(process: ExporterProcess, start: float, end: float, target: str) -> list[float]:
-    return [float(e["total_seconds"]) for e in process.logs
-            if e.get("event") == "lifecycle" and e.get("target") == target and e.get("success")
-            and start <= e["_seen"] <= end]  # fmt: skip
+    return [
+        float(e["total_seconds"])
+        for e in process.logs
+        if e.get("event") == "lifecycle"
+        and e.get("target") == target
+        and e.get("success")
+        and start <= e["_seen"] <= end
+    ]
 
 
 def median_difference_interval(
@@ -58,8 +63,10 @@ def median_difference_interval(
 def wrk(generator: list[str], connections: int, seconds: int, url: str) -> dict[str, float]:
     out = subprocess.run(
         [*generator, "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
     def ms(label: str) -> float:
         value = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
@@ -83,20 +90,30 @@ def wrk(generator: list[str], connections: int, seconds: int, url: str) -> dict[
 def realistic(url: str, seconds: int, extra: list[str]) -> dict[str, float]:
     """benchmarks/realistic_load.py for `seconds`: answer times of /metrics (p50, p99)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "realistic_load.py")
-    out = subprocess.run([sys.executable, script, url, str(seconds), *extra],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, script, url, str(seconds), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     answers = json.loads(out)
     scrapes, pages = sorted(answers["metrics"]), sorted(answers["page"])
 
     def ms(values: list[float], q: float) -> float:
         return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else math.nan
 
-    print(f"  realistic window: {len(scrapes)} scrapes p50 {ms(scrapes, 0.5):.1f} ms max "
-          f"{ms(scrapes, 1.0):.1f} ms; {len(pages)} page loads p50 {ms(pages, 0.5):.1f} ms "
-          f"p99 {ms(pages, 0.99):.1f} ms; {len(answers['errors'])} errors")  # fmt: skip
-    return {"requests": float(len(scrapes) + len(pages)), "seconds": float(seconds),
-            "errors": float(len(answers["errors"])), "p50": ms(scrapes, 0.5),
-            "p99": ms(scrapes, 0.99)}  # fmt: skip
+    print(
+        f"  realistic window: {len(scrapes)} scrapes p50 {ms(scrapes, 0.5):.1f} ms max "
+        f"{ms(scrapes, 1.0):.1f} ms; {len(pages)} page loads p50 {ms(pages, 0.5):.1f} ms "
+        f"p99 {ms(pages, 0.99):.1f} ms; {len(answers['errors'])} errors"
+    )
+    return {
+        "requests": float(len(scrapes) + len(pages)),
+        "seconds": float(seconds),
+        "errors": float(len(answers["errors"])),
+        "p50": ms(scrapes, 0.5),
+        "p99": ms(scrapes, 0.99),
+    }
 
 
 def main() -> int:
@@ -105,14 +122,20 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--generator", choices=("idle", "normal"), default="idle")
     parser.add_argument(
-        "--load", choices=("flood", "realistic", "scrape"), default="flood",
+        "--load",
+        choices=("flood", "realistic", "scrape"),
+        default="flood",
         help="flood: wrk on /metrics; realistic: two Prometheus at 15 s and five people "
         "refreshing the landing page every second (benchmarks/realistic_load.py); scrape: "
         "one Prometheus scraping every second",
-    )  # fmt: skip
-    parser.add_argument("--filler", type=int, default=0,
-                        help="this many more namespace targets, every 60 s: their series "
-                        "make /metrics as large as a real fleet's")  # fmt: skip
+    )
+    parser.add_argument(
+        "--filler",
+        type=int,
+        default=0,
+        help="this many more namespace targets, every 60 s: their series "
+        "make /metrics as large as a real fleet's",
+    )
     parser.add_argument(
         "--scrapes-per-second", default="50", help="--web.max-scrapes-per-second (0: unpaced)"
     )
@@ -122,15 +145,26 @@ def main() -> int:
         return 2
     generator = ["chrt", "--idle", "0"] if args.generator == "idle" else []
     url = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    process = ExporterProcess({"defaults": {"interval": "1s", "jitter": "0s",
-                                            "image": "sandbox-exporter/busybox:local",
-                                            "pull_policy": "never"},
-                               "targets": [{"name": "ns", "backend": "namespace"},
-                                           {"name": "docker", "backend": "docker",
-                                            "docker": {"base_url": url}},
-                                           *({"name": f"filler-{i}", "backend": "namespace",
-                                              "interval": "60s"} for i in range(args.filler))]},
-                              "--web.max-scrapes-per-second", args.scrapes_per_second)  # fmt: skip
+    process = ExporterProcess(
+        {
+            "defaults": {
+                "interval": "1s",
+                "jitter": "0s",
+                "image": "sandbox-exporter/busybox:local",
+                "pull_policy": "never",
+            },
+            "targets": [
+                {"name": "ns", "backend": "namespace"},
+                {"name": "docker", "backend": "docker", "docker": {"base_url": url}},
+                *(
+                    {"name": f"filler-{i}", "backend": "namespace", "interval": "60s"}
+                    for i in range(args.filler)
+                ),
+            ],
+        },
+        "--web.max-scrapes-per-second",
+        args.scrapes_per_second,
+    )
     quiet: list[tuple[float, float]] = []
     loaded: list[tuple[float, float]] = []
     runs: list[dict[str, float]] = []
@@ -140,12 +174,23 @@ def main() -> int:
             began = time.monotonic()
             if window % 2 and args.load != "flood":
                 extra = ["--scrapers", "1", "--scrape-every", "1", "--pages", "0"]
-                runs.append(realistic(f"http://{process.address}", args.seconds,
-                                      extra if args.load == "scrape" else []))  # fmt: skip
+                runs.append(
+                    realistic(
+                        f"http://{process.address}",
+                        args.seconds,
+                        extra if args.load == "scrape" else [],
+                    )
+                )
                 loaded.append((began, time.monotonic()))
             elif window % 2:
-                runs.append(wrk(generator, args.connections, args.seconds,
-                                f"http://{process.address}/metrics"))  # fmt: skip
+                runs.append(
+                    wrk(
+                        generator,
+                        args.connections,
+                        args.seconds,
+                        f"http://{process.address}/metrics",
+                    )
+                )
                 loaded.append((began, time.monotonic()))
             else:
                 time.sleep(args.seconds)  # a quiet window
@@ -153,19 +198,25 @@ def main() -> int:
     finally:
         code = process.stop()
     served = sum(r["requests"] for r in runs)
-    load = {"realistic": "two scrapers at 15 s + five page refreshers at 1 s",
-            "scrape": "one scraper (OpenMetrics) every second",
-            "flood": f"wrk -t2 -c{args.connections}, generator at "
-                     f"{'SCHED_IDLE' if generator else 'normal priority'}"}[args.load]  # fmt: skip
+    load = {
+        "realistic": "two scrapers at 15 s + five page refreshers at 1 s",
+        "scrape": "one scraper (OpenMetrics) every second",
+        "flood": f"wrk -t2 -c{args.connections}, generator at "
+        f"{'SCHED_IDLE' if generator else 'normal priority'}",
+    }[args.load]
     load += f", {2 + args.filler} targets"
-    print(f"/metrics under load: {load}, {len(runs)} windows of {args.seconds}s between "
-          f"{len(quiet)} quiet ones, loopback, serving "
-          f"{os.environ.get('SANDBOX_EXPORTER_SERVING', 'separate')}, "
-          f"--web.max-scrapes-per-second {args.scrapes_per_second}")  # fmt: skip
+    print(
+        f"/metrics under load: {load}, {len(runs)} windows of {args.seconds}s between "
+        f"{len(quiet)} quiet ones, loopback, serving "
+        f"{os.environ.get('SANDBOX_EXPORTER_SERVING', 'separate')}, "
+        f"--web.max-scrapes-per-second {args.scrapes_per_second}"
+    )
     print(machine_line())
-    print(f"requests served: {served:.0f}, {served / sum(r['seconds'] for r in runs):.0f}/s; "
-          f"latency p50 {max(r['p50'] for r in runs):.2f} ms, "
-          f"p99 {max(r['p99'] for r in runs):.2f} ms (worst window)")  # fmt: skip
+    print(
+        f"requests served: {served:.0f}, {served / sum(r['seconds'] for r in runs):.0f}/s; "
+        f"latency p50 {max(r['p50'] for r in runs):.2f} ms, "
+        f"p99 {max(r['p99'] for r in runs):.2f} ms (worst window)"
+    )
     print(f"errors (socket + non-2xx): {sum(r['errors'] for r in runs):.0f}; exit status {code}")
     for target in TARGETS:
         per_quiet = [totals(process, a, b, target) for a, b in quiet]
@@ -178,12 +229,15 @@ def main() -> int:
         low, high = median_difference_interval(q, ld)
         diff = (statistics.median(ld) - statistics.median(q)) * 1000
         spread = max(medians) - min(medians)
-        verdict = ("within noise" if low <= 0 <= high or abs(diff) <= spread
-                   else "DISTURBED beyond noise")  # fmt: skip
-        print(f"{target}: lifecycle median quiet {statistics.median(q) * 1000:.1f} ms (n={len(q)}; "
-              f"quiet windows {', '.join(f'{m:.1f}' for m in medians)}), under load "
-              f"{statistics.median(ld) * 1000:.1f} ms (n={len(ld)}); difference {diff:+.1f} ms, "
-              f"95% CI {low * 1000:+.1f}..{high * 1000:+.1f}; {verdict}")  # fmt: skip
+        verdict = (
+            "within noise" if low <= 0 <= high or abs(diff) <= spread else "DISTURBED beyond noise"
+        )
+        print(
+            f"{target}: lifecycle median quiet {statistics.median(q) * 1000:.1f} ms (n={len(q)}; "
+            f"quiet windows {', '.join(f'{m:.1f}' for m in medians)}), under load "
+            f"{statistics.median(ld) * 1000:.1f} ms (n={len(ld)}); difference {diff:+.1f} ms, "
+            f"95% CI {low * 1000:+.1f}..{high * 1000:+.1f}; {verdict}"
+        )
     return 0
 
 

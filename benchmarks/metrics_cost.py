@@ -83,9 +83,11 @@ def main() -> int:
             t = time.perf_counter()
             metrics.exposition("openmetrics")
             open_cold.append(time.perf_counter() - t)
-        print(f"{n:>8}{samples:>9}{len(body):>10}{len(zipped):>12}{median(cold) * 1000:>15.2f}"
-              f"{nearest_rank(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
-              f"{median(open_cold) * 1000:>22.2f}")  # fmt: skip
+        print(
+            f"{n:>8}{samples:>9}{len(body):>10}{len(zipped):>12}{median(cold) * 1000:>15.2f}"
+            f"{nearest_rank(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
+            f"{median(open_cold) * 1000:>22.2f}"
+        )
     return 0
 
 

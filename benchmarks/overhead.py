@@ -70,10 +70,12 @@ class MinimalClient:
         connection. dockerd answers a plain streaming request about 4 ms sooner, but
         that is not the call the backend makes."""
         conn = UnixHTTPConnection(self.socket_path)
-        conn.request("POST", f"/v{self.version}/exec/{exec_id}/start",
-                     body=json.dumps({"Detach": False, "Tty": False}),
-                     headers={"Content-Type": "application/json",
-                              "Connection": "Upgrade", "Upgrade": "tcp"})  # fmt: skip
+        conn.request(
+            "POST",
+            f"/v{self.version}/exec/{exec_id}/start",
+            body=json.dumps({"Detach": False, "Tty": False}),
+            headers={"Content-Type": "application/json", "Connection": "Upgrade", "Upgrade": "tcp"},
+        )
         response = conn.getresponse()
         raw = response.fp.read() if response.status == 101 else response.read()
         conn.close()
@@ -89,12 +91,17 @@ class MinimalClient:
             "StopSignal": "SIGTERM",
             "Labels": {"sandbox-exporter.io/managed": "true"},
             "HostConfig": {
-                "NetworkMode": "none", "ReadonlyRootfs": True, "CapDrop": ["ALL"],
-                "SecurityOpt": ["no-new-privileges"], "PidsLimit": 64,
-                "Memory": 256 * 1024 * 1024, "MemorySwap": 256 * 1024 * 1024,
-                "NanoCpus": 1_000_000_000, "Tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},
+                "NetworkMode": "none",
+                "ReadonlyRootfs": True,
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],
+                "PidsLimit": 64,
+                "Memory": 256 * 1024 * 1024,
+                "MemorySwap": 256 * 1024 * 1024,
+                "NanoCpus": 1_000_000_000,
+                "Tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},
             },
-        }  # fmt: skip
+        }
         out: dict[str, float] = {}
         t = time.monotonic()
         cid = self.call("POST", f"/containers/create?name={name}", body)["Id"]
@@ -128,16 +135,23 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("warning", "logfmt")
     url = args.url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    config = parse_config({"defaults": {"image": args.image, "pull_policy": "never"},
-                           "targets": [{"name": "overhead", "backend": args.backend,
-                                        args.backend: {"base_url": url}}]})  # fmt: skip
+    config = parse_config(
+        {
+            "defaults": {"image": args.image, "pull_policy": "never"},
+            "targets": [
+                {"name": "overhead", "backend": args.backend, args.backend: {"base_url": url}}
+            ],
+        }
+    )
     minimal = MinimalClient(url.removeprefix("unix://"), args.image)
     measured = interleaved(config.targets[0], minimal.lifecycle, args.n)
     if measured is None:
         return 1
     ours, theirs = measured
-    print(f"measurement overhead on {args.backend} ({url}): exporter (docker SDK, runner, "
-          "threads) vs minimal raw client")  # fmt: skip
+    print(
+        f"measurement overhead on {args.backend} ({url}): exporter (docker SDK, runner, "
+        "threads) vs minimal raw client"
+    )
     print(machine_line())
     print(f"N = {args.n} lifecycles each, interleaved ABAB, image {args.image}")
     overhead_table(ours, theirs)

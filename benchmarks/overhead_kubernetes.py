@@ -60,8 +60,14 @@ class MinimalClient:
     def watch(self, name: str, rv: str, until: str) -> None:
         """Read the watch stream until an event says `until` (Running, or DELETED)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        query = urlencode({"watch": "true", "fieldSelector": f"metadata.name={name}",
-                           "resourceVersion": rv, "timeoutSeconds": 30})  # fmt: skip
+        query = urlencode(
+            {
+                "watch": "true",
+                "fieldSelector": f"metadata.name={name}",
+                "resourceVersion": rv,
+                "timeoutSeconds": 30,
+            }
+        )
         conn.request("GET", f"{self.base}?{query}", headers=self.headers)
         response = conn.getresponse()
         for line in response:
@@ -83,8 +89,12 @@ class MinimalClient:
 
         name = f"sandbox-exporter-overhead-{uuid.uuid4().hex[:8]}"
         container = {"name": "probe", "image": "busybox:1.36", "command": ["sleep", "1d"]}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-               "spec": {"restartPolicy": "Never", "containers": [container]}}  # fmt: skip
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [container]},
+        }
         out: dict[str, float] = {}
         t = time.monotonic()
         status, created = self.call("POST", self.base, pod)
@@ -94,13 +104,24 @@ class MinimalClient:
         self.watch(name, created["metadata"]["resourceVersion"], "Running")
         out["start"] = time.monotonic() - t
         t = time.monotonic()
-        query = urlencode([("command", "echo"), ("command", "hello"), ("stdout", "true"),
-                           ("stderr", "true"), ("stdin", "false"), ("tty", "false")])  # fmt: skip
+        query = urlencode(
+            [
+                ("command", "echo"),
+                ("command", "hello"),
+                ("stdout", "true"),
+                ("stderr", "true"),
+                ("stdin", "false"),
+                ("tty", "false"),
+            ]
+        )
         ws = websocket.create_connection(
-            f"ws://{self.host}:{self.port}{self.base}/{name}/exec?{query}", timeout=30,
-            header=["Authorization: Bearer fake-token",
-                    "sec-websocket-protocol: v4.channel.k8s.io"],
-        )  # fmt: skip
+            f"ws://{self.host}:{self.port}{self.base}/{name}/exec?{query}",
+            timeout=30,
+            header=[
+                "Authorization: Bearer fake-token",
+                "sec-websocket-protocol: v4.channel.k8s.io",
+            ],
+        )
         output = b""
         while True:
             opcode, data = ws.recv_data()
@@ -128,20 +149,40 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging("warning", "logfmt")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    server = subprocess.Popen([sys.executable, "-c", SERVE], cwd=root, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE],
+        cwd=root,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert server.stdout is not None
     url = server.stdout.readline().strip()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as kubeconfig:
-        json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                   "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                   "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-                   "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]},
-                  kubeconfig)  # fmt: skip
+        json.dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            },
+            kubeconfig,
+        )
     try:
-        config = parse_config({"targets": [{
-            "name": "overhead", "backend": "kubernetes", "stop_grace": "1s",
-            "kubernetes": {"kubeconfig": kubeconfig.name}}]})  # fmt: skip
+        config = parse_config(
+            {
+                "targets": [
+                    {
+                        "name": "overhead",
+                        "backend": "kubernetes",
+                        "stop_grace": "1s",
+                        "kubernetes": {"kubeconfig": kubeconfig.name},
+                    }
+                ]
+            }
+        )
         measured = interleaved(config.targets[0], MinimalClient(url).lifecycle, args.n)
     finally:
         os.unlink(kubeconfig.name)
@@ -151,8 +192,10 @@ def main() -> int:
     if measured is None:
         return 1
     ours, theirs = measured
-    print("measurement overhead on kubernetes (the API-server double, its own process): "
-          "exporter (kubernetes client, runner, threads) vs minimal raw client")  # fmt: skip
+    print(
+        "measurement overhead on kubernetes (the API-server double, its own process): "
+        "exporter (kubernetes client, runner, threads) vs minimal raw client"
+    )
     print(machine_line())
     print(f"N = {args.n} lifecycles each, interleaved ABAB")
     overhead_table(ours, theirs)

@@ -18,8 +18,15 @@ import urllib.request
 ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 
 
-def visitor(url: str, every: float, offset: float, until: float, times: list[float],
-            errors: list[str], headers: dict[str, str]) -> None:  # fmt: skip
+def visitor(
+    url: str,
+    every: float,
+    offset: float,
+    until: float,
+    times: list[float],
+    errors: list[str],
+    headers: dict[str, str],
+) -> None:
     pause = threading.Event()
     pause.wait(offset)
     while time.monotonic() < until:

@@ -34,10 +34,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     configure_logging("error", "logfmt")
-    config = parse_config({
-        "defaults": {"interval": args.interval, "jitter": "0s"},
-        "targets": [{"name": f"t{i}", "backend": "namespace"} for i in range(args.targets)],
-    })  # fmt: skip
+    config = parse_config(
+        {
+            "defaults": {"interval": args.interval, "jitter": "0s"},
+            "targets": [{"name": f"t{i}", "backend": "namespace"} for i in range(args.targets)],
+        }
+    )
     backends: dict[str, Any] = {t.name: InstantBackend() for t in config.targets}
     daemon = Daemon(config, listen_address=None, backends=lambda target: backends[target.name])
     started: dict[str, float] = {}
@@ -61,13 +63,17 @@ def main() -> int:
     time.sleep(args.seconds)  # the measurement window
     daemon.shutdown()
     runs = sum(1 for p in daemon.probers if p.last_result is not None)
-    print(f"scheduling accuracy: {args.targets} targets every {args.interval}, no jitter, "
-          f"instant backend, {args.seconds:g} s")  # fmt: skip
+    print(
+        f"scheduling accuracy: {args.targets} targets every {args.interval}, no jitter, "
+        f"instant backend, {args.seconds:g} s"
+    )
     print(machine_line())
     print(f"runs: {len(lags)} ({runs} of {args.targets} targets ran)")
     ms = [x * 1000 for x in lags]
-    print(f"lag due -> start (ms): p50 {median(ms):.2f}, p95 {nearest_rank(ms, 95):.2f}, "
-          f"p99 {nearest_rank(ms, 99):.2f}, max {max(ms):.2f}")  # fmt: skip
+    print(
+        f"lag due -> start (ms): p50 {median(ms):.2f}, p95 {nearest_rank(ms, 95):.2f}, "
+        f"p99 {nearest_rank(ms, 99):.2f}, max {max(ms):.2f}"
+    )
     print("target (p99 < 50 ms): " + ("met" if nearest_rank(ms, 99) < 50 else "MISSED"))
     return 0
 

@@ -29,8 +29,13 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
 
 
-def _add(parser: argparse.ArgumentParser, flag: str, default: str | None, help_text: str,
-         choices: Sequence[str] | None = None) -> None:  # fmt: skip
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: str | None,
+    help_text: str,
+    choices: Sequence[str] | None = None,
+) -> None:
     env = env_name(flag)
     parser.add_argument(
         flag,
@@ -43,12 +48,20 @@ def _add(parser: argparse.ArgumentParser, flag: str, default: str | None, help_t
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    _add(common, "--config.file", None,
-         "YAML config file; without one, every backend found locally is probed")  # fmt: skip
-    _add(common, "--instance", None,
-         "this exporter's identity on the engines (overrides the config's `instance`; "
-         "default: the host name); stable across restarts, unique among running "
-         "exporters")  # fmt: skip
+    _add(
+        common,
+        "--config.file",
+        None,
+        "YAML config file; without one, every backend found locally is probed",
+    )
+    _add(
+        common,
+        "--instance",
+        None,
+        "this exporter's identity on the engines (overrides the config's `instance`; "
+        "default: the host name); stable across restarts, unique among running "
+        "exporters",
+    )
     _add(
         common,
         "--log.level",
@@ -65,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sandbox-exporter {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     sharded = argparse.ArgumentParser(add_help=False)
-    _add(sharded, "--shard.count", "1",
-         "exporters splitting the config's targets (a StatefulSet's replicas); each probes "
-         "the targets whose name hashes to its index, as Prometheus's hashmod does")  # fmt: skip
+    _add(
+        sharded,
+        "--shard.count",
+        "1",
+        "exporters splitting the config's targets (a StatefulSet's replicas); each probes "
+        "the targets whose name hashes to its index, as Prometheus's hashmod does",
+    )
     _add(sharded, "--shard.index", "0", "this exporter's shard, 0 to --shard.count - 1")
     run = commands.add_parser(
         "run", parents=[common, sharded], help="run the exporter (the default)"
@@ -80,15 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
         "50",
         "answers to /metrics a second, at most; more clients wait their turn (0: no limit)",
     )
-    _add(run, "--web.nice", "10",
-         "niceness the web process adds to the exporter's (0-19): under CPU contention the "
-         "probes, whose timings are the product, come before answering HTTP")  # fmt: skip
-    _add(run, "--config.auto-reload-interval", None,
-         "re-read the config file this often when it changed, e.g. 30s")  # fmt: skip
-    _add(run, "--shutdown.timeout", None,
-         "longest the shutdown may take, e.g. a pod's termination grace period less a few "
-         "seconds: runs in flight are cut short in time to remove their sandboxes "
-         "(default: as long as the runs in flight need)")  # fmt: skip
+    _add(
+        run,
+        "--web.nice",
+        "10",
+        "niceness the web process adds to the exporter's (0-19): under CPU contention the "
+        "probes, whose timings are the product, come before answering HTTP",
+    )
+    _add(
+        run,
+        "--config.auto-reload-interval",
+        None,
+        "re-read the config file this often when it changed, e.g. 30s",
+    )
+    _add(
+        run,
+        "--shutdown.timeout",
+        None,
+        "longest the shutdown may take, e.g. a pod's termination grace period less a few "
+        "seconds: runs in flight are cut short in time to remove their sandboxes "
+        "(default: as long as the runs in flight need)",
+    )
     probe = commands.add_parser("probe", parents=[common], help="run one lifecycle of a target now")
     probe.add_argument("--target", required=True, help="the configured target's name")
     probe.add_argument("--json", action="store_true", help="the result as JSON")
@@ -96,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "gc", parents=[common, sharded], help="remove this exporter's sandboxes older than max_age"
     )
     gc.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
-    commands.add_parser("check-config", parents=[common, sharded],
-                        help="validate the config; exit 0 or 1")  # fmt: skip
+    commands.add_parser(
+        "check-config", parents=[common, sharded], help="validate the config; exit 0 or 1"
+    )
     init = commands.add_parser(
         "init",
         help="print a commented starter config for the backends found here",
@@ -181,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "run")
     args = build_parser().parse_args(args_list)
     quiet = args.command in ("bench", "probe", "image", "init")  # their report is the output
-    configure_logging(getattr(args, "log_level", None) or ("warning" if quiet else "info"),
-                      getattr(args, "log_format", "json"))  # fmt: skip
+    configure_logging(
+        getattr(args, "log_level", None) or ("warning" if quiet else "info"),
+        getattr(args, "log_format", "json"),
+    )
     if args.command == "bench":
         from sandbox_exporter.commands.bench_cli import bench
 
@@ -211,10 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target in whole.targets:
             mine = "" if shard.owns(target.name) else f" (not in {shard})"
             burst = target.burst
-            bursts = (f", bursts of {burst.concurrency} ({burst.mode}) every {burst.interval:g}s"
-                      if burst else "")  # fmt: skip
-            print(f"  {target.name}: backend {target.backend}, every {target.interval:g}s"
-                  f"{bursts}{mine}")  # fmt: skip
+            bursts = (
+                f", bursts of {burst.concurrency} ({burst.mode}) every {burst.interval:g}s"
+                if burst
+                else ""
+            )
+            print(
+                f"  {target.name}: backend {target.backend}, every {target.interval:g}s"
+                f"{bursts}{mine}"
+            )
         return 0
     if args.command == "probe":
         from sandbox_exporter.commands.probe import probe_once
@@ -294,8 +331,9 @@ def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
         scrapes = _flag("--web.max-scrapes-per-second", args.web_max_scrapes_per_second, _rate)
         auto_reload = shutdown_timeout = None
         if args.config_auto_reload_interval:
-            auto_reload = _flag("--config.auto-reload-interval",
-                                args.config_auto_reload_interval, parse_duration)  # fmt: skip
+            auto_reload = _flag(
+                "--config.auto-reload-interval", args.config_auto_reload_interval, parse_duration
+            )
             if not args.config_file:
                 raise FlagError("--config.auto-reload-interval", "needs --config.file")
         if args.shutdown_timeout:
@@ -321,5 +359,6 @@ def _run(config: Config, args: argparse.Namespace, shard: Shard) -> int:
     except OSError as exc:
         print(f"--web.listen-address: cannot listen on {listen_address}: {exc}", file=sys.stderr)
         return 1
-    return daemon.run_until_signal(auto_reload_interval=auto_reload,
-                                   shutdown_timeout=shutdown_timeout)  # fmt: skip
+    return daemon.run_until_signal(
+        auto_reload_interval=auto_reload, shutdown_timeout=shutdown_timeout
+    )

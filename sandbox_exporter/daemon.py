@@ -66,15 +66,28 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self._started = False
         self._serving = False
-        self.fleet = Fleet(config, self.metrics, stopping=self.stopping, interrupt=self.interrupt,
-                           backends=backends, logger=self.log)  # fmt: skip
+        self.fleet = Fleet(
+            config,
+            self.metrics,
+            stopping=self.stopping,
+            interrupt=self.interrupt,
+            backends=backends,
+            logger=self.log,
+        )
         self.scheduler = ProbeScheduler(self.fleet.probers)
         self.app = create_app(self)
         self.web_config = web_config
         self.http: WebProcess | None = None
         if listen_address is not None:
-            self.http = WebProcess(self.app, self.exposition, listen_address, web_config, serving,
-                                   self.log, on_restart=self.metrics.web_restarts.inc)  # fmt: skip
+            self.http = WebProcess(
+                self.app,
+                self.exposition,
+                listen_address,
+                web_config,
+                serving,
+                self.log,
+                on_restart=self.metrics.web_restarts.inc,
+            )
 
     @property
     def config(self) -> Config:
@@ -109,8 +122,9 @@ class Daemon:
                 new = self._loader()
             except ConfigError as exc:
                 self.metrics.config_loaded(False, time.time())
-                self.log.error("config reload failed; the running config is kept",
-                               problems=exc.problems)  # fmt: skip
+                self.log.error(
+                    "config reload failed; the running config is kept", problems=exc.problems
+                )
                 return exc.problems
             changes = self.fleet.apply(new, self.scheduler)
             self.metrics.config_loaded(True, time.time())
@@ -136,12 +150,17 @@ class Daemon:
             config=self.config.source,
             instance=self.config.instance,
             targets=[f"{t.name} ({t.backend})" for t in self.config.targets],
-            **({"shard": "shard {} of {}".format(*self.config.shard)}
-               if self.config.shard[1] > 1 else {}),
-        )  # fmt: skip
+            **(
+                {"shard": "shard {} of {}".format(*self.config.shard)}
+                if self.config.shard[1] > 1
+                else {}
+            ),
+        )
         if not self.config.targets and self.config.shard[1] > 1:
-            self.log.warning("no target hashes to this shard; it probes nothing",
-                             shard="shard {} of {}".format(*self.config.shard))  # fmt: skip
+            self.log.warning(
+                "no target hashes to this shard; it probes nothing",
+                shard="shard {} of {}".format(*self.config.shard),
+            )
         for backend, why in self.config.not_found.items():  # targets: auto
             self.log.info("backend not found", backend=backend, reason=why)
 
@@ -153,8 +172,9 @@ class Daemon:
         """Stop scheduling, let the runs in flight clean up within `timeout` (default:
         `shutdown_bound()`), stop serving. True if every run finished."""
         self.begin_shutdown()
-        return self.wind_down(time.monotonic() + (self.shutdown_bound() if timeout is None
-                                                  else timeout))  # fmt: skip
+        return self.wind_down(
+            time.monotonic() + (self.shutdown_bound() if timeout is None else timeout)
+        )
 
     def begin_shutdown(self) -> None:
         self.stopping.set()
@@ -164,8 +184,9 @@ class Daemon:
         """Cut the calls in flight short now; their removals get until `deadline`."""
         if not self.interrupt.is_set() and any(p.busy for p in self.fleet.all()):
             left = round(max(deadline - time.monotonic(), 0), 1)
-            self.log.warning("cutting short the calls in flight; removing their sandboxes",
-                             seconds_left=left)  # fmt: skip
+            self.log.warning(
+                "cutting short the calls in flight; removing their sandboxes", seconds_left=left
+            )
         self.interrupt.fire(deadline)
 
     def wind_down(self, deadline: float) -> bool:
@@ -180,8 +201,11 @@ class Daemon:
             idle = all(p.wait_idle(deadline - time.monotonic()) for p in probers)
         for prober in probers:
             if prober.busy:
-                self.log.error("probe still running at shutdown; its sandbox is removed by "
-                               "this instance's next start", target=prober.target.name)  # fmt: skip
+                self.log.error(
+                    "probe still running at shutdown; its sandbox is removed by "
+                    "this instance's next start",
+                    target=prober.target.name,
+                )
             prober.close()
         if self.http is not None:
             self.http.stop()

@@ -164,9 +164,11 @@ class BurstResult:
         """The spread of (create actually sent - its planned instant) over the sandboxes."""
         if self.launch is None:
             return None
-        late = [r.launched_at - (self.launch + offset)
-                for r, offset in zip(self.results, self.offsets, strict=True)
-                if r.launched_at is not None]  # fmt: skip
+        late = [
+            r.launched_at - (self.launch + offset)
+            for r, offset in zip(self.results, self.offsets, strict=True)
+            if r.launched_at is not None
+        ]
         return max(late) - min(late) if late else None
 
     def quarters(self) -> list[list[ProbeResult]]:

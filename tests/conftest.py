@@ -113,8 +113,11 @@ def firecracker_binaries() -> FirecrackerBinaries:
         (FIRECRACKER_DIR / "firecracker").absolute(), (FIRECRACKER_DIR / "jailer").absolute()
     )
     if not (os.access(found.firecracker, os.X_OK) and os.access(found.jailer, os.X_OK)):
-        unavailable("firecracker", f"the real Firecracker binaries are not in {FIRECRACKER_DIR}"
-                    " (bash scripts/fetch-firecracker.sh fetches them)")  # fmt: skip
+        unavailable(
+            "firecracker",
+            f"the real Firecracker binaries are not in {FIRECRACKER_DIR}"
+            " (bash scripts/fetch-firecracker.sh fetches them)",
+        )
     return found
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 
 STATE = Path(os.environ["CONTAINER_DOUBLE_STATE"])
 FAIL = os.environ.get("CONTAINER_DOUBLE_FAIL", "")
-XPC = ('Error: interrupted: "XPC connection error: Connection invalid"\n'
-       "Ensure container system service has been started with container system start.")  # fmt: skip
+XPC = (
+    'Error: interrupted: "XPC connection error: Connection invalid"\n'
+    "Ensure container system service has been started with container system start."
+)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -91,10 +93,15 @@ def command(args: list[str], containers: dict[str, dict]) -> None:  # type: igno
         if ident in containers:
             fail(f'Error: exists: "container with id {ident} already exists"')
         containers[ident] = {
-            "state": "stopped", "image": image, "keepalive": keepalive, "labels": options["labels"],
-            "cpus": int(options["-c"]), "memory": options["-m"], "readOnly": options["readOnly"],
+            "state": "stopped",
+            "image": image,
+            "keepalive": keepalive,
+            "labels": options["labels"],
+            "cpus": int(options["-c"]),
+            "memory": options["-m"],
+            "readOnly": options["readOnly"],
             "capDrop": options["capDrop"],
-        }  # fmt: skip
+        }
         print(ident)
     elif verb == "start":
         if rest[0] not in containers:
@@ -137,14 +144,20 @@ def command(args: list[str], containers: dict[str, dict]) -> None:  # type: igno
 
 def shape(ident: str, c: dict) -> dict:  # type: ignore[type-arg]
     configuration = {
-        "id": ident, "labels": c["labels"], "image": {"reference": c["image"]},
+        "id": ident,
+        "labels": c["labels"],
+        "image": {"reference": c["image"]},
         "resources": {"cpus": c["cpus"], "memoryInBytes": int(c["memory"].rstrip("M")) << 20},
         "readOnly": c["readOnly"],
-    }  # fmt: skip
+    }
     if os.environ.get("CONTAINER_DOUBLE_SHAPE") == "pre1":
         return {"configuration": configuration, "status": c["state"], "networks": []}
-    return {"configuration": configuration, "id": ident,
-            "status": {"state": c["state"], "startedDate": 800000000.0}, "networks": []}  # fmt: skip
+    return {
+        "configuration": configuration,
+        "id": ident,
+        "status": {"state": c["state"], "startedDate": 800000000.0},
+        "networks": [],
+    }
 
 
 if __name__ == "__main__":

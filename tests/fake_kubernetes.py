@@ -36,8 +36,15 @@ def _now() -> str:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}  # fmt: skip
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.json_response(body, status=code)
 
 
@@ -77,12 +84,17 @@ class FakeKubernetes(LoopbackApp):
 
     def kubeconfig(self, path: str) -> str:
         with open(path, "w") as handle:
-            json.dump({
-                "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-            }, handle)  # fmt: skip
+            json.dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                },
+                handle,
+            )
         return path
 
     @web.middleware
@@ -118,19 +130,32 @@ class FakeKubernetes(LoopbackApp):
     # -- handlers -------------------------------------------------------------------
 
     async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "major": "1", "minor": "30", "gitVersion": "v1.30.0-fake",
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.0", "compiler": "gc",
-            "platform": "linux/amd64",
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "major": "1",
+                "minor": "30",
+                "gitVersion": "v1.30.0-fake",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.22.0",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )
 
     async def get_namespace(self, request: web.Request) -> web.Response:
         ns = request.match_info["ns"]
         if ns not in self.namespaces:
             return _status(404, "NotFound", f'namespaces "{ns}" not found')
-        return web.json_response({"apiVersion": "v1", "kind": "Namespace",
-                                  "metadata": {"name": ns}, "status": {"phase": "Active"}})  # fmt: skip
+        return web.json_response(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns},
+                "status": {"phase": "Active"},
+            }
+        )
 
     async def create_namespace(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -142,12 +167,20 @@ class FakeKubernetes(LoopbackApp):
         pod = await request.json()
         name = pod["metadata"]["name"]
         if "forbidden" in self.faults:
-            return _status(403, "Forbidden", f'pods is forbidden: User "system:serviceaccount:'
-                           f'monitoring:sandbox-exporter" cannot create resource "pods" in API '
-                           f'group "" in the namespace "{ns}"')  # fmt: skip
+            return _status(
+                403,
+                "Forbidden",
+                f'pods is forbidden: User "system:serviceaccount:'
+                f'monitoring:sandbox-exporter" cannot create resource "pods" in API '
+                f'group "" in the namespace "{ns}"',
+            )
         if "quota" in self.faults:
-            return _status(403, "Forbidden", f'pods "{name}" is forbidden: exceeded quota: '
-                           "probes, requested: pods=1, used: pods=5, limited: pods=5")  # fmt: skip
+            return _status(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: exceeded quota: '
+                "probes, requested: pods=1, used: pods=5, limited: pods=5",
+            )
         if ns not in self.namespaces:
             return _status(404, "NotFound", f'namespaces "{ns}" not found')
         if (ns, name) in self.pods:
@@ -167,10 +200,16 @@ class FakeKubernetes(LoopbackApp):
             return
         container = pod["spec"]["containers"][0]
         if "unschedulable" in self.faults:
-            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
-                "reason": "Unschedulable", "lastTransitionTime": _now(),
-                "message": "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 "
-                           "nodes are available: 3 No preemption victims found."}]  # fmt: skip
+            pod["status"]["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastTransitionTime": _now(),
+                    "message": "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 "
+                    "nodes are available: 3 No preemption victims found.",
+                }
+            ]
             await self._emit(ns, "MODIFIED", pod)
             return
         pod["spec"]["nodeName"] = "node-1"
@@ -178,8 +217,17 @@ class FakeKubernetes(LoopbackApp):
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()}
         ]
         waiting = {"waiting": {"reason": "ContainerCreating"}}
-        pod["status"]["containerStatuses"] = [{"name": container["name"], "image": container["image"],
-            "imageID": "", "ready": False, "restartCount": 0, "started": False, "state": waiting}]  # fmt: skip
+        pod["status"]["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": waiting,
+            }
+        ]
         await self._emit(ns, "MODIFIED", pod)
         await asyncio.sleep(STEP)
         if (ns, name) not in self.pods:
@@ -187,23 +235,36 @@ class FakeKubernetes(LoopbackApp):
         status = pod["status"]["containerStatuses"][0]
         if "image_pull" in self.faults:
             for reason in ("ErrImagePull", "ImagePullBackOff"):
-                status["state"] = {"waiting": {"reason": reason, "message": f'Back-off pulling '
-                    f'image "{container["image"]}"' if reason == "ImagePullBackOff" else
-                    f'failed to pull image "{container["image"]}": not found'}}  # fmt: skip
+                status["state"] = {
+                    "waiting": {
+                        "reason": reason,
+                        "message": f'Back-off pulling image "{container["image"]}"'
+                        if reason == "ImagePullBackOff"
+                        else f'failed to pull image "{container["image"]}": not found',
+                    }
+                }
                 await self._emit(ns, "MODIFIED", pod)
                 await asyncio.sleep(STEP)
             return
         if "crash" in self.faults:
-            status["state"] = {"terminated": {"exitCode": 1, "reason": "Error",
-                                              "message": "sh: not found", "startedAt": _now(),
-                                              "finishedAt": _now()}}  # fmt: skip
+            status["state"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": "sh: not found",
+                    "startedAt": _now(),
+                    "finishedAt": _now(),
+                }
+            }
             pod["status"]["phase"] = "Failed"
             await self._emit(ns, "MODIFIED", pod)
             return
         status.update({"state": {"running": {"startedAt": _now()}}, "started": True, "ready": True})
         pod["status"].update({"phase": "Running", "podIP": "10.0.0.9", "startTime": _now()})
-        pod["status"]["conditions"] += [{"type": t, "status": "True", "lastTransitionTime": _now()}
-                                        for t in ("Initialized", "ContainersReady", "Ready")]  # fmt: skip
+        pod["status"]["conditions"] += [
+            {"type": t, "status": "True", "lastTransitionTime": _now()}
+            for t in ("Initialized", "ContainersReady", "Ready")
+        ]
         await self._emit(ns, "MODIFIED", pod)
 
     async def get_pod(self, request: web.Request) -> web.Response:
@@ -229,8 +290,14 @@ class FakeKubernetes(LoopbackApp):
         if request.query.get("watch") in ("true", "1"):
             return await self._watch(request, ns)
         items = [p for (n, _), p in self.pods.items() if n == ns and self._matches(p, request)]
-        return web.json_response({"apiVersion": "v1", "kind": "PodList", "items": items,
-                                  "metadata": {"resourceVersion": str(self._rv)}})  # fmt: skip
+        return web.json_response(
+            {
+                "apiVersion": "v1",
+                "kind": "PodList",
+                "items": items,
+                "metadata": {"resourceVersion": str(self._rv)},
+            }
+        )
 
     async def _watch(self, request: web.Request, ns: str) -> web.StreamResponse:
         since = int(request.query.get("resourceVersion") or self._rv)
@@ -288,9 +355,13 @@ class FakeKubernetes(LoopbackApp):
         self.exec_commands.append(command)
         refused = self.faults.get("exec_refused")
         if refused == 403:
-            return _status(403, "Forbidden", f'pods "{name}" is forbidden: User "system:'
-                           'serviceaccount:monitoring:sandbox-exporter" cannot create resource '
-                           f'"pods/exec" in API group "" in the namespace "{ns}"')  # fmt: skip
+            return _status(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: User "system:'
+                'serviceaccount:monitoring:sandbox-exporter" cannot create resource '
+                f'"pods/exec" in API group "" in the namespace "{ns}"',
+            )
         if refused == 400:
             return _status(400, "BadRequest", f"container probe is not valid for pod {name}")
         ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
@@ -306,9 +377,13 @@ class FakeKubernetes(LoopbackApp):
         if code == 0:
             status = {"metadata": {}, "status": "Success"}
         else:
-            status = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                      "message": f"command terminated with non-zero exit code: {code}",
-                      "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}  # fmt: skip
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "reason": "NonZeroExitCode",
+                "message": f"command terminated with non-zero exit code: {code}",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
         await ws.send_bytes(b"\x03" + json.dumps(status).encode())
         await ws.close()
         return ws
@@ -323,8 +398,14 @@ class FakeKubernetes(LoopbackApp):
     async def list_policies(self, request: web.Request) -> web.Response:
         ns = request.match_info["ns"]
         items = [p for (n, _), p in self.policies.items() if n == ns and self._matches(p, request)]
-        return web.json_response({"apiVersion": "networking.k8s.io/v1",
-                                  "kind": "NetworkPolicyList", "items": items, "metadata": {}})  # fmt: skip
+        return web.json_response(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicyList",
+                "items": items,
+                "metadata": {},
+            }
+        )
 
     async def delete_policy(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]

@@ -128,8 +128,9 @@ class FakeNomad(LoopbackApp):
         return sorted(self.jobs_by_id)
 
     def live_allocations(self) -> list[str]:
-        return sorted(a["ID"] for a in self.allocs.values() if a["ClientStatus"] in
-                      ("pending", "running"))  # fmt: skip
+        return sorted(
+            a["ID"] for a in self.allocs.values() if a["ClientStatus"] in ("pending", "running")
+        )
 
     def add_job(self, job: dict[str, Any]) -> None:
         """A job someone else registered (an orphan), from any thread."""
@@ -192,9 +193,14 @@ class FakeNomad(LoopbackApp):
             if wanted == 0 or index > wanted or remaining <= 0:
                 if wanted:
                     self.blocking.append((request.path, wanted, self._loop.time() - began))
-                return web.json_response(body, headers={"X-Nomad-Index": str(max(index, 1)),
-                                                        "X-Nomad-KnownLeader": "true",
-                                                        "X-Nomad-LastContact": "0"})  # fmt: skip
+                return web.json_response(
+                    body,
+                    headers={
+                        "X-Nomad-Index": str(max(index, 1)),
+                        "X-Nomad-KnownLeader": "true",
+                        "X-Nomad-LastContact": "0",
+                    },
+                )
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
@@ -216,25 +222,49 @@ class FakeNomad(LoopbackApp):
 
     async def _register(self, job: dict[str, Any]) -> dict[str, Any]:
         index = await self._bump()
-        job = {**copy.deepcopy(job), "Status": "pending", "Stop": False, "CreateIndex": index,
-               "ModifyIndex": index, "JobModifyIndex": index,
-               "SubmitTime": time.time_ns(), "Version": 0}  # fmt: skip
+        job = {
+            **copy.deepcopy(job),
+            "Status": "pending",
+            "Stop": False,
+            "CreateIndex": index,
+            "ModifyIndex": index,
+            "JobModifyIndex": index,
+            "SubmitTime": time.time_ns(),
+            "Version": 0,
+        }
         job.setdefault("Namespace", "default")
         self.jobs_by_id[job["ID"]] = job
         evaluation = await self._evaluation(job, "job-register")
         self._spawn(self._schedule(job["ID"], evaluation["ID"]))
-        return {"EvalID": evaluation["ID"], "EvalCreateIndex": evaluation["CreateIndex"],
-                "JobModifyIndex": index, "Warnings": "", "Index": evaluation["CreateIndex"],
-                "LastContact": 0, "KnownLeader": False}  # fmt: skip
+        return {
+            "EvalID": evaluation["ID"],
+            "EvalCreateIndex": evaluation["CreateIndex"],
+            "JobModifyIndex": index,
+            "Warnings": "",
+            "Index": evaluation["CreateIndex"],
+            "LastContact": 0,
+            "KnownLeader": False,
+        }
 
-    async def _evaluation(self, job: dict[str, Any], trigger: str,
-                          status: str = "pending") -> dict[str, Any]:  # fmt: skip
+    async def _evaluation(
+        self, job: dict[str, Any], trigger: str, status: str = "pending"
+    ) -> dict[str, Any]:
         index = await self._bump()
-        evaluation = {"ID": _id(), "Namespace": job["Namespace"], "Priority": 50,
-                      "Type": job.get("Type", "batch"), "TriggeredBy": trigger,
-                      "JobID": job["ID"], "Status": status, "StatusDescription": "",
-                      "FailedTGAllocs": None, "BlockedEval": "", "CreateIndex": index,
-                      "ModifyIndex": index, "CreateTime": time.time_ns()}  # fmt: skip
+        evaluation = {
+            "ID": _id(),
+            "Namespace": job["Namespace"],
+            "Priority": 50,
+            "Type": job.get("Type", "batch"),
+            "TriggeredBy": trigger,
+            "JobID": job["ID"],
+            "Status": status,
+            "StatusDescription": "",
+            "FailedTGAllocs": None,
+            "BlockedEval": "",
+            "CreateIndex": index,
+            "ModifyIndex": index,
+            "CreateTime": time.time_ns(),
+        }
         self.evals[evaluation["ID"]] = evaluation
         return evaluation
 
@@ -247,29 +277,53 @@ class FakeNomad(LoopbackApp):
             return
         placement = self.faults.get("placement")
         if placement:
-            metrics: dict[str, Any] = {"NodesEvaluated": 3, "NodesFiltered": 0,
-                                       "NodesAvailable": {"dc1": 3}, "ClassFiltered": None,
-                                       "ConstraintFiltered": None, "NodesExhausted": 0,
-                                       "ClassExhausted": None, "DimensionExhausted": None,
-                                       "QuotaExhausted": None, "CoalescedFailures": 0}  # fmt: skip
+            metrics: dict[str, Any] = {
+                "NodesEvaluated": 3,
+                "NodesFiltered": 0,
+                "NodesAvailable": {"dc1": 3},
+                "ClassFiltered": None,
+                "ConstraintFiltered": None,
+                "NodesExhausted": 0,
+                "ClassExhausted": None,
+                "DimensionExhausted": None,
+                "QuotaExhausted": None,
+                "CoalescedFailures": 0,
+            }
             if placement == "constraint":
-                metrics.update(NodesFiltered=3,
-                               ConstraintFiltered={"${attr.kernel.name} = windows": 3})  # fmt: skip
+                metrics.update(
+                    NodesFiltered=3, ConstraintFiltered={"${attr.kernel.name} = windows": 3}
+                )
             else:
                 metrics.update(NodesExhausted=3, DimensionExhausted={"memory": 3})
             blocked = await self._evaluation(job, "queued-allocs", status="blocked")
-            evaluation.update(Status="complete", FailedTGAllocs={TASK: metrics},
-                              BlockedEval=blocked["ID"], ModifyIndex=await self._bump())  # fmt: skip
+            evaluation.update(
+                Status="complete",
+                FailedTGAllocs={TASK: metrics},
+                BlockedEval=blocked["ID"],
+                ModifyIndex=await self._bump(),
+            )
             return
         task = job["TaskGroups"][0]["Tasks"][0]
         index = await self._bump()
-        alloc = {"ID": _id(), "Namespace": job["Namespace"], "EvalID": eval_id,
-                 "Name": f"{job_id}.{TASK}[0]", "NodeID": "node-1", "NodeName": "client-1",
-                 "JobID": job_id, "TaskGroup": TASK, "DesiredStatus": "run",
-                 "ClientStatus": "pending", "ClientDescription": "",
-                 "TaskStates": {task["Name"]: {"State": "pending", "Failed": False,
-                                               "Restarts": 0, "Events": []}},
-                 "CreateIndex": index, "ModifyIndex": index, "CreateTime": time.time_ns()}  # fmt: skip
+        alloc = {
+            "ID": _id(),
+            "Namespace": job["Namespace"],
+            "EvalID": eval_id,
+            "Name": f"{job_id}.{TASK}[0]",
+            "NodeID": "node-1",
+            "NodeName": "client-1",
+            "JobID": job_id,
+            "TaskGroup": TASK,
+            "DesiredStatus": "run",
+            "ClientStatus": "pending",
+            "ClientDescription": "",
+            "TaskStates": {
+                task["Name"]: {"State": "pending", "Failed": False, "Restarts": 0, "Events": []}
+            },
+            "CreateIndex": index,
+            "ModifyIndex": index,
+            "CreateTime": time.time_ns(),
+        }
         self.allocs[alloc["ID"]] = alloc
         evaluation.update(Status="complete", ModifyIndex=await self._bump())
         await self._event(alloc, "Received", "Task received by client")
@@ -281,23 +335,42 @@ class FakeNomad(LoopbackApp):
         if alloc["DesiredStatus"] != "run":
             return
         if self.faults.get("driver_failure"):
-            await self._event(alloc, "Driver Failure",
-                              f"Failed to pull `{image}`: Error response from daemon: manifest "
-                              f"for {image} not found: manifest unknown: manifest unknown",
-                              state="dead", failed=True)  # fmt: skip
-            await self._event(alloc, "Not Restarting", "Error was unrecoverable",
-                              client_status="failed")  # fmt: skip
+            await self._event(
+                alloc,
+                "Driver Failure",
+                f"Failed to pull `{image}`: Error response from daemon: manifest "
+                f"for {image} not found: manifest unknown: manifest unknown",
+                state="dead",
+                failed=True,
+            )
+            await self._event(
+                alloc, "Not Restarting", "Error was unrecoverable", client_status="failed"
+            )
             return
-        await self._event(alloc, "Started", "Task started by client", state="running",
-                          client_status="running")  # fmt: skip
+        await self._event(
+            alloc, "Started", "Task started by client", state="running", client_status="running"
+        )
 
-    async def _event(self, alloc: dict[str, Any], kind: str, message: str, *,
-                     state: str | None = None, failed: bool = False,
-                     client_status: str | None = None) -> None:  # fmt: skip
+    async def _event(
+        self,
+        alloc: dict[str, Any],
+        kind: str,
+        message: str,
+        *,
+        state: str | None = None,
+        failed: bool = False,
+        client_status: str | None = None,
+    ) -> None:
         task_state = next(iter(alloc["TaskStates"].values()))
-        event = {"Type": kind, "Time": time.time_ns(), "DisplayMessage": message,
-                 "Message": "", "DriverError": message if kind == "Driver Failure" else "",
-                 "FailsTask": failed, "Details": {}}  # fmt: skip
+        event = {
+            "Type": kind,
+            "Time": time.time_ns(),
+            "DisplayMessage": message,
+            "Message": "",
+            "DriverError": message if kind == "Driver Failure" else "",
+            "FailsTask": failed,
+            "Details": {},
+        }
         task_state["Events"].append(event)
         if state:
             task_state["State"] = state
@@ -320,8 +393,9 @@ class FakeNomad(LoopbackApp):
 
     async def _killed(self, alloc: dict[str, Any]) -> None:
         await asyncio.sleep(STEP)
-        await self._event(alloc, "Killed", "Task successfully killed", state="dead",
-                          client_status="complete")  # fmt: skip
+        await self._event(
+            alloc, "Killed", "Task successfully killed", state="dead", client_status="complete"
+        )
 
     async def read_job(self, request: web.Request) -> web.Response:
         job = self.jobs_by_id.get(request.match_info["id"])
@@ -336,24 +410,45 @@ class FakeNomad(LoopbackApp):
             job = None
         purge = request.query.get("purge", "false").lower() in ("1", "t", "true")
         if job is None:  # nomad/job_endpoint.go Deregister: no job, no error, no evaluation
-            return web.json_response({"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0,
-                                      "Index": self._index})  # fmt: skip
+            return web.json_response(
+                {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0, "Index": self._index}
+            )
         job.update(Stop=True, Status="dead", ModifyIndex=await self._bump())
         if purge:
             del self.jobs_by_id[job_id]
         evaluation = await self._evaluation(job, "job-deregister", status="complete")
         await self._stop_allocs(job_id)
-        return web.json_response({"EvalID": evaluation["ID"],
-                                  "EvalCreateIndex": evaluation["CreateIndex"],
-                                  "JobModifyIndex": job["ModifyIndex"],
-                                  "Index": evaluation["CreateIndex"]})  # fmt: skip
+        return web.json_response(
+            {
+                "EvalID": evaluation["ID"],
+                "EvalCreateIndex": evaluation["CreateIndex"],
+                "JobModifyIndex": job["ModifyIndex"],
+                "Index": evaluation["CreateIndex"],
+            }
+        )
 
     def _job_allocs(self, job_id: str) -> tuple[list[dict[str, Any]], int]:
         allocs = [a for a in self.allocs.values() if a["JobID"] == job_id]
-        stubs = [{k: a[k] for k in ("ID", "EvalID", "Name", "NodeID", "JobID", "TaskGroup",
-                                     "DesiredStatus", "ClientStatus", "TaskStates",
-                                     "CreateIndex", "ModifyIndex", "CreateTime")}
-                 for a in allocs]  # fmt: skip
+        stubs = [
+            {
+                k: a[k]
+                for k in (
+                    "ID",
+                    "EvalID",
+                    "Name",
+                    "NodeID",
+                    "JobID",
+                    "TaskGroup",
+                    "DesiredStatus",
+                    "ClientStatus",
+                    "TaskStates",
+                    "CreateIndex",
+                    "ModifyIndex",
+                    "CreateTime",
+                )
+            }
+            for a in allocs
+        ]
         return stubs, max([a["ModifyIndex"] for a in allocs], default=1)
 
     async def job_allocations(self, request: web.Request) -> web.Response:
@@ -372,9 +467,20 @@ class FakeNomad(LoopbackApp):
         namespace = request.query.get("namespace") or "default"
         for job in self.jobs_by_id.values():
             if job["ID"].startswith(prefix) and job["Namespace"] == namespace:
-                stub = {k: job.get(k) for k in ("ID", "Name", "Namespace", "Type", "Status",
-                                                 "Stop", "CreateIndex", "ModifyIndex",
-                                                 "SubmitTime")}  # fmt: skip
+                stub = {
+                    k: job.get(k)
+                    for k in (
+                        "ID",
+                        "Name",
+                        "Namespace",
+                        "Type",
+                        "Status",
+                        "Stop",
+                        "CreateIndex",
+                        "ModifyIndex",
+                        "SubmitTime",
+                    )
+                }
                 if meta:
                     stub["Meta"] = job.get("Meta")
                 stubs.append(stub)
@@ -417,8 +523,9 @@ class FakeNomad(LoopbackApp):
             await ws.close(code=1008, message=b"Permission denied")
             return ws
         if alloc is None:
-            await ws.close(code=1008, message=f'Unknown allocation "{request.match_info["id"]}"'
-                           .encode())  # fmt: skip
+            await ws.close(
+                code=1008, message=f'Unknown allocation "{request.match_info["id"]}"'.encode()
+            )
             return ws
         if task not in alloc["TaskStates"]:
             await ws.close(code=1008, message=f'unknown task name "{task}"'.encode())

@@ -62,10 +62,19 @@ def namespaces_missing() -> str | None:
     if not sys.platform.startswith("linux") or not shutil.which("unshare"):
         return "needs Linux and util-linux unshare"
     probe = subprocess.run(
-        ["unshare", "--fork", "--pid", "--mount-proc", "--mount", "--net",
-         *([] if os.geteuid() == 0 else ["--user", "--map-root-user"]), "true"],
-        capture_output=True, check=False,
-    )  # fmt: skip
+        [
+            "unshare",
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            "--mount",
+            "--net",
+            *([] if os.geteuid() == 0 else ["--user", "--map-root-user"]),
+            "true",
+        ],
+        capture_output=True,
+        check=False,
+    )
     if probe.returncode != 0:
         return f"namespaces not permitted here: {probe.stderr.decode().strip()}"
     return None

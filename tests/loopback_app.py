@@ -46,8 +46,9 @@ class LoopbackApp:
     async def _listen(self, port: int) -> None:
         self._runner = web.AppRunner(self._app(), shutdown_timeout=0.1, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True,
-                           ssl_context=self._ssl)  # fmt: skip
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", port, reuse_address=True, ssl_context=self._ssl
+        )
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

@@ -22,11 +22,23 @@ class ExporterProcess:
     def __init__(self, config: Path, *extra: str) -> None:
         self.config = config
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_exporter", "run", "--config.file", str(config),
-             "--web.listen-address", "127.0.0.1:0", *extra],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "sandbox_exporter",
+                "run",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         self.logs: list[dict[str, Any]] = []
         self.drained = threading.Event()  # set once stderr is closed and every line read
         threading.Thread(target=self._read, daemon=True).start()

@@ -170,14 +170,25 @@ def test_orphans_are_found_by_label_and_removed_at_start_up(
 ) -> None:
     for shape in ("", "pre1"):
         monkeypatch.setenv("CONTAINER_DOUBLE_SHAPE", shape)
-        labels = ["-l", "sandbox-exporter.io/managed=true", "-l", "sandbox-exporter.io/target=mac",
-                  "-l", "sandbox-exporter.io/instance=test-instance", "-l", "sandbox-exporter.io/created-at=1"]  # fmt: skip
+        labels = [
+            "-l",
+            "sandbox-exporter.io/managed=true",
+            "-l",
+            "sandbox-exporter.io/target=mac",
+            "-l",
+            "sandbox-exporter.io/instance=test-instance",
+            "-l",
+            "sandbox-exporter.io/created-at=1",
+        ]
         for name, extra in (
             ("sandbox-exporter-mac-orphan", labels),
             ("someone-elses", ["-l", "app=x"]),
         ):
-            subprocess.run(["container", "create", "--name", name, *extra, "-c", "1", "-m", "64M", "img"],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["container", "create", "--name", name, *extra, "-c", "1", "-m", "64M", "img"],
+                check=True,
+                capture_output=True,
+            )
         subprocess.run(
             ["container", "start", "sandbox-exporter-mac-orphan"], check=True, capture_output=True
         )
@@ -189,10 +200,32 @@ def test_orphans_are_found_by_label_and_removed_at_start_up(
 
 
 def test_the_periodic_collection_removes_old_orphans(double: Double) -> None:
-    labels = ["-l", "sandbox-exporter.io/managed=true", "-l", "sandbox-exporter.io/target=mac",
-              "-l", "sandbox-exporter.io/instance=test-instance", "-l", "sandbox-exporter.io/created-at=1"]  # fmt: skip
-    subprocess.run(["container", "create", "--name", "sandbox-exporter-mac-old", *labels, "-c", "1",
-                    "-m", "64M", "img"], check=True, capture_output=True)  # fmt: skip
+    labels = [
+        "-l",
+        "sandbox-exporter.io/managed=true",
+        "-l",
+        "sandbox-exporter.io/target=mac",
+        "-l",
+        "sandbox-exporter.io/instance=test-instance",
+        "-l",
+        "sandbox-exporter.io/created-at=1",
+    ]
+    subprocess.run(
+        [
+            "container",
+            "create",
+            "--name",
+            "sandbox-exporter-mac-old",
+            *labels,
+            "-c",
+            "1",
+            "-m",
+            "64M",
+            "img",
+        ],
+        check=True,
+        capture_output=True,
+    )
     registry = CollectorRegistry()
     prober = Prober(_target(), "test-instance", Metrics(registry), stopping=threading.Event())
     try:

@@ -20,13 +20,43 @@ from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-    st.text(max_size=20), st.sampled_from(["30s", "5m", "-5s", "0s", "10%", "auto", "docker",
-                                            "namespace", "${NOPE}", "1e400"]),
-)  # fmt: skip
-KEYS = ["instance", "defaults", "targets", "name", "backend", "interval", "jitter", "image",
-        "pull_policy", "command", "expect_output", "timeouts", "resources", "buckets", "docker",
-        "namespace", "podman", "nomad", "hyperlight", "apple", "create", "start", "exec", "cpus", "memory_mb", "max_age"]  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        ["30s", "5m", "-5s", "0s", "10%", "auto", "docker", "namespace", "${NOPE}", "1e400"]
+    ),
+)
+KEYS = [
+    "instance",
+    "defaults",
+    "targets",
+    "name",
+    "backend",
+    "interval",
+    "jitter",
+    "image",
+    "pull_policy",
+    "command",
+    "expect_output",
+    "timeouts",
+    "resources",
+    "buckets",
+    "docker",
+    "namespace",
+    "podman",
+    "nomad",
+    "hyperlight",
+    "apple",
+    "create",
+    "start",
+    "exec",
+    "cpus",
+    "memory_mb",
+    "max_age",
+]
 documents = st.recursive(
     scalars,
     lambda children: st.one_of(
@@ -55,9 +85,11 @@ def problems_of(document: Any, source: str) -> list[str] | None:
 
 VALID: dict[str, Any] = {
     "defaults": {"interval": "30s", "timeouts": {"exec": "5s"}, "resources": {"cpus": 1}},
-    "targets": [{"name": "a", "backend": "docker", "docker": {"base_url": "unix:///x"}},
-                {"name": "b", "backend": "namespace"}],
-}  # fmt: skip
+    "targets": [
+        {"name": "a", "backend": "docker", "docker": {"base_url": "unix:///x"}},
+        {"name": "b", "backend": "namespace"},
+    ],
+}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -89,9 +121,13 @@ def test_any_single_field_replaced_gives_a_config_or_a_named_error(
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("-5s", "expected a duration"), ("99999999h", "at most 24h"), ("1e400s", "expected a duration"),
-     (10**30, "a bare number")],
-)  # fmt: skip
+    [
+        ("-5s", "expected a duration"),
+        ("99999999h", "at most 24h"),
+        ("1e400s", "expected a duration"),
+        (10**30, "a bare number"),
+    ],
+)
 def test_negative_huge_and_absurd_durations_are_named(value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"targets": [{"name": "a", "backend": "namespace", "interval": value}]})
@@ -104,8 +140,12 @@ def served() -> Iterator[tuple[Daemon, str, int]]:
     )
     backend = FakeBackend()
     # clients that send nothing are dropped after half a second (30 s by default)
-    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": backend}),
-               serving=ServingOptions(read_timeout=0.5))  # fmt: skip
+    d = Daemon(
+        config,
+        listen_address="127.0.0.1:0",
+        backends=by_name({"fake": backend}),
+        serving=ServingOptions(read_timeout=0.5),
+    )
     d.start()
     host, port = d.http.address if d.http else ("", 0)
     yield d, host, port

@@ -150,8 +150,20 @@ def test_bench_json_on_docker_to_a_file(
     tmp_path: Path, docker_base_url: str, docker_client: Any
 ) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "-b", "docker,namespace", "-i", "2", "--image", TEST_IMAGE, "--json",
-                 "--output", str(out)])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "-b",
+            "docker,namespace",
+            "-i",
+            "2",
+            "--image",
+            TEST_IMAGE,
+            "--json",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     data = json.loads(out.read_text())
     assert [b["backend"] for b in data["backends"]] == ["docker", "namespace"]
@@ -172,9 +184,21 @@ targets:
 """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_exporter", "bench", "--config.file", str(config), "-i", "50"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_exporter",
+            "bench",
+            "--config.file",
+            str(config),
+            "-i",
+            "50",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     mine = {"label": "sandbox-exporter.io/instance=bench-interrupt"}
     try:
         wait_for(lambda: docker_client.containers.list(filters=mine), timeout=30, what="a sandbox")

@@ -194,10 +194,25 @@ def test_staggered_burst_json_on_the_namespace_backend(
 def test_ctrl_c_removes_every_sandbox_of_the_burst(tmp_path: Path) -> None:
     config = _config_file(tmp_path, "bench-burst-interrupt", command="sleep 1; echo hello")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_exporter", "bench", "--config.file", str(config),
-         "--concurrency", "3", "-i", "5", "--warmup", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_exporter",
+            "bench",
+            "--config.file",
+            str(config),
+            "--concurrency",
+            "3",
+            "-i",
+            "5",
+            "--warmup",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     state = tmp_path / "state"
     try:
         wait_for(lambda: len(list(state.glob("sandbox-exporter-*"))) == 3, what="3 sandboxes")

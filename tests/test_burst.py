@@ -54,14 +54,24 @@ class Hooked:
         return self.inner.exec(sandbox, command, deadline)
 
 
-def make_prober(target: dict[str, Any], *, hook: Callable[[Any], Any] | None = None,
-                stopping: threading.Event | None = None,
-                interrupt: Interrupt | None = None) -> Prober:  # fmt: skip
+def make_prober(
+    target: dict[str, Any],
+    *,
+    hook: Callable[[Any], Any] | None = None,
+    stopping: threading.Event | None = None,
+    interrupt: Interrupt | None = None,
+) -> Prober:
     config = parse_config({"instance": "burst-test", "targets": [target]})
     t = config.targets[0]
     backend = hook(t.kind.build(t.options, t.timeouts)) if hook else None
-    return Prober(t, "burst-test", Metrics(CollectorRegistry()), backend=backend,
-                  stopping=stopping or threading.Event(), interrupt=interrupt)  # fmt: skip
+    return Prober(
+        t,
+        "burst-test",
+        Metrics(CollectorRegistry()),
+        backend=backend,
+        stopping=stopping or threading.Event(),
+        interrupt=interrupt,
+    )
 
 
 def registry(prober: Prober) -> CollectorRegistry:
@@ -98,8 +108,10 @@ def check_burst(prober: Prober, burst: BurstResult | None, n: int, failed: int =
     assert value(prober, "sandbox_burst_time_to_exec_seconds_count") == ok
     assert value(prober, "sandbox_burst_time_to_first_ready_seconds_count") == 1
     assert value(prober, "sandbox_burst_time_to_all_ready_seconds_count") == (0 if failed else 1)
-    assert value(prober, "sandbox_burst_sandbox_failures_total", phase="exec",
-                 reason="error") == failed  # fmt: skip
+    assert (
+        value(prober, "sandbox_burst_sandbox_failures_total", phase="exec", reason="error")
+        == failed
+    )
     assert value(prober, "sandbox_burst_success_ratio") == pytest.approx(ok / n)
     for gauge in ("first_quarter_time_to_exec", "last_quarter_time_to_exec", "launch_skew"):
         seconds = value(prober, f"sandbox_burst_{gauge}_seconds")
@@ -127,8 +139,14 @@ def namespaces(tmp_path: Path) -> dict[str, Any]:
 
 
 def ns_target(namespaces: dict[str, Any], n: int, **settings: Any) -> dict[str, Any]:
-    return {"name": "nsb", "backend": "namespace", "timeouts": FAST,
-            "burst": {"concurrency": n}, **namespaces, **settings}  # fmt: skip
+    return {
+        "name": "nsb",
+        "backend": "namespace",
+        "timeouts": FAST,
+        "burst": {"concurrency": n},
+        **namespaces,
+        **settings,
+    }
 
 
 @pytest.mark.namespace
@@ -189,8 +207,11 @@ def shut_down_mid_burst(target: dict[str, Any], listing: Callable[[Prober], list
     running = threading.Thread(target=lambda: outcome.append(prober.run_burst()))
     running.start()
     try:
-        wait_for(lambda: hooked and hooked[0].execs == 5, timeout=60,
-                 what="all five sandboxes in their exec")  # fmt: skip
+        wait_for(
+            lambda: hooked and hooked[0].execs == 5,
+            timeout=60,
+            what="all five sandboxes in their exec",
+        )
         assert len(listing(prober)) == 5
         stopping.set()
         interrupt.fire(time.monotonic() + 30)
@@ -214,10 +235,19 @@ def test_a_shutdown_mid_burst_removes_every_sandbox(namespaces: dict[str, Any]) 
 
 def test_a_burst_and_the_single_probe_never_overlap_and_skips_are_counted() -> None:
     backend = FakeBackend(hang={"exec"})
-    config = parse_config({"instance": "i", "targets": [
-        {"name": "t", "backend": "namespace", "burst": {"concurrency": 3}}]})  # fmt: skip
-    prober = Prober(config.targets[0], "i", Metrics(CollectorRegistry()), backend=backend,
-                    stopping=threading.Event())  # fmt: skip
+    config = parse_config(
+        {
+            "instance": "i",
+            "targets": [{"name": "t", "backend": "namespace", "burst": {"concurrency": 3}}],
+        }
+    )
+    prober = Prober(
+        config.targets[0],
+        "i",
+        Metrics(CollectorRegistry()),
+        backend=backend,
+        stopping=threading.Event(),
+    )
     single = threading.Thread(target=prober.run)
     single.start()
     try:
@@ -246,9 +276,15 @@ def test_a_burst_and_the_single_probe_never_overlap_and_skips_are_counted() -> N
 
 
 def engine_target(engine: Engine, n: int, **options: Any) -> dict[str, Any]:
-    return {"name": "eb", "backend": engine.backend, "image": TEST_IMAGE, "pull_policy": "never",
-            "timeouts": FAST, "burst": {"concurrency": n},
-            engine.backend: {"base_url": engine.url, **options}}  # fmt: skip
+    return {
+        "name": "eb",
+        "backend": engine.backend,
+        "image": TEST_IMAGE,
+        "pull_policy": "never",
+        "timeouts": FAST,
+        "burst": {"concurrency": n},
+        engine.backend: {"base_url": engine.url, **options},
+    }
 
 
 @pytest.mark.docker
@@ -268,15 +304,18 @@ def test_a_docker_burst_records_every_metric_and_leaves_nothing(
 def test_a_docker_burst_with_one_failure_and_one_shutdown_leaves_nothing(
     docker_engine: Engine,
 ) -> None:
-    prober = make_prober(engine_target(docker_engine, 5),
-                         hook=lambda b: Hooked(b, fail_one_exec=True))  # fmt: skip
+    prober = make_prober(
+        engine_target(docker_engine, 5), hook=lambda b: Hooked(b, fail_one_exec=True)
+    )
     try:
         check_burst(prober, prober.run_burst(), 5, failed=1)
     finally:
         prober.close()
     assert docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}) == []
-    shut_down_mid_burst(engine_target(docker_engine, 5),
-                        lambda _: docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}))  # fmt: skip
+    shut_down_mid_burst(
+        engine_target(docker_engine, 5),
+        lambda _: docker_engine.managed(**{"sandbox-exporter.io/target": "eb"}),
+    )
 
 
 @pytest.mark.docker
@@ -308,9 +347,17 @@ def test_a_kubernetes_burst_on_the_api_server_double(tmp_path: Path) -> None:
     server = FakeKubernetes()
     try:
         kubeconfig = server.kubeconfig(str(tmp_path / "kubeconfig"))
-        prober = make_prober({"name": "kb", "backend": "kubernetes", "image": "busybox:1.36",
-                              "timeouts": FAST, "stop_grace": "1s", "burst": {"concurrency": 5},
-                              "kubernetes": {"kubeconfig": kubeconfig}})  # fmt: skip
+        prober = make_prober(
+            {
+                "name": "kb",
+                "backend": "kubernetes",
+                "image": "busybox:1.36",
+                "timeouts": FAST,
+                "stop_grace": "1s",
+                "burst": {"concurrency": 5},
+                "kubernetes": {"kubeconfig": kubeconfig},
+            }
+        )
         try:
             check_burst(prober, prober.run_burst(), 5)
             assert left_behind(prober) == []
@@ -322,10 +369,25 @@ def test_a_kubernetes_burst_on_the_api_server_double(tmp_path: Path) -> None:
 
 def test_a_staggered_burst_sends_its_creates_at_their_offsets() -> None:
     backend = FakeBackend()
-    config = parse_config({"instance": "i", "targets": [{"name": "t", "backend": "namespace",
-                           "burst": {"concurrency": 4, "mode": "staggered", "stagger": "50ms"}}]})  # fmt: skip
-    prober = Prober(config.targets[0], "i", Metrics(CollectorRegistry()), backend=backend,
-                    stopping=threading.Event())  # fmt: skip
+    config = parse_config(
+        {
+            "instance": "i",
+            "targets": [
+                {
+                    "name": "t",
+                    "backend": "namespace",
+                    "burst": {"concurrency": 4, "mode": "staggered", "stagger": "50ms"},
+                }
+            ],
+        }
+    )
+    prober = Prober(
+        config.targets[0],
+        "i",
+        Metrics(CollectorRegistry()),
+        backend=backend,
+        stopping=threading.Event(),
+    )
     try:
         burst = prober.run_burst()
     finally:
@@ -344,24 +406,44 @@ def test_a_burst_cut_by_kill_9_is_collected_by_the_next_start(
     docker_engine: Engine, tmp_path: Path
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"instance": "burst-kill", "targets": [{
-        "name": "kb9", "backend": "docker", "image": TEST_IMAGE, "pull_policy": "never",
-        "interval": "1h", "command": ["sh", "-c", "sleep 3; echo hello"],
-        "burst": {"concurrency": 5, "interval": "2s"},
-        "docker": {"base_url": docker_engine.url}}]}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "instance": "burst-kill",
+                "targets": [
+                    {
+                        "name": "kb9",
+                        "backend": "docker",
+                        "image": TEST_IMAGE,
+                        "pull_policy": "never",
+                        "interval": "1h",
+                        "command": ["sh", "-c", "sleep 3; echo hello"],
+                        "burst": {"concurrency": 5, "interval": "2s"},
+                        "docker": {"base_url": docker_engine.url},
+                    }
+                ],
+            }
+        )
+    )
     mine = {"sandbox-exporter.io/target": "kb9"}
     first = ExporterProcess(config)
     try:
-        wait_for(lambda: len(docker_engine.managed(**mine)) >= 5, timeout=60,
-                 what="a burst's five containers")  # fmt: skip
+        wait_for(
+            lambda: len(docker_engine.managed(**mine)) >= 5,
+            timeout=60,
+            what="a burst's five containers",
+        )
     finally:
         first.proc.kill()  # SIGKILL: nothing of the burst is cleaned up
         first.proc.wait(timeout=30)
     assert len(docker_engine.managed(**mine)) >= 5, "the kill left the burst's containers"
     second = ExporterProcess(config)
     try:
-        wait_for(lambda: (second.sample("sandbox_orphans_removed_total", target="kb9") or 0) >= 5,
-                 timeout=60, what="the next start collecting them")  # fmt: skip
+        wait_for(
+            lambda: (second.sample("sandbox_orphans_removed_total", target="kb9") or 0) >= 5,
+            timeout=60,
+            what="the next start collecting them",
+        )
     finally:
         assert second.stop() == 0
     assert docker_engine.managed(**mine) == []

@@ -35,8 +35,13 @@ def recorded(directory: Path) -> list[tuple[str, int]]:
 
 
 def held_target(directory: Path, **options: Any) -> dict[str, Any]:
-    return {"name": "held", "backend": "held", "interval": "1h",
-            "timeouts": {"start": "1s"}, "held": {"record_dir": str(directory), **options}}  # fmt: skip
+    return {
+        "name": "held",
+        "backend": "held",
+        "interval": "1h",
+        "timeouts": {"start": "1s"},
+        "held": {"record_dir": str(directory), **options},
+    }
 
 
 def test_a_call_holding_the_interpreter_ends_at_its_timeout_and_leaves_nothing(
@@ -142,8 +147,16 @@ def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
 def _spec(name: str) -> Any:
     from sandbox_exporter.backends.base import SandboxSpec
 
-    return SandboxSpec(name=name, labels={}, image="", pull_policy="never", cpus=1,
-                       memory_mb=64, pids_limit=64, stop_grace=1)  # fmt: skip
+    return SandboxSpec(
+        name=name,
+        labels={},
+        image="",
+        pull_policy="never",
+        cpus=1,
+        memory_mb=64,
+        pids_limit=64,
+        stop_grace=1,
+    )
 
 
 def _pid(directory: Path) -> int:

@@ -35,8 +35,12 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 def test_examples_pass_as_shipped_in_a_bare_environment(path: Path) -> None:
     checked = subprocess.run(
         [sys.executable, "-m", "sandbox_exporter", "check-config", "--config.file", str(path)],
-        env={}, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env={},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stderr
 
 
@@ -85,46 +89,75 @@ def test_env_references_are_substituted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("targets:\n  - {name: a, backend: namespace, colour: red}\n",
-         "targets[0] (a).colour: unknown key"),
+        (
+            "targets:\n  - {name: a, backend: namespace, colour: red}\n",
+            "targets[0] (a).colour: unknown key",
+        ),
         ("defaults: {intervall: 5s}\ntargets: auto\n", "defaults.intervall: unknown key"),
-        ("targets:\n  - {name: a, backend: namespace, interval: 5 minutes}\n",
-         "targets[0] (a).interval: expected a duration such as 500ms, 30s, 5m or 1h30m, got '5 minutes'"),
-        ("targets:\n  - {name: a, backend: namespace, interval: 60}\n",
-         "targets[0] (a).interval: expected a duration such as 500ms, 30s, 5m or 1h30m, got 60 (a bare number"),
-        ("targets:\n  - {name: a, backend: namespace, timeouts: {exec: 0s}}\n",
-         "targets[0] (a).timeouts.exec: must be more than 0s"),
-        ("targets:\n  - {name: a, backend: namespace, interval: 400d}\n",
-         "targets[0] (a).interval: must be more than 0s and at most 24h"),
+        (
+            "targets:\n  - {name: a, backend: namespace, interval: 5 minutes}\n",
+            "targets[0] (a).interval: expected a duration such as 500ms, 30s, 5m or 1h30m, got '5 minutes'",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, interval: 60}\n",
+            "targets[0] (a).interval: expected a duration such as 500ms, 30s, 5m or 1h30m, got 60 (a bare number",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, timeouts: {exec: 0s}}\n",
+            "targets[0] (a).timeouts.exec: must be more than 0s",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, interval: 400d}\n",
+            "targets[0] (a).interval: must be more than 0s and at most 24h",
+        ),
         ("targets:\n  - {backend: namespace}\n", "targets[0].name: required but missing"),
         ("targets:\n  - {name: a}\n", "targets[0] (a).backend: required but missing"),
-        ("targets:\n  - {name: a, backend: lxc}\n",
-         "targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, namespace, nomad, podman"),
+        (
+            "targets:\n  - {name: a, backend: lxc}\n",
+            "targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, namespace, nomad, podman",
+        ),
         ("targets:\n  - {name: A B, backend: namespace}\n", "targets[0] (A B).name: must be 1-40"),
-        ("targets:\n  - {name: a, backend: namespace}\n  - {name: a, backend: namespace}\n",
-         "targets[1].name: 'a' is already the name of targets[0]"),
-        ("targets:\n  - {name: a, backend: namespace, docker: {}}\n",
-         "targets[0] (a): a 'docker' block is given but backend is 'namespace'"),
-        ("targets:\n  - {name: a, backend: namespace, pull_policy: sometimes}\n",
-         "targets[0] (a).pull_policy: expected 'if_not_present', 'always' or 'never', got 'sometimes'"),
-        ("targets:\n  - {name: a, backend: namespace, buckets: [1, 0.5]}\n",
-         "targets[0] (a).buckets: bucket boundaries must be strictly increasing"),
-        ("targets:\n  - {name: a, backend: namespace, resources: {memory_mb: 99999999999}}\n",
-         "targets[0] (a).resources.memory_mb: must be at most 4194304, got 99999999999"),
-        ("targets:\n  - {name: a, backend: namespace, command: echo}\n",
-         "targets[0] (a).command: expected a list, got 'echo'"),
+        (
+            "targets:\n  - {name: a, backend: namespace}\n  - {name: a, backend: namespace}\n",
+            "targets[1].name: 'a' is already the name of targets[0]",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, docker: {}}\n",
+            "targets[0] (a): a 'docker' block is given but backend is 'namespace'",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, pull_policy: sometimes}\n",
+            "targets[0] (a).pull_policy: expected 'if_not_present', 'always' or 'never', got 'sometimes'",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, buckets: [1, 0.5]}\n",
+            "targets[0] (a).buckets: bucket boundaries must be strictly increasing",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, resources: {memory_mb: 99999999999}}\n",
+            "targets[0] (a).resources.memory_mb: must be at most 4194304, got 99999999999",
+        ),
+        (
+            "targets:\n  - {name: a, backend: namespace, command: echo}\n",
+            "targets[0] (a).command: expected a list, got 'echo'",
+        ),
         ("targets: docker\n", "targets: expected a list of targets, or `auto`, got 'docker'"),
-        ("targets:\n  - docker\n", "targets[0]: expected a target (name, backend, ...), got 'docker'"),
+        (
+            "targets:\n  - docker\n",
+            "targets[0]: expected a target (name, backend, ...), got 'docker'",
+        ),
         ("instance: [a]\ntargets: auto\n", "instance: expected text"),
-        ("targets:\n  - {name: a, backend: namespace, stop_grace: 1m}\n",
-         "targets[0] (a).stop_grace: 1m must be shorter than timeouts.stop (30s)"),
+        (
+            "targets:\n  - {name: a, backend: namespace, stop_grace: 1m}\n",
+            "targets[0] (a).stop_grace: 1m must be shorter than timeouts.stop (30s)",
+        ),
         ("targets: []\n", "targets: at least one target is needed"),
         ("defaults: {}\n", "targets: required: a list of targets, or `auto`"),
         ("colour: red\ntargets: auto\n", "colour: unknown key"),
         ("targets: [\n", "not valid YAML at line"),
         ("- a\n- b\n", "expected a mapping at the top level"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_names_file_field_and_expectation(
     tmp_path: Path, text: str, expected: str
 ) -> None:
@@ -155,14 +188,18 @@ targets:
 """,
     )
     fields = [line.split(": ")[1] for line in found]
-    assert sorted(fields) == sorted([
-        "defaults.interval", "defaults.jitter", "defaults.colour",  # and not again per target
-        "targets[0] (Bad Name).name",
-        "targets[1] (ok).stop_grace",  # a check between fields, though other fields fail
-        "targets[2].name",  # the duplicate, though targets[0] is invalid
-        "targets[2].docker.base_url",  # the unset variable, and no more about that field
-        "targets[3] (x).pull_policy",
-    ]), found  # fmt: skip
+    assert sorted(fields) == sorted(
+        [
+            "defaults.interval",
+            "defaults.jitter",
+            "defaults.colour",  # and not again per target
+            "targets[0] (Bad Name).name",
+            "targets[1] (ok).stop_grace",  # a check between fields, though other fields fail
+            "targets[2].name",  # the duplicate, though targets[0] is invalid
+            "targets[2].docker.base_url",  # the unset variable, and no more about that field
+            "targets[3] (x).pull_policy",
+        ]
+    ), found
 
 
 def test_a_problem_of_defaults_is_reported_there_once(tmp_path: Path) -> None:
@@ -180,16 +217,24 @@ def test_env_references_may_carry_a_default(tmp_path: Path) -> None:
         tmp_path,
         "targets:\n  - {name: a, backend: docker, docker: {base_url: '${URL:-unix:///d.sock}'}}\n",
     )
-    for environ, expected in (({}, "unix:///d.sock"), ({"URL": ""}, "unix:///d.sock"),
-                              ({"URL": "tcp://h:1"}, "tcp://h:1")):  # fmt: skip
+    for environ, expected in (
+        ({}, "unix:///d.sock"),
+        ({"URL": ""}, "unix:///d.sock"),
+        ({"URL": "tcp://h:1"}, "tcp://h:1"),
+    ):
         options = load_config(path, environ=environ).targets[0].options
         assert options.base_url == expected  # type: ignore[attr-defined]
 
 
 _ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -281,6 +326,10 @@ def test_bad_web_flags_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
     good = write(tmp_path, "targets:\n  - {name: floor, backend: namespace}\n")
-    assert main(["run", "--config.file", str(good), "--web.listen-address", "127.0.0.1:0",
-                 flag, value]) == 1  # fmt: skip
+    assert (
+        main(
+            ["run", "--config.file", str(good), "--web.listen-address", "127.0.0.1:0", flag, value]
+        )
+        == 1
+    )
     assert flag in capsys.readouterr().err

@@ -67,11 +67,21 @@ def test_help_and_check_config_on_a_mounted_config(
     for path in (good, bad):
         path.chmod(0o644)  # the image's user reads it
     mount = {"type": "bind", "read_only": True}
-    status, out = run(docker_engine, "check-config", "--config.file", "/etc/sandbox-exporter.yaml",
-                      mounts=[{**mount, "source": str(good), "target": "/etc/sandbox-exporter.yaml"}])  # fmt: skip
+    status, out = run(
+        docker_engine,
+        "check-config",
+        "--config.file",
+        "/etc/sandbox-exporter.yaml",
+        mounts=[{**mount, "source": str(good), "target": "/etc/sandbox-exporter.yaml"}],
+    )
     assert (status, "local: backend docker" in out) == (0, True), out
-    status, out = run(docker_engine, "check-config", "--config.file", "/etc/sandbox-exporter.yaml",
-                      mounts=[{**mount, "source": str(bad), "target": "/etc/sandbox-exporter.yaml"}])  # fmt: skip
+    status, out = run(
+        docker_engine,
+        "check-config",
+        "--config.file",
+        "/etc/sandbox-exporter.yaml",
+        mounts=[{**mount, "source": str(bad), "target": "/etc/sandbox-exporter.yaml"}],
+    )
     assert status == 1
     assert "targets: expected a list of targets, or `auto`" in out
 
@@ -118,8 +128,13 @@ def test_the_image_installs_every_extra_it_builds_and_each_sdk_imports(
     """The final stage once installed fewer extras than the build stage made wheels for:
     a Firecracker target in the image said its package was not installed."""
     assert extras("final") == extras("build")
-    status, out = run(docker_engine, "-c", IMPORT_EVERY_SDK, ",".join(sorted(extras("final"))),
-                      entrypoint="python3")  # fmt: skip
+    status, out = run(
+        docker_engine,
+        "-c",
+        IMPORT_EVERY_SDK,
+        ",".join(sorted(extras("final"))),
+        entrypoint="python3",
+    )
     assert status == 0, out
     assert "httpcore" in out.split("imported", 1)[1].split("\n")[0], out
 
@@ -144,8 +159,15 @@ def test_the_build_secret_is_in_no_file_of_the_image(image: Any, docker_engine: 
         "        except OSError:\n"
         "            pass\n"
     )
-    status, out = run(docker_engine, "-c", script, str(len(secret)),
-                      hashlib.sha256(secret).hexdigest(), entrypoint="python3", user="0")  # fmt: skip
+    status, out = run(
+        docker_engine,
+        "-c",
+        script,
+        str(len(secret)),
+        hashlib.sha256(secret).hexdigest(),
+        entrypoint="python3",
+        user="0",
+    )
     assert status == 0, out
     assert set(out.split()) <= {str(CA_BUNDLE)}, out
 
@@ -162,16 +184,24 @@ def exporter(image: Any, docker_engine: Engine, tmp_path: Path) -> Iterator[tupl
     config.chmod(0o644)
     address = f"127.0.0.1:{free_port()}"
     container = docker_engine.client.containers.run(
-        IMAGE, ["run", "--config.file", "/etc/sandbox-exporter.yaml", "--shutdown.timeout", "50s"],
+        IMAGE,
+        ["run", "--config.file", "/etc/sandbox-exporter.yaml", "--shutdown.timeout", "50s"],
         environment={"SANDBOX_EXPORTER_WEB_LISTEN_ADDRESS": address},  # the healthcheck reads it
-        detach=True, network_mode="host",
+        detach=True,
+        network_mode="host",
         group_add=[str(os.stat(socket_path).st_gid)],  # the socket's group, as the README says
-        mounts=[{"type": "bind", "source": socket_path, "target": "/var/run/docker.sock"},
-                {"type": "bind", "source": str(config), "target": "/etc/sandbox-exporter.yaml",
-                 "read_only": True}],
+        mounts=[
+            {"type": "bind", "source": socket_path, "target": "/var/run/docker.sock"},
+            {
+                "type": "bind",
+                "source": str(config),
+                "target": "/etc/sandbox-exporter.yaml",
+                "read_only": True,
+            },
+        ],
         # the image's HEALTHCHECK, every second instead of every 30 s
         healthcheck={"interval": 1_000_000_000, "timeout": 5_000_000_000, "retries": 3},
-    )  # fmt: skip
+    )
     try:
         yield container, f"http://{address}"
     finally:
@@ -189,11 +219,15 @@ def test_run_with_the_engine_socket_records_a_docker_lifecycle_and_stops_clean(
                 text = response.read().decode()
         except OSError:
             return None
-        return scraped(text, "sandbox_probes_total", target="docker", backend="docker",
-                       result="success")  # fmt: skip
+        return scraped(
+            text, "sandbox_probes_total", target="docker", backend="docker", result="success"
+        )
 
-    wait_for(lambda: (successes() or 0) >= 1, timeout=90,
-             what=f"a successful Docker lifecycle on /metrics; logs: {container.logs()[-2000:]!r}")  # fmt: skip
+    wait_for(
+        lambda: (successes() or 0) >= 1,
+        timeout=90,
+        what=f"a successful Docker lifecycle on /metrics; logs: {container.logs()[-2000:]!r}",
+    )
     container.reload()
     pid = container.attrs["State"]["Pid"]
     uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
@@ -217,10 +251,11 @@ def test_init_in_the_container_finds_the_mounted_engine_and_says_why_not_namespa
 ) -> None:
     socket_path = docker_engine.url.removeprefix("unix://")
     status, out = run(
-        docker_engine, "init",
+        docker_engine,
+        "init",
         group_add=[str(os.stat(socket_path).st_gid)],
         mounts=[{"type": "bind", "source": socket_path, "target": "/var/run/docker.sock"}],
-    )  # fmt: skip
+    )
     assert status == 0, out
     assert "docker: {base_url: 'unix:///var/run/docker.sock'}" in out
     assert "# namespace: namespaces cannot be made here (unshare: " in out, out

@@ -83,8 +83,13 @@ def test_default_run_without_a_config_probes_what_it_finds(docker_engine: Engine
     env["DOCKER_HOST"] = docker_engine.url
     done = subprocess.run(
         [sys.executable, "-m", "sandbox_exporter", "check-config"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "docker: backend docker" in done.stdout
     assert "namespace: backend namespace" in done.stdout
@@ -104,8 +109,11 @@ def test_sigkill_mid_probe_then_restart_removes_the_orphan(
     restarted = ExporterProcess(exporter.config)
     try:
         labels = {"target": "docker", "backend": "docker"}
-        wait_for(lambda: restarted.sample("sandbox_orphans_removed_total", **labels) == 1,
-                 timeout=60, what="the orphan removed at start-up and counted")  # fmt: skip
+        wait_for(
+            lambda: restarted.sample("sandbox_orphans_removed_total", **labels) == 1,
+            timeout=60,
+            what="the orphan removed at start-up and counted",
+        )
         assert left[0].name not in {c.name for c in docker_client.containers.list(all=True)}
         removed = restarted.event("orphan removed")
         assert removed is not None

@@ -94,8 +94,11 @@ def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
     d = Daemon(
         config, listen_address=None, backends=by_name({"a": FakeBackend(), "b": FakeBackend()})
     )
-    exposed = {line.split("{")[0].split(" ")[0] for line in d.exposition().decode().splitlines()
-               if line and not line.startswith("#")}  # fmt: skip
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for line in d.exposition().decode().splitlines()
+        if line and not line.startswith("#")
+    }
     recorded = {r["record"] for r in rules() if "record" in r}
     used = {name for _, expr in dashboard_queries() for name in NAME.findall(expr)}
     used |= {name for r in rules() for name in NAME.findall(r["expr"])}
@@ -106,16 +109,25 @@ def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
 
 
 def test_promtool_checks_every_rules_file() -> None:
-    done = subprocess.run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", *map(str, RULE_FILES)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("SUCCESS") == len(RULE_FILES)
 
 
 def test_promtool_unit_tests_of_every_alert() -> None:
     tests = sorted((RULES / "tests").glob("*.yml"))
-    done = subprocess.run([tool("promtool"), "test", "rules", *map(str, tests)],
-                          capture_output=True, text=True, check=False, cwd=RULES / "tests")  # fmt: skip
+    done = subprocess.run(
+        [tool("promtool"), "test", "rules", *map(str, tests)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=RULES / "tests",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     tested = set(re.findall(r"alertname: (\w+)", "".join(t.read_text() for t in tests)))
     assert tested == {r["alert"] for r in rules() if "alert" in r}, "every alert has a test"
@@ -136,17 +148,23 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in sorted(rules_dir.iterdir())],
-            "scrape_configs": [{"job_name": "sandbox-exporter",
-                                "static_configs": [{"targets": [exporter]}]}],
-        }  # fmt: skip
+            "scrape_configs": [
+                {"job_name": "sandbox-exporter", "static_configs": [{"targets": [exporter]}]}
+            ],
+        }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}", "--enable-feature=exemplar-storage",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("w"),
-        )  # fmt: skip
+            [
+                tool("prometheus"),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                "--enable-feature=exemplar-storage",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "prometheus.log").open("w"),
+        )
 
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
@@ -236,21 +254,51 @@ def running(
     state = {"state_dir": str(tmp_path / "ns")}
     config = make_config(
         # often: the quantiles below want 25 runs, and a namespace run takes ~15 ms
-        {"name": "ns", "backend": "namespace", "interval": "300ms", "jitter": "0s",
-         "namespace": state},
-        {"name": "ns-bad", "backend": "namespace", "interval": "300ms", "jitter": "0s",
-         "command": ["echo", "bye"], "namespace": state},
+        {
+            "name": "ns",
+            "backend": "namespace",
+            "interval": "300ms",
+            "jitter": "0s",
+            "namespace": state,
+        },
+        {
+            "name": "ns-bad",
+            "backend": "namespace",
+            "interval": "300ms",
+            "jitter": "0s",
+            "command": ["echo", "bye"],
+            "namespace": state,
+        },
         # back to back: a run every 400 ms, skipped while the previous one still goes
-        {"name": "docker", "backend": "docker", "interval": "400ms", "jitter": "0s",
-         "image": TEST_IMAGE, "pull_policy": "never", "docker": {"base_url": docker_engine.url}},
-        {"name": "gvisor", "backend": "docker", "interval": "400ms", "jitter": "0s",
-         "image": TEST_IMAGE, "pull_policy": "never",
-         "docker": {"base_url": docker_engine.url, "runtime": "runsc"}},
+        {
+            "name": "docker",
+            "backend": "docker",
+            "interval": "400ms",
+            "jitter": "0s",
+            "image": TEST_IMAGE,
+            "pull_policy": "never",
+            "docker": {"base_url": docker_engine.url},
+        },
+        {
+            "name": "gvisor",
+            "backend": "docker",
+            "interval": "400ms",
+            "jitter": "0s",
+            "image": TEST_IMAGE,
+            "pull_policy": "never",
+            "docker": {"base_url": docker_engine.url, "runtime": "runsc"},
+        },
         # the Bursts row: 3 namespace sandboxes at once every 2 s (a single run only at
         # start), apart from "ns" so its logged phases stay the single probe's
-        {"name": "ns-burst", "backend": "namespace", "interval": "1h", "jitter": "0s",
-         "namespace": state, "burst": {"concurrency": 3, "interval": "2s"}},
-    )  # fmt: skip
+        {
+            "name": "ns-burst",
+            "backend": "namespace",
+            "interval": "1h",
+            "jitter": "0s",
+            "namespace": state,
+            "burst": {"concurrency": 3, "interval": "2s"},
+        },
+    )
     with capture_logs() as logs:
         d = Daemon(config, listen_address="127.0.0.1:0")
         d.serve()
@@ -258,8 +306,11 @@ def running(
         prometheus = Prometheus(tmp_path, f"{host}:{port}")
         try:
             # the first scrape sees every counter at zero: no run is missed by increase()
-            wait_for(lambda: prometheus.try_query('up{job="sandbox-exporter"} == 1'), timeout=60,
-                     what="Prometheus scraping the exporter")  # fmt: skip
+            wait_for(
+                lambda: prometheus.try_query('up{job="sandbox-exporter"} == 1'),
+                timeout=60,
+                what="Prometheus scraping the exporter",
+            )
             d.start()
             yield d, prometheus, logs
         finally:
@@ -281,34 +332,48 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
         query = f'sandbox_bursts_total{{target="ns-burst", result="success"}} >= {BURSTS}'
         return bool(prometheus.try_query(query))
 
-    wait_for(lambda: all(scraped_runs(t) for t in ("ns", "docker", "gvisor"))
-             and scraped_bursts(), timeout=180,
-             what=f"{runs} successful runs of each target and {BURSTS} bursts scraped")  # fmt: skip
-    wait_for(lambda: prometheus.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
-             and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m")
-             and prometheus.try_query("target:sandbox_burst_time_to_all_ready_seconds:p95_1h"),
-             timeout=60, what="the recording rules evaluated")  # fmt: skip
+    wait_for(
+        lambda: all(scraped_runs(t) for t in ("ns", "docker", "gvisor")) and scraped_bursts(),
+        timeout=180,
+        what=f"{runs} successful runs of each target and {BURSTS} bursts scraped",
+    )
+    wait_for(
+        lambda: (
+            prometheus.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
+            and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m")
+            and prometheus.try_query("target:sandbox_burst_time_to_all_ready_seconds:p95_1h")
+        ),
+        timeout=60,
+        what="the recording rules evaluated",
+    )
     d.scheduler.shutdown()
     for prober in d.probers:
         assert prober.wait_idle(60)
 
     def all_scraped() -> bool:
         for target in ("ns", "docker", "gvisor"):
-            labels = {"target": target, "backend": "namespace" if target == "ns" else "docker",
-                      "phase": "start"}  # fmt: skip
+            labels = {
+                "target": target,
+                "backend": "namespace" if target == "ns" else "docker",
+                "phase": "start",
+            }
             count = d.registry.get_sample_value("sandbox_phase_duration_seconds_count", labels)
             if not prometheus.try_query(
                 f'sandbox_phase_duration_seconds_count{{target="{target}", phase="start"}}'
                 f" == {count}"
             ):
                 return False
-        bursts = sum(d.registry.get_sample_value("sandbox_bursts_total",
-                                                 {"target": "ns-burst", "backend": "namespace",
-                                                  "result": result}) or 0
-                     for result in ("success", "failure"))  # fmt: skip
-        return bool(prometheus.try_query(
-            f'sum(sandbox_bursts_total{{target="ns-burst"}}) == {bursts}'
-        ))  # fmt: skip
+        bursts = sum(
+            d.registry.get_sample_value(
+                "sandbox_bursts_total",
+                {"target": "ns-burst", "backend": "namespace", "result": result},
+            )
+            or 0
+            for result in ("success", "failure")
+        )
+        return bool(
+            prometheus.try_query(f'sum(sandbox_bursts_total{{target="ns-burst"}}) == {bursts}')
+        )
 
     wait_for(all_scraped, timeout=30, what="the last runs scraped")
 
@@ -330,13 +395,19 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     print("\nhistogram_quantile against nearest-rank of the logged durations:")
     for target in ("ns", "docker", "gvisor"):
         for phase in ("start", "exec"):
-            raw = [e["duration_seconds"] for e in logs if e.get("event") == "phase"
-                   and e.get("outcome") == "ok" and e.get("target") == target
-                   and e.get("phase") == phase]  # fmt: skip
+            raw = [
+                e["duration_seconds"]
+                for e in logs
+                if e.get("event") == "phase"
+                and e.get("outcome") == "ok"
+                and e.get("target") == target
+                and e.get("phase") == phase
+            ]
             assert len(raw) >= runs
             selector = f'target="{target}", phase="{phase}"'
-            for line in check_quantiles(prometheus, "sandbox_phase_duration_seconds", selector,
-                                        raw, f"{target} {phase}"):  # fmt: skip
+            for line in check_quantiles(
+                prometheus, "sandbox_phase_duration_seconds", selector, raw, f"{target} {phase}"
+            ):
                 print(line)
 
     # bursts: each sandbox answered, and the quantiles are those of the logged bursts
@@ -347,8 +418,9 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     for which in ("first", "all"):
         raw = [e[f"time_to_{which}_ready_seconds"] for e in bursts]
         metric = f"sandbox_burst_time_to_{which}_ready_seconds"
-        for line in check_quantiles(prometheus, metric, 'target="ns-burst"', raw,
-                                    f"time to {which} ready"):  # fmt: skip
+        for line in check_quantiles(
+            prometheus, metric, 'target="ns-burst"', raw, f"time to {which} ready"
+        ):
             print(line)
     skipped = prometheus.query('sandbox_burst_skipped_total{target="ns-burst"}')
     print(f"  {len(bursts)} bursts, {float(skipped[0]['value'][1]):.0f} skipped")
@@ -357,11 +429,18 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     assert float(ratio[0]["value"][1]) == 1.0, "the failing target shows as failing"
 
     # exemplars: stored by Prometheus, each the run_id of a logged run and its duration
-    answer = prometheus.api("query_exemplars", query='sandbox_phase_duration_seconds_bucket',
-                            start=str(time.time() - 600), end=str(time.time() + 60))  # fmt: skip
+    answer = prometheus.api(
+        "query_exemplars",
+        query="sandbox_phase_duration_seconds_bucket",
+        start=str(time.time() - 600),
+        end=str(time.time() + 60),
+    )
     assert answer["status"] == "success", answer
-    logged = {(e["run_id"], e["target"], e["phase"]): e["duration_seconds"]
-              for e in logs if e.get("event") == "phase" and "duration_seconds" in e}  # fmt: skip
+    logged = {
+        (e["run_id"], e["target"], e["phase"]): e["duration_seconds"]
+        for e in logs
+        if e.get("event") == "phase" and "duration_seconds" in e
+    }
     seen = 0
     for series in answer["data"]:
         labels = series["seriesLabels"]

@@ -129,8 +129,12 @@ def test_the_daemon_logs_each_backend_auto_did_not_find() -> None:
     with capture_logs() as logs:
         daemon.start()
         daemon.shutdown()
-    assert {"event": "backend not found", "backend": "docker",
-            "reason": "the Docker engine does not answer at X", "log_level": "info"} in logs  # fmt: skip
+    assert {
+        "event": "backend not found",
+        "backend": "docker",
+        "reason": "the Docker engine does not answer at X",
+        "log_level": "info",
+    } in logs
 
 
 def test_podman_default_sockets(monkeypatch: pytest.MonkeyPatch) -> None:

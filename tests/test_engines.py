@@ -95,10 +95,14 @@ def test_the_container_is_hardened_and_labelled(engine: Engine) -> None:
         backend.start(sandbox, Deadline.after(30))
         answer = backend.exec(
             sandbox,
-            ["sh", "-c", "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status; "
-             "grep -c NoNewPrivs:.1 /proc/self/status; touch /probe 2>&1; echo $?"],
+            [
+                "sh",
+                "-c",
+                "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status; "
+                "grep -c NoNewPrivs:.1 /proc/self/status; touch /probe 2>&1; echo $?",
+            ],
             Deadline.after(30),
-        )  # fmt: skip
+        )
         info = engine.client.api.inspect_container(name)
     finally:
         backend.remove(sandbox, Deadline.after(30))
@@ -148,9 +152,23 @@ def test_image_build_makes_a_probe_image_with_no_registry(engine: Engine) -> Non
     tag = f"sandbox-exporter/busybox:built-by-test-{engine.backend}"
     env = {"PATH": os.environ["PATH"], "DOCKER_HOST": engine.url, "CONTAINER_HOST": engine.url}
     built = subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "image", "build", "-b", engine.backend,
-         "--tag", tag], env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox_exporter",
+            "image",
+            "build",
+            "-b",
+            engine.backend,
+            "--tag",
+            tag,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     try:
         assert built.returncode == 0, built.stderr
         assert f"{engine.backend}: built {tag}" in built.stdout

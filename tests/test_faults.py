@@ -44,16 +44,24 @@ class PrivateDockerd:
         self.directory = directory
         self.url = self.start()
         env = {**os.environ, "DOCKER_HOST": self.url}
-        subprocess.run([sys.executable, "-m", "sandbox_exporter", "image", "build", "-b", "docker"],
-                       env=env, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "sandbox_exporter", "image", "build", "-b", "docker"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         # a clean stop writes the image store out: a SIGKILL seconds after an import
         # can otherwise lose the image, which is not the fault under test
         self.stop()
         self.start()
 
     def start(self) -> str:
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "start-dockerd.sh"), str(self.directory)],
-                              check=False, capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "start-dockerd.sh"), str(self.directory)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 
@@ -67,8 +75,7 @@ class PrivateDockerd:
     def stop(self) -> None:
         pid = self.pid
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not alive(pid), timeout=60,
-                 what="dockerd to exit")  # fmt: skip
+        wait_for(lambda: not alive(pid), timeout=60, what="dockerd to exit")
 
     def answers(self) -> bool:
         return ping_unix_socket(self.url.removeprefix("unix://")) is None
@@ -107,8 +114,11 @@ def shared_dockerd(docker_engine: Any) -> Iterator[PrivateDockerd]:
     yield engine
     with contextlib.suppress(OSError, ValueError):
         engine.signal(signal.SIGCONT)
-    subprocess.run(["bash", str(ROOT / "scripts" / "stop-dockerd.sh"), str(engine.directory)],
-                   check=False, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "stop-dockerd.sh"), str(engine.directory)],
+        check=False,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -123,11 +133,11 @@ def mounted_over(directory: Path, *options: str) -> Iterator[None]:
     the directory itself bound read-only)."""
     if "bind" in options:
         subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
-        subprocess.run(["mount", "-o", ",".join(("remount", *options)), str(directory)],
-                       check=True)  # fmt: skip
+        subprocess.run(["mount", "-o", ",".join(("remount", *options)), str(directory)], check=True)
     else:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs",
-                        str(directory)], check=True)  # fmt: skip
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(directory)], check=True
+        )
     try:
         yield
     finally:
@@ -136,11 +146,25 @@ def mounted_over(directory: Path, *options: str) -> Iterator[None]:
 
 def target(url: str, timeout: str = "3s") -> Target:
     """Each phase bounded by `timeout` (short: faults make calls wait for it)."""
-    config = parse_config({"instance": "fault-test", "targets": [{
-        "name": "faulty", "backend": "docker", "image": TEST_IMAGE, "pull_policy": "never",
-        "interval": "1s", "jitter": "0s", "timeouts": dict.fromkeys(PHASES, timeout),
-        "stop_grace": "500ms", "max_age": "30s", "docker": {"base_url": url},
-    }]})  # fmt: skip
+    config = parse_config(
+        {
+            "instance": "fault-test",
+            "targets": [
+                {
+                    "name": "faulty",
+                    "backend": "docker",
+                    "image": TEST_IMAGE,
+                    "pull_policy": "never",
+                    "interval": "1s",
+                    "jitter": "0s",
+                    "timeouts": dict.fromkeys(PHASES, timeout),
+                    "stop_grace": "500ms",
+                    "max_age": "30s",
+                    "docker": {"base_url": url},
+                }
+            ],
+        }
+    )
     return config.targets[0]
 
 
@@ -153,8 +177,9 @@ def sample(d: Daemon, name: str, **labels: str) -> float:
 
 def daemon(t: Target, backend: Any = None) -> Daemon:
     config = Config(instance="fault-test", defaults=Settings(), targets=(t,))
-    return Daemon(config, listen_address=None,
-                  backends=by_name({"faulty": backend}) if backend else None)  # fmt: skip
+    return Daemon(
+        config, listen_address=None, backends=by_name({"faulty": backend}) if backend else None
+    )
 
 
 def failed_once(d: Daemon, phase: Phase, words: str) -> None:
@@ -177,14 +202,22 @@ def test_engine_stopped_between_probes_then_back(dockerd: PrivateDockerd) -> Non
     try:
         wait_for(lambda: sample(d, "sandbox_probes_total", result="success") >= 1, what="a success")
         dockerd.stop()
-        wait_for(lambda: sample(d, "sandbox_probe_failures_total", phase="create",
-                                reason="unavailable") >= 2, timeout=30, what="failures")  # fmt: skip
+        wait_for(
+            lambda: (
+                sample(d, "sandbox_probe_failures_total", phase="create", reason="unavailable") >= 2
+            ),
+            timeout=30,
+            what="failures",
+        )
         assert sample(d, "sandbox_backend_up") == 0
         assert call(d.app, "/metrics")[0].startswith("200"), "/metrics keeps answering"
         before = sample(d, "sandbox_probes_total", result="success")
         dockerd.start()
-        wait_for(lambda: sample(d, "sandbox_probes_total", result="success") > before,
-                 timeout=60, what="recovery without a restart")  # fmt: skip
+        wait_for(
+            lambda: sample(d, "sandbox_probes_total", result="success") > before,
+            timeout=60,
+            what="recovery without a restart",
+        )
         assert sample(d, "sandbox_backend_up") == 1
     finally:
         d.shutdown()
@@ -262,8 +295,9 @@ def test_engine_killed_mid_phase_before_it_answers(dockerd: PrivateDockerd, phas
         dockerd.signal(signal.SIGKILL)
         wait_for(lambda: not alive(dockerd.pid), what="dockerd dead")
 
-    proxy = KillingProxy(dockerd.directory / "proxy.sock",
-                         Path(dockerd.url.removeprefix("unix://")), kill)  # fmt: skip
+    proxy = KillingProxy(
+        dockerd.directory / "proxy.sock", Path(dockerd.url.removeprefix("unix://")), kill
+    )
     d = daemon(target(proxy.url))
     prober = d.probers[0]
     try:
@@ -299,21 +333,29 @@ def test_engine_frozen_mid_phase(dockerd: PrivateDockerd) -> None:
     def watch() -> bool:
         peak["threads"] = max(peak["threads"], threading.active_count())
         peak["fds"] = max(peak["fds"], len(os.listdir("/proc/self/fd")))
-        return sample(d, "sandbox_probe_skipped_total") >= 3 and sample(
-            d, "sandbox_probe_failures_total", phase="create", reason="unavailable") >= 2  # fmt: skip
+        return (
+            sample(d, "sandbox_probe_skipped_total") >= 3
+            and sample(d, "sandbox_probe_failures_total", phase="create", reason="unavailable") >= 2
+        )
 
     d.start()
     try:
-        wait_for(lambda: sample(d, "sandbox_probe_failures_total", phase="start", reason="timeout") == 1,
-                 timeout=30, what="the start phase timing out")  # fmt: skip
+        wait_for(
+            lambda: sample(d, "sandbox_probe_failures_total", phase="start", reason="timeout") == 1,
+            timeout=30,
+            what="the start phase timing out",
+        )
         wait_for(watch, timeout=60, what="several intervals frozen")
         assert peak["threads"] <= threads_before + 15, peak
         assert peak["fds"] <= fds_before + 30, peak
         assert call(d.app, "/metrics")[0].startswith("200")
         dockerd.signal(signal.SIGCONT)
         before = sample(d, "sandbox_probes_total", result="success")
-        wait_for(lambda: sample(d, "sandbox_probes_total", result="success") > before,
-                 timeout=60, what="recovery after SIGCONT")  # fmt: skip
+        wait_for(
+            lambda: sample(d, "sandbox_probes_total", result="success") > before,
+            timeout=60,
+            what="recovery after SIGCONT",
+        )
     finally:
         dockerd.signal(signal.SIGCONT)
         d.shutdown()

@@ -22,7 +22,9 @@ HOUR = 3600
 
 def leave(engine: Engine, name: str, age: float, **labels: str) -> None:
     engine.client.containers.create(
-        TEST_IMAGE, ["true"], name=name,
+        TEST_IMAGE,
+        ["true"],
+        name=name,
         labels={
             "sandbox-exporter.io/managed": "true",
             "sandbox-exporter.io/target": "probe",
@@ -30,13 +32,18 @@ def leave(engine: Engine, name: str, age: float, **labels: str) -> None:
             "sandbox-exporter.io/created-at": str(int(time.time() - age)),
             **labels,
         },
-    )  # fmt: skip
+    )
 
 
 THEIRS = {"sandbox-exporter.io/instance": "another-exporter"}
-SCENE = ("sandbox-exporter-probe-old", "sandbox-exporter-probe-young",
-         "sandbox-exporter-probe-theirs-expired", "sandbox-exporter-probe-theirs-running",
-         "sandbox-exporter-probe-theirs-unlabelled", "unlabelled-old")  # fmt: skip
+SCENE = (
+    "sandbox-exporter-probe-old",
+    "sandbox-exporter-probe-young",
+    "sandbox-exporter-probe-theirs-expired",
+    "sandbox-exporter-probe-theirs-running",
+    "sandbox-exporter-probe-theirs-unlabelled",
+    "unlabelled-old",
+)
 
 
 def expires(age: float) -> dict[str, str]:
@@ -64,8 +71,12 @@ def names(engine: Engine) -> set[str]:
 
 
 def target_dict(engine: Engine) -> dict[str, Any]:
-    return {"name": "probe", "backend": engine.backend, "max_age": "1h",
-            engine.backend: {"base_url": engine.url}}  # fmt: skip
+    return {
+        "name": "probe",
+        "backend": engine.backend,
+        "max_age": "1h",
+        engine.backend: {"base_url": engine.url},
+    }
 
 
 def test_old_sandboxes_are_collected_another_instances_only_past_their_expiry(
@@ -78,7 +89,9 @@ def test_old_sandboxes_are_collected_another_instances_only_past_their_expiry(
     removed = prober.collect_garbage()
     prober.close()
     assert sorted(s.name for s in removed) == [
-        "sandbox-exporter-probe-old", "sandbox-exporter-probe-theirs-expired"]  # fmt: skip
+        "sandbox-exporter-probe-old",
+        "sandbox-exporter-probe-theirs-expired",
+    ]
     left = names(engine)
     assert not {"sandbox-exporter-probe-old", "sandbox-exporter-probe-theirs-expired"} & left
     assert {

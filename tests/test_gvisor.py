@@ -39,9 +39,16 @@ def probe(engine: Engine, runtime: str | None) -> tuple[Any, CollectorRegistry]:
     if runtime:
         options["runtime"] = runtime
     target = make_config(
-        {"name": "gvisor", "backend": engine.backend, "image": TEST_IMAGE, "pull_policy": "never",
-         "command": LOOK_INSIDE, "expect_output": None, engine.backend: options}
-    ).targets[0]  # fmt: skip
+        {
+            "name": "gvisor",
+            "backend": engine.backend,
+            "image": TEST_IMAGE,
+            "pull_policy": "never",
+            "command": LOOK_INSIDE,
+            "expect_output": None,
+            engine.backend: options,
+        }
+    ).targets[0]
     registry = CollectorRegistry()
     prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
     result = prober.run()
@@ -58,8 +65,14 @@ def test_a_runsc_target_runs_under_gvisor_and_says_so(
     assert result is not None
     assert result.success, result.failure
     assert "Starting gVisor" in (result.output or ""), result.output
-    info = {"target": "gvisor", "backend": engine.backend, "image": TEST_IMAGE, "runtime": "runsc",
-            "pull_policy": "never", "interval_seconds": "60"}  # fmt: skip
+    info = {
+        "target": "gvisor",
+        "backend": engine.backend,
+        "image": TEST_IMAGE,
+        "runtime": "runsc",
+        "pull_policy": "never",
+        "interval_seconds": "60",
+    }
     assert registry.get_sample_value("sandbox_target_info", info) == 1
 
 

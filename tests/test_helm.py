@@ -82,8 +82,12 @@ def render_for(
     Helm's strict rendering (a template reading a missing value is an error). The
     Python binding (0.2.2) leaves these two render options out; the native library's
     render takes them, so this calls it directly."""
-    options = {"name": RELEASE, "namespace": NAMESPACE, "kube_version": f"v{kube_version}",
-               "strict": True}  # fmt: skip
+    options = {
+        "name": RELEASE,
+        "namespace": NAMESPACE,
+        "kube_version": f"v{kube_version}",
+        "strict": True,
+    }
     manifests: dict[str, str] = json.loads(
         helm_native.call_string(
             "helm_render", chart._raw(), json.dumps(values), json.dumps(options)
@@ -134,8 +138,9 @@ def config_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_lint_is_clean_in_strict_mode(name: str) -> None:
     for version in (KUBE_VERSIONS[0], KUBE_VERSIONS[-1]):
-        report = helm.lint(CHART, values_of(name), strict=True, namespace=NAMESPACE,
-                           kube_version=f"v{version}")  # fmt: skip
+        report = helm.lint(
+            CHART, values_of(name), strict=True, namespace=NAMESPACE, kube_version=f"v{version}"
+        )
         assert report["errors"] == [], report
         # severity 1 is information ("icon is recommended"); 2 warning, 3 error
         assert [m for m in report["messages"] if m["severity"] > 1] == [], report
@@ -253,20 +258,30 @@ def test_every_manifest_is_valid_for_each_kubernetes_version(chart: helm.Chart, 
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 path = ".".join(str(p) for p in exc.path)
-                pytest.fail(f"{name}: {where} is not valid for Kubernetes {version}: "
-                            f"{path}: {exc.message}")  # fmt: skip
+                pytest.fail(
+                    f"{name}: {where} is not valid for Kubernetes {version}: {path}: {exc.message}"
+                )
 
 
 def test_the_crd_subsets_refuse_what_the_operator_would() -> None:
     """The subsets are not vacuous: a misspelt field or a wrong action is an error."""
-    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-               "metadata": {"name": "x"}, "spec": {"selector": {}, "endpoints": [
-                   {"port": "http", "relabelings": [{"sourceLabel": ["a"]}]}]}}  # fmt: skip
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {
+            "selector": {},
+            "endpoints": [{"port": "http", "relabelings": [{"sourceLabel": ["a"]}]}],
+        },
+    }
     with pytest.raises(jsonschema.ValidationError, match="sourceLabel"):
         jsonschema.validate(monitor, CRD_SUBSETS["ServiceMonitor"])
-    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "x"}, "spec": {"groups": [
-                {"name": "g", "rules": [{"alert": "A", "expr": "1", "fro": "5m"}]}]}}  # fmt: skip
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "x"},
+        "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "1", "fro": "5m"}]}]},
+    }
     with pytest.raises(jsonschema.ValidationError, match="fro"):
         jsonschema.validate(rule, CRD_SUBSETS["PrometheusRule"])
 
@@ -402,8 +417,10 @@ def test_daemonset_mounts_the_engine_socket_only_when_asked(chart: helm.Chart) -
 
 # -- RBAC -------------------------------------------------------------------------------
 
-POD_RULES = {("", "pods"): {"create", "get", "list", "watch", "delete"},
-             ("", "pods/exec"): {"create", "get"}}  # fmt: skip
+POD_RULES = {
+    ("", "pods"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods/exec"): {"create", "get"},
+}
 POLICY_RULES = {("networking.k8s.io", "networkpolicies"): {"create", "delete", "list"}}
 
 
@@ -424,8 +441,9 @@ def test_nothing_cluster_wide(chart: helm.Chart, name: str) -> None:
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME,
-                                         "namespace": NAMESPACE}]  # fmt: skip
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
 
 
 def test_the_role_has_exactly_the_verbs_of_the_kubernetes_backend(chart: helm.Chart) -> None:
@@ -433,8 +451,10 @@ def test_the_role_has_exactly_the_verbs_of_the_kubernetes_backend(chart: helm.Ch
     roles = {d["metadata"]["namespace"]: rules(d) for d in docs if d["kind"] == "Role"}
     # the ci values: network_policy in one namespace, not in the other; a Docker target
     # gets nothing
-    assert roles == {"sandbox-exporter-probes": POD_RULES | POLICY_RULES,
-                     "sandbox-exporter-probes-gvisor": POD_RULES}  # fmt: skip
+    assert roles == {
+        "sandbox-exporter-probes": POD_RULES | POLICY_RULES,
+        "sandbox-exporter-probes-gvisor": POD_RULES,
+    }
     bindings = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"}
     assert bindings == set(roles)
     namespaces = [d for d in docs if d["kind"] == "Namespace"]
@@ -450,8 +470,11 @@ def requests_as_rbac(requests: list[tuple[str, str]]) -> dict[tuple[str, str], s
     found: dict[tuple[str, str], set[str]] = {}
     for method, path_qs in requests:
         url = urlparse(path_qs)
-        match = re.match(r"^/(?:api/v1|apis/([^/]+)/v1)/namespaces/[^/]+/([^/]+)(?:/([^/]+))?"
-                         r"(?:/([^/]+))?$", url.path)  # fmt: skip
+        match = re.match(
+            r"^/(?:api/v1|apis/([^/]+)/v1)/namespaces/[^/]+/([^/]+)(?:/([^/]+))?"
+            r"(?:/([^/]+))?$",
+            url.path,
+        )
         if match is None:
             assert url.path in ("/version", "/version/"), path_qs  # public, no RBAC
             continue
@@ -472,12 +495,21 @@ def orphan(kubeconfig: str, name: str, instance: str) -> None:
     from kubernetes import client, config
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    api.create_namespaced_pod("sandbox-exporter-probes", {  # type: ignore[arg-type]
-        "metadata": {"name": name, "labels": {
-            "sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": instance,
-            "sandbox-exporter.io/target": "k8s", "sandbox-exporter.io/created-at": "1"}},
-        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
-    })  # fmt: skip
+    api.create_namespaced_pod(
+        "sandbox-exporter-probes",
+        {  # type: ignore[arg-type]
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "sandbox-exporter.io/managed": "true",
+                    "sandbox-exporter.io/instance": instance,
+                    "sandbox-exporter.io/target": "k8s",
+                    "sandbox-exporter.io/created-at": "1",
+                },
+            },
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+        },
+    )
 
 
 @pytest.mark.parametrize("network_policy", [True, False])
@@ -493,14 +525,29 @@ def test_the_role_is_what_the_backend_asks_of_a_real_client(
         kubeconfig = fake.kubeconfig(str(tmp_path / "kubeconfig"))
         orphan(kubeconfig, "sandbox-exporter-k8s-orphan", instance="rbac")
         del fake.requests[:]  # from here on, the exporter's requests only
-        config = parse_config({"instance": "rbac", "targets": [{
-            "name": "k8s", "backend": "kubernetes", "stop_grace": "1s",
-            "timeouts": {"create": "5s", "start": "5s", "exec": "5s", "stop": "5s",
-                         "remove": "5s"},
-            "kubernetes": {"kubeconfig": kubeconfig, "network_policy": network_policy},
-        }]})  # fmt: skip
-        prober = Prober(config.targets[0], "rbac", Metrics(CollectorRegistry()),
-                        stopping=threading.Event())  # fmt: skip
+        config = parse_config(
+            {
+                "instance": "rbac",
+                "targets": [
+                    {
+                        "name": "k8s",
+                        "backend": "kubernetes",
+                        "stop_grace": "1s",
+                        "timeouts": {
+                            "create": "5s",
+                            "start": "5s",
+                            "exec": "5s",
+                            "stop": "5s",
+                            "remove": "5s",
+                        },
+                        "kubernetes": {"kubeconfig": kubeconfig, "network_policy": network_policy},
+                    }
+                ],
+            }
+        )
+        prober = Prober(
+            config.targets[0], "rbac", Metrics(CollectorRegistry()), stopping=threading.Event()
+        )
         try:
             for _ in range(2):
                 result = prober.run()
@@ -512,10 +559,12 @@ def test_the_role_is_what_the_backend_asks_of_a_real_client(
     finally:
         fake.close()
     used = requests_as_rbac(fake.requests)
-    target = {"kubernetes": {"namespace": "sandbox-exporter-probes",
-                             "network_policy": network_policy}}  # fmt: skip
-    docs = render(chart, {"config": {"targets": [{"name": "k8s", "backend": "kubernetes",
-                                                  **target}]}})  # fmt: skip
+    target = {
+        "kubernetes": {"namespace": "sandbox-exporter-probes", "network_policy": network_policy}
+    }
+    docs = render(
+        chart, {"config": {"targets": [{"name": "k8s", "backend": "kubernetes", **target}]}}
+    )
     assert rules(one(docs, "Role")) == used
 
 
@@ -531,29 +580,44 @@ def test_the_probe_namespaces_come_from_the_config_or_the_values(chart: helm.Cha
     targets = [
         {"name": "a", "backend": "k8s", "kubernetes": {"namespace": "probes-a"}},
         {"name": "b", "backend": "kubernetes"},  # the backend's default namespace
-        {"name": "c", "backend": "kubernetes",
-         "kubernetes": {"namespace": "probes-a", "network_policy": True}},
-        {"name": "remote", "backend": "kubernetes",  # another cluster: no Role here
-         "kubernetes": {"kubeconfig": "/etc/remote/kubeconfig", "namespace": "remote"}},
+        {
+            "name": "c",
+            "backend": "kubernetes",
+            "kubernetes": {"namespace": "probes-a", "network_policy": True},
+        },
+        {
+            "name": "remote",
+            "backend": "kubernetes",  # another cluster: no Role here
+            "kubernetes": {"kubeconfig": "/etc/remote/kubeconfig", "namespace": "remote"},
+        },
         {"name": "d", "backend": "docker"},
-    ]  # fmt: skip
+    ]
     assert role_namespaces({"config": {"targets": targets}}) == {
-        "probes-a": True, "sandbox-exporter-probes": False}  # fmt: skip
+        "probes-a": True,
+        "sandbox-exporter-probes": False,
+    }
     # the config's content is unknown to the chart: the namespaces are named
     existing = {"configFrom": {"configMap": "mine"}}
     assert role_namespaces(existing) == {}
     docs = render(chart, existing)
     assert workload(docs)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    named = {**existing, "kubernetesProbes": {"namespaces": [
-        {"name": "x", "networkPolicies": True}, {"name": "y"}]}}  # fmt: skip
+    named = {
+        **existing,
+        "kubernetesProbes": {"namespaces": [{"name": "x", "networkPolicies": True}, {"name": "y"}]},
+    }
     assert role_namespaces(named) == {"x": True, "y": False}
-    assert workload(render(chart, named))["spec"]["template"]["spec"][
-        "automountServiceAccountToken"] is True  # fmt: skip
+    assert (
+        workload(render(chart, named))["spec"]["template"]["spec"]["automountServiceAccountToken"]
+        is True
+    )
     # the release's own namespace is never created by the chart
     same = {"kubernetesProbes": {"namespaces": [{"name": NAMESPACE}]}}
     assert not [d for d in render(chart, same) if d["kind"] == "Namespace"]
-    assert not [d for d in render(chart, {"kubernetesProbes": {"createNamespaces": False}})
-                if d["kind"] == "Namespace"]  # fmt: skip
+    assert not [
+        d
+        for d in render(chart, {"kubernetesProbes": {"createNamespaces": False}})
+        if d["kind"] == "Namespace"
+    ]
 
 
 def test_create_namespace_in_the_config_is_refused(chart: helm.Chart) -> None:
@@ -583,8 +647,13 @@ def test_the_checksum_annotation_follows_the_config(chart: helm.Chart) -> None:
 
 
 def test_an_existing_configmap_or_secret_and_the_web_config_secret(chart: helm.Chart) -> None:
-    docs = render(chart, {"configFrom": {"secret": "exporter-config", "key": "exporter.yaml"},
-                          "webConfig": {"existingSecret": "web", "scheme": "HTTPS"}})  # fmt: skip
+    docs = render(
+        chart,
+        {
+            "configFrom": {"secret": "exporter-config", "key": "exporter.yaml"},
+            "webConfig": {"existingSecret": "web", "scheme": "HTTPS"},
+        },
+    )
     assert not [d for d in docs if d["kind"] == "ConfigMap"]
     pod = workload(docs)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -609,8 +678,10 @@ def test_an_existing_configmap_or_secret_and_the_web_config_secret(chart: helm.C
 def test_the_rules_are_the_repositorys_files(chart: helm.Chart) -> None:
     docs = render(chart, {"prometheusRule": {"enabled": True}})
     groups = one(docs, "PrometheusRule")["spec"]["groups"]
-    files = [ROOT / "config/prometheus/recording.rules.yml",
-             ROOT / "config/prometheus/alerts.rules.yml"]  # fmt: skip
+    files = [
+        ROOT / "config/prometheus/recording.rules.yml",
+        ROOT / "config/prometheus/alerts.rules.yml",
+    ]
     assert groups == [g for f in files for g in yaml.safe_load(f.read_text())["groups"]]
     only_alerts = render(
         chart,
@@ -622,8 +693,9 @@ def test_the_rules_are_the_repositorys_files(chart: helm.Chart) -> None:
             }
         },
     )
-    alerts = [r["alert"] for g in one(only_alerts, "PrometheusRule")["spec"]["groups"]
-              for r in g["rules"]]  # fmt: skip
+    alerts = [
+        r["alert"] for g in one(only_alerts, "PrometheusRule")["spec"]["groups"] for r in g["rules"]
+    ]
     assert alerts
     assert "SandboxBackendDown" not in alerts
     assert all(a.startswith("Sandbox") for a in alerts)
@@ -640,9 +712,11 @@ def test_the_dashboard_is_the_repositorys_file(chart: helm.Chart) -> None:
 def test_the_chart_files_are_links_to_the_repositorys_not_copies() -> None:
     """What the chart reads with .Files.Get is the repository's file through a symlink
     (Helm's loader follows it; `helm package` stores the content), so it cannot drift."""
-    links = {"alerts.rules.yml": "config/prometheus/alerts.rules.yml",
-             "recording.rules.yml": "config/prometheus/recording.rules.yml",
-             "sandbox-exporter.json": "grafana/sandbox-exporter.json"}  # fmt: skip
+    links = {
+        "alerts.rules.yml": "config/prometheus/alerts.rules.yml",
+        "recording.rules.yml": "config/prometheus/recording.rules.yml",
+        "sandbox-exporter.json": "grafana/sandbox-exporter.json",
+    }
     assert sorted(p.name for p in (CHART / "files").iterdir()) == sorted(links)
     for name, target in links.items():
         path = CHART / "files" / name
@@ -659,8 +733,11 @@ def test_a_packaged_chart_holds_the_files_themselves(chart: helm.Chart, tmp_path
 
 
 def test_servicemonitor_labels_each_daemonset_series_with_its_node(chart: helm.Chart) -> None:
-    node = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node",
-            "action": "replace"}  # fmt: skip
+    node = {
+        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+        "targetLabel": "node",
+        "action": "replace",
+    }
     for mode in sorted(WORKLOADS):
         docs = render(chart, {"mode": mode, "serviceMonitor": {"enabled": True}})
         endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
@@ -743,8 +820,15 @@ def test_the_templates_refuse_what_the_schema_cannot_see(
 
 # values whose content is passed through to Kubernetes or to the exporter as a whole: the
 # README documents them by their own name, not each key of their default
-PASS_THROUGH = {"config", "resources", "podSecurityContext", "securityContext", "livenessProbe",
-                "readinessProbe", "grafanaDashboard.labels"}  # fmt: skip
+PASS_THROUGH = {
+    "config",
+    "resources",
+    "podSecurityContext",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "grafanaDashboard.labels",
+}
 
 
 def value_paths(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -789,14 +873,23 @@ def test_install_into_a_real_cluster() -> None:  # pragma: no cover - needs a cl
 
     suffix = uuid.uuid4().hex[:6]
     release_ns, probe_ns = f"se-helm-{suffix}", f"se-helm-probes-{suffix}"
-    repository, _, tag = os.environ.get("SANDBOX_EXPORTER_IMAGE", "sandbox-exporter:0.1.0"
-                                        ).rpartition(":")  # fmt: skip
+    repository, _, tag = os.environ.get(
+        "SANDBOX_EXPORTER_IMAGE", "sandbox-exporter:0.1.0"
+    ).rpartition(":")
     values = {
         "image": {"repository": repository, "tag": tag},
-        "config": {"defaults": {"interval": "10s"}, "targets": [{
-            "name": "k8s", "backend": "kubernetes", "timeouts": {"start": "120s"},
-            "kubernetes": {"namespace": probe_ns}}]},
-    }  # fmt: skip
+        "config": {
+            "defaults": {"interval": "10s"},
+            "targets": [
+                {
+                    "name": "k8s",
+                    "backend": "kubernetes",
+                    "timeouts": {"start": "120s"},
+                    "kubernetes": {"namespace": probe_ns},
+                }
+            ],
+        },
+    }
     with helm.Chart.load(CHART) as loaded:
         docs = [
             doc
@@ -820,8 +913,9 @@ def test_install_into_a_real_cluster() -> None:  # pragma: no cover - needs a cl
                 )
             except client.ApiException:
                 text = ""
-            if re.search(r'^sandbox_probes_total\{[^}]*result="success"[^}]*\} [1-9]', text,
-                         re.MULTILINE):  # fmt: skip
+            if re.search(
+                r'^sandbox_probes_total\{[^}]*result="success"[^}]*\} [1-9]', text, re.MULTILINE
+            ):
                 break
             time.sleep(5)
         else:

@@ -42,8 +42,13 @@ def hl_target(double: str | None = None, **options: Any) -> dict[str, Any]:
         **options,
         **({"sandbox_class": f"tests.hyperlight_double:{double}"} if double else {}),
     }
-    return {"name": "hl", "backend": "hyperlight", "interval": "1h",
-            "timeouts": {"create": "10s", "exec": "10s"}, "hyperlight": block}  # fmt: skip
+    return {
+        "name": "hl",
+        "backend": "hyperlight",
+        "interval": "1h",
+        "timeouts": {"create": "10s", "exec": "10s"},
+        "hyperlight": block,
+    }
 
 
 def probe_once(target: dict[str, Any]) -> tuple[Daemon, ProbeResult]:
@@ -67,8 +72,16 @@ def recorded(path: Path) -> list[tuple[str, int]]:
 
 
 def spec(name: str = "sandbox-exporter-hl-x") -> SandboxSpec:
-    return SandboxSpec(name=name, labels={}, image="", pull_policy="never", cpus=1,
-                       memory_mb=64, pids_limit=64, stop_grace=1)  # fmt: skip
+    return SandboxSpec(
+        name=name,
+        labels={},
+        image="",
+        pull_policy="never",
+        cpus=1,
+        memory_mb=64,
+        pids_limit=64,
+        stop_grace=1,
+    )
 
 
 def direct(double: str, **options: Any) -> HyperlightBackend:
@@ -91,10 +104,12 @@ def test_a_guest_that_prints_hello_passes_every_phase_in_a_worker(record: Path) 
         d.shutdown()
     calls = recorded(record)
     assert [c for c, _ in calls] == [
-        "built:python_guest.path", "run:trivial",  # ping: a guest runs here, once per worker
-        "built:python_guest.path", "run:trivial",  # create, start
+        "built:python_guest.path",
+        "run:trivial",  # ping: a guest runs here, once per worker
+        "built:python_guest.path",
+        "run:trivial",  # create, start
         "run:code",  # exec: the configured code, not the target's command
-    ]  # fmt: skip
+    ]
     assert {pid for _, pid in calls} != {os.getpid()}, "the SDK runs in a worker process"
 
 
@@ -103,18 +118,22 @@ def test_restore_mode_times_restore_of_the_set_up_snapshot_as_start(record: Path
     d.shutdown()
     assert result.success, result.failure
     assert [c for c, _ in recorded(record)] == [
-        "built:python_guest.path", "run:trivial", "snapshot",  # set-up, at the first ping
+        "built:python_guest.path",
+        "run:trivial",
+        "snapshot",  # set-up, at the first ping
         "restore:snap",  # start
         "run:code",  # exec
         "restore:snap",  # stop: nothing of the run is kept
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize(
     ("double", "words"),
-    [("GuestError", "exit code 1, expected 0; output 'Traceback"),
-     ("WrongOutput", "output 'goodbye\\n', expected 'hello'")],
-)  # fmt: skip
+    [
+        ("GuestError", "exit code 1, expected 0; output 'Traceback"),
+        ("WrongOutput", "output 'goodbye\\n', expected 'hello'"),
+    ],
+)
 def test_a_guest_error_or_wrong_output_is_an_exec_mismatch(
     record: Path, double: str, words: str
 ) -> None:
@@ -197,8 +216,14 @@ def test_config_and_discovery_import_no_sdk_and_copy_nothing() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('hyperlight_sandbox', 'hyperlight_sandbox_backend_wasm', 'python_guest')))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, check=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -223,10 +248,13 @@ def real_guest() -> str | None:
         return "the hyperlight packages are not installed"
     if not any(os.path.exists(d) for d in ("/dev/kvm", "/dev/mshv")):
         return "no /dev/kvm or /dev/mshv here"
-    snippet = ("from hyperlight_sandbox import Sandbox\n"
-               "print(Sandbox(backend='wasm', module='python_guest.path').run(\"print('hello')\").stdout)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    snippet = (
+        "from hyperlight_sandbox import Sandbox\n"
+        "print(Sandbox(backend='wasm', module='python_guest.path').run(\"print('hello')\").stdout)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60, check=False
+    )
     if done.returncode == 0 and "hello" in done.stdout:
         return None
     return (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -274,16 +302,23 @@ def test_no_hypervisor_under_unshare_is_unavailable_with_the_sdks_words(tmp_path
     probe = f"{sys.executable} -m sandbox_exporter probe --config.file {config} --target hl --json"
     done = subprocess.run(
         ["unshare", "-m", "sh", "-c", f"mount --bind /dev/null /dev/kvm && exec {probe}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["backend_up"] is False
-    assert result["failures"] == [{
-        "phase": "create", "reason": "unavailable",
-        "message": "hyperlight cannot run a guest here: Failed to create sandbox: "
-                   f"failed to build ProtoWasmSandbox: {NO_HYPERVISOR}",
-    }]  # fmt: skip
+    assert result["failures"] == [
+        {
+            "phase": "create",
+            "reason": "unavailable",
+            "message": "hyperlight cannot run a guest here: Failed to create sandbox: "
+            f"failed to build ProtoWasmSandbox: {NO_HYPERVISOR}",
+        }
+    ]
     assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == [
         "backend unreachable"
     ]

@@ -18,17 +18,24 @@ from tests.conftest import Engine
 def init(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbox_exporter", "init", *args],
-        env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def test_what_is_found_is_a_target_with_its_address_the_rest_says_why(
     docker_engine: Engine, tmp_path: Path
 ) -> None:
     written = tmp_path / "sandbox-exporter.yaml"
-    done = init("--output", str(written), DOCKER_HOST=docker_engine.url,
-                CONTAINER_HOST="unix:///nonexistent/podman.sock")  # fmt: skip
+    done = init(
+        "--output",
+        str(written),
+        DOCKER_HOST=docker_engine.url,
+        CONTAINER_HOST="unix:///nonexistent/podman.sock",
+    )
     assert done.returncode == 0, done.stderr
     config = load_config(written, environ={})
     docker = config.target("docker")

@@ -17,17 +17,36 @@ ROOT = Path(__file__).parent.parent
 
 
 def run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
-    done = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)  # fmt: skip
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    done = subprocess.run(
+        [str(c) for c in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
     return done
 
 
 def test_a_wheel_in_an_empty_venv_gives_a_working_first_hour(tmp_path: Path) -> None:
-    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ROOT,
-                cwd=tmp_path)  # fmt: skip
+    built = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-w",
+        tmp_path / "dist",
+        ROOT,
+        cwd=tmp_path,
+    )
     assert "deprecat" not in (built.stdout + built.stderr).lower(), built.stderr
     (wheel,) = (tmp_path / "dist").glob("sandbox_exporter-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -36,7 +55,9 @@ def test_a_wheel_in_an_empty_venv_gives_a_working_first_hour(tmp_path: Path) -> 
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0" in metadata
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
-        "sandbox_exporter", "exporter"}, "no other top-level package"  # fmt: skip
+        "sandbox_exporter",
+        "exporter",
+    }, "no other top-level package"
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)

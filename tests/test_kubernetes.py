@@ -33,13 +33,34 @@ def fake() -> Iterator[FakeKubernetes]:
 
 def prober(kubeconfig: str, registry: CollectorRegistry | None = None, **settings: Any) -> Prober:
     options = {"kubeconfig": kubeconfig, "network_policy": True, **settings.pop("options", {})}
-    config = parse_config({"instance": "k8s-test", "targets": [{
-        "name": "k8s", "backend": "k8s", "image": "busybox:1.36",
-        "timeouts": {"create": "5s", "start": "5s", "exec": "5s", "stop": "5s", "remove": "5s"},
-        "stop_grace": "1s", "kubernetes": options, **settings,
-    }]})  # fmt: skip
-    return Prober(config.targets[0], "k8s-test", Metrics(registry or CollectorRegistry()),
-                  stopping=threading.Event())  # fmt: skip
+    config = parse_config(
+        {
+            "instance": "k8s-test",
+            "targets": [
+                {
+                    "name": "k8s",
+                    "backend": "k8s",
+                    "image": "busybox:1.36",
+                    "timeouts": {
+                        "create": "5s",
+                        "start": "5s",
+                        "exec": "5s",
+                        "stop": "5s",
+                        "remove": "5s",
+                    },
+                    "stop_grace": "1s",
+                    "kubernetes": options,
+                    **settings,
+                }
+            ],
+        }
+    )
+    return Prober(
+        config.targets[0],
+        "k8s-test",
+        Metrics(registry or CollectorRegistry()),
+        stopping=threading.Event(),
+    )
 
 
 def run(p: Prober) -> ProbeResult:
@@ -76,10 +97,18 @@ def test_a_full_lifecycle_on_the_api_server_double(fake: FakeKubernetes, kubecon
 
 
 def test_the_pod_is_restricted_and_labelled(fake: FakeKubernetes, kubeconfig: str) -> None:
-    run(prober(kubeconfig, options={"runtime_class": "gvisor", "priority_class": "probes",
-                                    "node_selector": {"pool": "sandbox"},
-                                    "tolerations": [{"key": "sandbox", "operator": "Exists"}],
-                                    "image_pull_secrets": ["registry"]}))  # fmt: skip
+    run(
+        prober(
+            kubeconfig,
+            options={
+                "runtime_class": "gvisor",
+                "priority_class": "probes",
+                "node_selector": {"pool": "sandbox"},
+                "tolerations": [{"key": "sandbox", "operator": "Exists"}],
+                "image_pull_secrets": ["registry"],
+            },
+        )
+    )
     pod = next(obj for _, _, kind, obj in fake.events if kind == "ADDED")
     spec = pod["spec"]
     container = spec["containers"][0]
@@ -92,8 +121,12 @@ def test_the_pod_is_restricted_and_labelled(fake: FakeKubernetes, kubeconfig: st
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = container["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "256Mi"}
     assert container["imagePullPolicy"] == "IfNotPresent", "pull_policy, for the kubelet"
     assert spec["terminationGracePeriodSeconds"] == 1, "stop_grace"
@@ -109,10 +142,15 @@ def test_the_pod_is_restricted_and_labelled(fake: FakeKubernetes, kubeconfig: st
         ("forbidden", "create", "error", 'cannot create resource "pods"'),
         ("quota", "create", "error", "exceeded quota"),
         ("image_pull", "start", "error", "ErrImagePull: failed to pull image"),
-        ("unschedulable", "start", "error", "unschedulable: 0/3 nodes are available: 3 Insufficient cpu"),
+        (
+            "unschedulable",
+            "start",
+            "error",
+            "unschedulable: 0/3 nodes are available: 3 Insufficient cpu",
+        ),
         ("crash", "start", "error", "container exited (Error, exit code 1)"),
     ],
-)  # fmt: skip
+)
 def test_failures_operators_meet(
     fake: FakeKubernetes, kubeconfig: str, fault: str, phase: str, reason: str, message: str
 ) -> None:
@@ -123,8 +161,12 @@ def test_failures_operators_meet(
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason(reason))
     labels = {"target": "k8s", "backend": "kubernetes"}
-    assert registry.get_sample_value("sandbox_probe_failures_total",
-                                     {**labels, "phase": phase, "reason": reason}) == 1  # fmt: skip
+    assert (
+        registry.get_sample_value(
+            "sandbox_probe_failures_total", {**labels, "phase": phase, "reason": reason}
+        )
+        == 1
+    )
     assert registry.get_sample_value("sandbox_probe_success", labels) == 0
     assert message in result.failure.message
     assert any(message in str(e.get("error")) for e in logs), "one log line says what happened"
@@ -189,8 +231,9 @@ def test_a_refused_exec_is_an_error_not_an_outage(
     assert fake.pods == {}
 
 
-@pytest.mark.parametrize(("hang", "phase"), [("create", "create"), ("exec", "exec"),
-                                             ("delete", "stop")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("hang", "phase"), [("create", "create"), ("exec", "exec"), ("delete", "stop")]
+)
 def test_a_call_never_answered_leaves_no_thread_behind(
     fake: FakeKubernetes, kubeconfig: str, hang: str, phase: str
 ) -> None:
@@ -198,8 +241,12 @@ def test_a_call_never_answered_leaves_no_thread_behind(
     and the thread that made the call ends with its deadline, not never."""
     fake.faults["hang"] = {hang}
     before = set(threading.enumerate())
-    result = run(prober(kubeconfig, timeouts={"create": "1s", "start": "5s", "exec": "1s",
-                                              "stop": "2s", "remove": "1s"}))  # fmt: skip
+    result = run(
+        prober(
+            kubeconfig,
+            timeouts={"create": "1s", "start": "5s", "exec": "1s", "stop": "2s", "remove": "1s"},
+        )
+    )
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason.TIMEOUT)
     assert fake.hung, "the double held the request"
@@ -214,12 +261,21 @@ def test_a_policy_left_without_its_pod_is_collected(fake: FakeKubernetes, kubeco
     from kubernetes import client, config
 
     api = client.NetworkingV1Api(config.new_client_from_config(config_file=kubeconfig))
-    api.create_namespaced_network_policy("sandbox-exporter-probes", {  # type: ignore[arg-type]
-        "metadata": {"name": "sandbox-exporter-k8s-lonely", "labels": {
-            "sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": "k8s-test",
-            "sandbox-exporter.io/target": "k8s", "sandbox-exporter.io/created-at": "1"}},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
-    })  # fmt: skip
+    api.create_namespaced_network_policy(
+        "sandbox-exporter-probes",
+        {  # type: ignore[arg-type]
+            "metadata": {
+                "name": "sandbox-exporter-k8s-lonely",
+                "labels": {
+                    "sandbox-exporter.io/managed": "true",
+                    "sandbox-exporter.io/instance": "k8s-test",
+                    "sandbox-exporter.io/target": "k8s",
+                    "sandbox-exporter.io/created-at": "1",
+                },
+            },
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        },
+    )
     assert run(prober(kubeconfig)).success
     assert fake.policies == {}
 
@@ -229,12 +285,21 @@ def test_orphans_of_this_instance_are_removed(fake: FakeKubernetes, kubeconfig: 
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
     for name, instance in (("sandbox-exporter-k8s-old", "k8s-test"), ("theirs", "another")):
-        api.create_namespaced_pod("sandbox-exporter-probes", {  # type: ignore[arg-type]
-            "metadata": {"name": name, "labels": {
-                "sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": instance,
-                "sandbox-exporter.io/target": "k8s", "sandbox-exporter.io/created-at": "1"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
-        })  # fmt: skip
+        api.create_namespaced_pod(
+            "sandbox-exporter-probes",
+            {  # type: ignore[arg-type]
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "sandbox-exporter.io/managed": "true",
+                        "sandbox-exporter.io/instance": instance,
+                        "sandbox-exporter.io/target": "k8s",
+                        "sandbox-exporter.io/created-at": "1",
+                    },
+                },
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+            },
+        )
     registry = CollectorRegistry()
     result = run(prober(kubeconfig, registry))
     assert result.success
@@ -249,9 +314,14 @@ def test_orphans_of_this_instance_are_removed(fake: FakeKubernetes, kubeconfig: 
 def test_a_real_cluster() -> None:
     """Runs unchanged against kind, k3s or any cluster KUBECONFIG names (image must be pullable)."""
     registry = CollectorRegistry()
-    result = run(prober(os.environ["KUBECONFIG"], registry,
-                        options={"create_namespace": True, "network_policy": False},
-                        timeouts={"start": "120s"}))  # fmt: skip
+    result = run(
+        prober(
+            os.environ["KUBECONFIG"],
+            registry,
+            options={"create_namespace": True, "network_policy": False},
+            timeouts={"start": "120s"},
+        )
+    )
     assert result.success, result.failure
 
 
@@ -264,12 +334,18 @@ def test_cannot_reach_names_the_cluster_config_or_the_api_server(tmp_path: Path)
         f"cannot load the Kubernetes cluster configuration from {missing}: "
     )
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))  # fmt: skip
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     assert ping({"kubeconfig": str(kubeconfig)}).endswith(
         "cannot reach the Kubernetes API server at http://127.0.0.1:1: "
         "connection refused (nothing listens there)"

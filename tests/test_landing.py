@@ -72,8 +72,9 @@ def section(markup: str, start: str, end: str) -> str:
 
 
 def row(markup: str, table: str, target: str) -> str:
-    return section(section(markup, f'<table id="{table}">', "</table>"),
-                   f'data-target="{target}">', "</tr>")  # fmt: skip
+    return section(
+        section(markup, f'<table id="{table}">', "</table>"), f'data-target="{target}">', "</tr>"
+    )
 
 
 def spread(markup: str, target: str, figure: str) -> tuple[int, float, float]:
@@ -102,8 +103,12 @@ def test_p50_and_p95_are_nearest_rank_over_the_recent_runs() -> None:
     for create in creates:
         ring.add(run(durations={**{p: MS for p in LIFECYCLE}, Phase.CREATE: create}))
     # a run that failed in exec: its create and start count, exec and the totals do not
-    ring.add(run(durations={Phase.CREATE: 500 * MS, Phase.START: MS},
-                 failure=Failure(Phase.EXEC, Reason.TIMEOUT, "no answer")))  # fmt: skip
+    ring.add(
+        run(
+            durations={Phase.CREATE: 500 * MS, Phase.START: MS},
+            failure=Failure(Phase.EXEC, Reason.TIMEOUT, "no answer"),
+        )
+    )
     markup = page(d)
     # 21 creates: p50 is the 11th smallest, p95 the 20th (ceil(0.95 * 21) = 20)
     assert spread(markup, "good", "create") == (21, 11 * MS, 20 * MS)
@@ -125,16 +130,22 @@ def test_p50_and_p95_are_nearest_rank_over_the_recent_runs() -> None:
 def test_the_ring_is_bounded_and_keeps_the_last_success() -> None:
     ring = RecentRuns(size=100)
     for i in range(150):
-        ring.add(run(finished_at=NOW + i, durations={**{p: MS for p in LIFECYCLE},
-                                                     Phase.CREATE: i * MS}))  # fmt: skip
+        ring.add(
+            run(finished_at=NOW + i, durations={**{p: MS for p in LIFECYCLE}, Phase.CREATE: i * MS})
+        )
     summary = ring.summary()
     assert summary.runs == 100
     # the last 100 creates are 50..149 ms: p50 is the 50th of them
     assert summary.spreads["create"].p50 == pytest.approx(99 * MS)
     assert summary.spreads["create"].n == 100
     for i in range(150):
-        ring.add(run(finished_at=NOW + 200 + i, durations={},
-                     failure=Failure(Phase.CREATE, Reason.UNAVAILABLE, "down")))  # fmt: skip
+        ring.add(
+            run(
+                finished_at=NOW + 200 + i,
+                durations={},
+                failure=Failure(Phase.CREATE, Reason.UNAVAILABLE, "down"),
+            )
+        )
     summary = ring.summary()
     assert (summary.runs, summary.successes, summary.spreads) == (100, 0, {})
     assert summary.last_success_at == NOW + 149, "the last success outlives the ring"
@@ -152,9 +163,15 @@ def test_since_the_last_success_and_the_failure_in_the_engines_words() -> None:
     d = daemon()
     ring = d.probers[0].recent
     ring.add(run(finished_at=NOW - 125))
-    ring.add(run(finished_at=NOW - 5, durations={Phase.CREATE: MS},
-                 failure=Failure(Phase.START, Reason.ERROR,
-                                 'OCI runtime create failed: <permission "denied"> & more')))  # fmt: skip
+    ring.add(
+        run(
+            finished_at=NOW - 5,
+            durations={Phase.CREATE: MS},
+            failure=Failure(
+                Phase.START, Reason.ERROR, 'OCI runtime create failed: <permission "denied"> & more'
+            ),
+        )
+    )
     good = row(page(d), "targets", "good")
     assert '<tr class="target failure"' in page(d)
     assert '<span class="badge">failure</span>' in good
@@ -162,8 +179,7 @@ def test_since_the_last_success_and_the_failure_in_the_engines_words() -> None:
     assert 'class="last-success" data-seconds="125.000"' in good
     assert ">2 min 5 s ago</td>" in good
     assert '<b class="phase">start</b> <b class="reason">error</b>: ' in good
-    assert ("OCI runtime create failed: &lt;permission &quot;denied&quot;&gt; &amp; more"
-            in good)  # fmt: skip
+    assert "OCI runtime create failed: &lt;permission &quot;denied&quot;&gt; &amp; more" in good
     bad = row(page(d), "targets", "bad")
     assert "not run yet" in bad
     assert "none since the exporter started" in bad
@@ -173,8 +189,13 @@ def test_since_the_last_success_and_the_failure_in_the_engines_words() -> None:
 def test_a_success_long_ago_is_late_and_an_earlier_failure_stays_in_view() -> None:
     d = daemon()
     ring = d.probers[0].recent
-    ring.add(run(finished_at=NOW - 4000, durations={},
-                 failure=Failure(Phase.EXEC, Reason.EXEC_MISMATCH, "output 'nope'")))  # fmt: skip
+    ring.add(
+        run(
+            finished_at=NOW - 4000,
+            durations={},
+            failure=Failure(Phase.EXEC, Reason.EXEC_MISMATCH, "output 'nope'"),
+        )
+    )
     ring.add(run(finished_at=NOW - 3600))
     good = row(page(d), "targets", "good")
     assert 'class="last-success late"' in good, "3 intervals (3 min) without a success"
@@ -202,8 +223,15 @@ def test_everything_from_outside_is_escaped(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text("instance: edge-1\ntargets:\n  - {name: a, backend: namespace}\n")
     d = Daemon(load_config(path), listen_address=None, backends=by_name({"a": FakeBackend()}))
-    d.probers[0].recent.add(run("a", durations={}, failure=Failure(
-        Phase.CREATE, Reason.ERROR, "<script>alert(1)</script><img src=x onerror=alert(2)>")))  # fmt: skip
+    d.probers[0].recent.add(
+        run(
+            "a",
+            durations={},
+            failure=Failure(
+                Phase.CREATE, Reason.ERROR, "<script>alert(1)</script><img src=x onerror=alert(2)>"
+            ),
+        )
+    )
     markup = page(d)
     assert markup.count("<script") == 1, "only the page's own script"
     assert "<img" not in markup
@@ -255,8 +283,12 @@ def test_a_probe_from_the_page_is_not_one_of_the_recent_runs() -> None:
 def test_a_reload_hands_the_figures_on_unless_the_series_are_dropped(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("targets:\n  - {name: a, backend: namespace, interval: 1h}\n")
-    d = Daemon(load_config(path), listen_address=None, loader=lambda: load_config(path),
-               backends=lambda target: FakeBackend())  # fmt: skip
+    d = Daemon(
+        load_config(path),
+        listen_address=None,
+        loader=lambda: load_config(path),
+        backends=lambda target: FakeBackend(),
+    )
     d.probers[0].run()
     path.write_text("targets:\n  - {name: a, backend: namespace, interval: 2h}\n")
     assert d.reload() == []

@@ -173,9 +173,11 @@ def test_the_probe_button_shows_the_runs_log_lines(
     assert "success" in (run.get_attribute("class") or "")
     lines = run.find_element(By.TAG_NAME, "pre").text.splitlines()
     for phase in ("create", "start", "exec", "stop", "remove"):
-        assert any(line.split()[1:3] == ["info", "phase"]
-                   and {f"phase={phase}", "outcome=ok", f"target={TARGET}"} <= set(line.split())
-                   for line in lines), (phase, lines)  # fmt: skip
+        assert any(
+            line.split()[1:3] == ["info", "phase"]
+            and {f"phase={phase}", "outcome=ok", f"target={TARGET}"} <= set(line.split())
+            for line in lines
+        ), (phase, lines)
     assert lines[-1].startswith("result ")
     assert "success=true" in lines[-1]
     run_ids = {word for line in lines for word in line.split() if word.startswith("run_id=")}

@@ -40,6 +40,9 @@ def test_config_and_a_namespace_only_daemon_import_no_sdk() -> None:
     a namespace-only daemon never imports the Docker or Kubernetes client."""
     done = subprocess.run(
         [sys.executable, "-c", f"SDKS = {SDKS!r}\n{SCRIPT}"],
-        cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "|", f"imported (by the config | by the daemon): {done.stdout}"

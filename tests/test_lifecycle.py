@@ -35,8 +35,14 @@ def test_each_phase_duration_lands_in_its_phase() -> None:
     assert result.total == sum(COSTS.values())
     assert result.time_to_exec == 0.5 + 1.25 + 0.125
     assert [m for m, _ in backend.received] == [
-        "ping", "image_present", "create", "start", "exec", "stop", "remove",
-    ]  # fmt: skip
+        "ping",
+        "image_present",
+        "create",
+        "start",
+        "exec",
+        "stop",
+        "remove",
+    ]
     assert backend.existing == set()
 
 
@@ -236,8 +242,9 @@ def test_an_engine_that_stays_down_is_logged_once_per_target_and_its_return_once
 
     backend = FakeBackend(errors={"ping": BackendUnavailable("cannot reach it: refused")})
     target = make_target()
-    prober = Prober(target, "i", Metrics(CollectorRegistry()), backend=backend,
-                    stopping=threading.Event())  # fmt: skip
+    prober = Prober(
+        target, "i", Metrics(CollectorRegistry()), backend=backend, stopping=threading.Event()
+    )
     try:
         with capture_logs() as logs:
             for _ in range(3):
@@ -246,8 +253,11 @@ def test_an_engine_that_stays_down_is_logged_once_per_target_and_its_return_once
             prober.run()
     finally:
         prober.close()
-    events = [(e["log_level"], e["event"]) for e in logs if "unreachable" in e["event"]
-              or e["event"] == "backend reachable again"]  # fmt: skip
+    events = [
+        (e["log_level"], e["event"])
+        for e in logs
+        if "unreachable" in e["event"] or e["event"] == "backend reachable again"
+    ]
     assert events == [
         ("warning", "backend unreachable"),
         ("debug", "backend still unreachable"),
@@ -257,7 +267,11 @@ def test_an_engine_that_stays_down_is_logged_once_per_target_and_its_return_once
     assert isinstance(prober.metrics, Metrics)
     failures = prober.metrics.registry.get_sample_value(
         "sandbox_probe_failures_total",
-        {"target": target.name, "backend": target.backend, "phase": "create",
-         "reason": "unavailable"},
-    )  # fmt: skip
+        {
+            "target": target.name,
+            "backend": target.backend,
+            "phase": "create",
+            "reason": "unavailable",
+        },
+    )
     assert failures == 3, "every run is counted, whatever is logged"

@@ -48,12 +48,16 @@ def test_a_daemon_that_skips_reloads_and_fails_writes_json_on_every_line(
     wait_for(lambda: exporter.event("probe skipped"), timeout=30, what="a skipped run")
     wait_for(
         lambda: any(e.get("outcome") == "failed" for e in exporter.logs),
-        timeout=30, what="a failed run",
-    )  # fmt: skip
+        timeout=30,
+        what="a failed run",
+    )
     exporter.config.write_text("targets: docker\n")
     exporter.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: exporter.event("config reload failed; the running config is kept"),
-             timeout=30, what="the refused reload")  # fmt: skip
+    wait_for(
+        lambda: exporter.event("config reload failed; the running config is kept"),
+        timeout=30,
+        what="the refused reload",
+    )
     exporter.config.write_text(SLOW_FAILING.replace("300ms", "400ms"))
     exporter.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: exporter.event("config reloaded"), timeout=30, what="the reload")
@@ -77,8 +81,11 @@ def test_probe_debug_lines_use_the_daemon_s_timestamps(tmp_path: Path) -> None:
     config.write_text("targets:\n  - {name: quick, backend: namespace, interval: 1h}\n")
     exporter = ExporterProcess(config)
     try:
-        wait_for(lambda: exporter.sample("sandbox_probes_total", target="quick"),
-                 timeout=30, what="the first run")  # fmt: skip
+        wait_for(
+            lambda: exporter.sample("sandbox_probes_total", target="quick"),
+            timeout=30,
+            what="the first run",
+        )
         with urllib.request.urlopen(
             f"{exporter.url}/probe?target=quick&debug=true&record=false", timeout=30
         ) as response:

@@ -82,8 +82,16 @@ def test_every_series_exists_at_zero_from_start_up(
     )
     assert value(registry, "sandbox_probe_failures_total", phase="pull", reason="error", **ab) == 0
     info = {"target": "alpha", "backend": "docker", "image": "img:1", "runtime": ""}
-    assert value(registry, "sandbox_target_info", pull_policy="if_not_present",
-                 interval_seconds="60", **info) == 1  # fmt: skip
+    assert (
+        value(
+            registry,
+            "sandbox_target_info",
+            pull_policy="if_not_present",
+            interval_seconds="60",
+            **info,
+        )
+        == 1
+    )
 
 
 def test_target_info_shows_no_image_settings_for_a_backend_without_images(
@@ -92,8 +100,9 @@ def test_target_info_shows_no_image_settings_for_a_backend_without_images(
     floor = make_config({"name": "floor", "backend": "namespace"}).targets[0]
     metrics.add_target(floor)
     info = {"target": "floor", "backend": "namespace", "image": "", "runtime": ""}
-    assert value(registry, "sandbox_target_info", pull_policy="",
-                 interval_seconds="60", **info) == 1  # fmt: skip
+    assert (
+        value(registry, "sandbox_target_info", pull_policy="", interval_seconds="60", **info) == 1
+    )
     assert value(registry, "sandbox_exporter_config_last_reload_successful") == 0
 
 

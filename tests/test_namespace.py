@@ -167,16 +167,23 @@ def run_as_nobody(tmp_path: Path) -> None:
         "r = LifecycleRunner(calls_for(t), t, 'i').run()\n"
         "print('OK' if r.success else r.failure)\n"
     )
-    interpreter = subprocess.run([*NOBODY, sys.executable, "-c", "import json"],
-                                 capture_output=True, text=True, check=False)  # fmt: skip
+    interpreter = subprocess.run(
+        [*NOBODY, sys.executable, "-c", "import json"], capture_output=True, text=True, check=False
+    )
     if interpreter.returncode != 0:
         pytest.skip(f"uid 65534 cannot run this interpreter: {interpreter.stderr.strip()}")
     # as root first, with a state directory of its own, to learn what the run imports
     listed = subprocess.run(
-        [sys.executable, "-c", script.replace(f"{tmp_path}/state", f"{tmp_path}/root-state")
-         + LIST_MODULES],
-        capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            script.replace(f"{tmp_path}/state", f"{tmp_path}/root-state") + LIST_MODULES,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        check=True,
+    )
     modules = json.loads(listed.stdout.splitlines()[-1])
     readable = tmp_path / "lib"
     readable.mkdir()
@@ -190,9 +197,12 @@ def run_as_nobody(tmp_path: Path) -> None:
     subprocess.run(["chmod", "-R", "a+rX", str(tmp_path)], check=True)
     done = subprocess.run(
         [*NOBODY, sys.executable, "-c", script],
-        capture_output=True, text=True, cwd=readable, check=False,
+        capture_output=True,
+        text=True,
+        cwd=readable,
+        check=False,
         env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(readable)},
-    )  # fmt: skip
+    )
     if "Operation not permitted" in done.stdout + done.stderr and "unshare" in done.stdout:
         pytest.skip(f"unprivileged user namespaces are disabled here: {done.stdout.strip()}")
     assert done.stdout.strip().endswith("OK"), done.stdout + done.stderr

@@ -41,15 +41,40 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def prober(url: str, registry: CollectorRegistry | None = None, **settings: Any) -> Prober:
-    options = {"address": url, "token": "${TEST_NOMAD_TOKEN}", "datacenters": ["dc1"],
-               **settings.pop("options", {})}  # fmt: skip
-    config = parse_config({"instance": "nomad-test", "targets": [{
-        "name": "nomad", "backend": "nomad", "image": "busybox:1.36",
-        "timeouts": {"create": "5s", "start": "5s", "exec": "5s", "stop": "5s", "remove": "5s"},
-        "stop_grace": "1s", "nomad": options, **settings,
-    }]})  # fmt: skip
-    return Prober(config.targets[0], "nomad-test", Metrics(registry or CollectorRegistry()),
-                  stopping=threading.Event())  # fmt: skip
+    options = {
+        "address": url,
+        "token": "${TEST_NOMAD_TOKEN}",
+        "datacenters": ["dc1"],
+        **settings.pop("options", {}),
+    }
+    config = parse_config(
+        {
+            "instance": "nomad-test",
+            "targets": [
+                {
+                    "name": "nomad",
+                    "backend": "nomad",
+                    "image": "busybox:1.36",
+                    "timeouts": {
+                        "create": "5s",
+                        "start": "5s",
+                        "exec": "5s",
+                        "stop": "5s",
+                        "remove": "5s",
+                    },
+                    "stop_grace": "1s",
+                    "nomad": options,
+                    **settings,
+                }
+            ],
+        }
+    )
+    return Prober(
+        config.targets[0],
+        "nomad-test",
+        Metrics(registry or CollectorRegistry()),
+        stopping=threading.Event(),
+    )
 
 
 def run(p: Prober) -> ProbeResult:
@@ -104,10 +129,19 @@ def _runs_from_zero(reads: list[str]) -> list[list[str]]:
 
 
 def test_the_job_is_hardened_labelled_and_sized(fake: FakeNomad) -> None:
-    run(prober(fake.url, options={
-        "namespace": "default", "node_pool": "sandboxes",
-        "constraints": [{"attribute": "${attr.kernel.name}", "operator": "=", "value": "linux"}],
-    }, resources={"cpus": 0.5, "memory_mb": 128, "pids": 48}))  # fmt: skip
+    run(
+        prober(
+            fake.url,
+            options={
+                "namespace": "default",
+                "node_pool": "sandboxes",
+                "constraints": [
+                    {"attribute": "${attr.kernel.name}", "operator": "=", "value": "linux"}
+                ],
+            },
+            resources={"cpus": 0.5, "memory_mb": 128, "pids": 48},
+        )
+    )
     job = fake.registered[0]
     assert job["Type"] == "batch"
     assert job["ID"].startswith("sandbox-exporter-nomad-")
@@ -145,18 +179,30 @@ def test_the_job_is_hardened_labelled_and_sized(fake: FakeNomad) -> None:
     ("fault", "value", "phase", "message"),
     [
         ("forbid", {"register"}, "create", "register job: Nomad answered 403: Permission denied"),
-        ("placement", "constraint", "start",
-         'placement failed: task group "probe": constraint "${attr.kernel.name} = windows" '
-         "filtered 3 nodes"),
+        (
+            "placement",
+            "constraint",
+            "start",
+            'placement failed: task group "probe": constraint "${attr.kernel.name} = windows" '
+            "filtered 3 nodes",
+        ),
         ("placement", "memory", "start", "memory exhausted on 3 nodes"),
-        ("driver_failure", True, "start",
-         "Driver Failure: Failed to pull `busybox:1.36`: Error response from daemon: manifest "
-         "for busybox:1.36 not found"),
+        (
+            "driver_failure",
+            True,
+            "start",
+            "Driver Failure: Failed to pull `busybox:1.36`: Error response from daemon: manifest "
+            "for busybox:1.36 not found",
+        ),
         ("forbid", {"exec"}, "exec", "exec: Nomad closed the stream (1008): Permission denied"),
-        ("exec_error", 'OCI runtime exec failed: exec: "sh": executable file not found in $PATH',
-         "exec", "exec: Nomad closed the stream (1011): OCI runtime exec failed"),
+        (
+            "exec_error",
+            'OCI runtime exec failed: exec: "sh": executable file not found in $PATH',
+            "exec",
+            "exec: Nomad closed the stream (1011): OCI runtime exec failed",
+        ),
     ],
-)  # fmt: skip
+)
 def test_failures_operators_meet(
     fake: FakeNomad, fault: str, value: Any, phase: str, message: str
 ) -> None:
@@ -167,8 +213,12 @@ def test_failures_operators_meet(
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase(phase), Reason.ERROR)
     assert message in result.failure.message
-    assert registry.get_sample_value("sandbox_probe_failures_total",
-                                     {**LABELS, "phase": phase, "reason": "error"}) == 1  # fmt: skip
+    assert (
+        registry.get_sample_value(
+            "sandbox_probe_failures_total", {**LABELS, "phase": phase, "reason": "error"}
+        )
+        == 1
+    )
     assert registry.get_sample_value("sandbox_probe_success", LABELS) == 0
     assert registry.get_sample_value("sandbox_backend_up", LABELS) == 1
     assert any(message in str(e.get("error")) for e in logs), "one log line says what happened"
@@ -267,13 +317,35 @@ def test_the_agent_going_away_during_start(fake: FakeNomad) -> None:
 def orphan(
     fake: FakeNomad, name: str, instance: str, age: float, namespace: str = "default"
 ) -> None:
-    meta = {"sandbox-exporter.io/managed": "true", "sandbox-exporter.io/instance": instance,
-            "sandbox-exporter.io/target": "nomad",
-            "sandbox-exporter.io/created-at": str(int(time.time() - age)),
-            "sandbox-exporter.io/expires-at": str(int(time.time() - age + 60))}  # fmt: skip
-    fake.add_job({"ID": name, "Name": name, "Type": "batch", "Meta": meta, "Namespace": namespace,
-                  "TaskGroups": [{"Name": "probe", "Tasks": [{"Name": "probe", "Driver": "docker",
-                                  "Config": {"image": "busybox:1.36"}, "Meta": meta}]}]})  # fmt: skip
+    meta = {
+        "sandbox-exporter.io/managed": "true",
+        "sandbox-exporter.io/instance": instance,
+        "sandbox-exporter.io/target": "nomad",
+        "sandbox-exporter.io/created-at": str(int(time.time() - age)),
+        "sandbox-exporter.io/expires-at": str(int(time.time() - age + 60)),
+    }
+    fake.add_job(
+        {
+            "ID": name,
+            "Name": name,
+            "Type": "batch",
+            "Meta": meta,
+            "Namespace": namespace,
+            "TaskGroups": [
+                {
+                    "Name": "probe",
+                    "Tasks": [
+                        {
+                            "Name": "probe",
+                            "Driver": "docker",
+                            "Config": {"image": "busybox:1.36"},
+                            "Meta": meta,
+                        }
+                    ],
+                }
+            ],
+        }
+    )
 
 
 def test_orphans_of_this_instance_are_purged_at_start_up(fake: FakeNomad) -> None:
@@ -296,7 +368,9 @@ def test_the_collector_purges_jobs_past_max_age(fake: FakeNomad) -> None:
     finally:
         p.close()
     assert sorted(s.name for s in removed) == [
-        "sandbox-exporter-nomad-old", "sandbox-exporter-nomad-theirs-expired"]  # fmt: skip
+        "sandbox-exporter-nomad-old",
+        "sandbox-exporter-nomad-theirs-expired",
+    ]
     assert fake.jobs() == ["sandbox-exporter-nomad-young"]
     assert registry.get_sample_value("sandbox_orphans_removed_total", LABELS) == 2
 
@@ -380,19 +454,33 @@ def test_the_doubles_blocking_queries_block_until_the_index_moves_or_the_wait_en
     api = nomad.Nomad(address=fake.url, token=TOKEN, timeout=5)
     wait_for(lambda: fake.live_allocations(), what="the allocation to be placed")
     wait_for(lambda: any(a["ClientStatus"] == "running" for a in fake.allocs.values()))
-    index = int(api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
-                                params={"index": 0}).headers["X-Nomad-Index"])  # fmt: skip
+    index = int(
+        api.job.request(
+            "sandbox-exporter-nomad-blocking", "allocations", method="get", params={"index": 0}
+        ).headers["X-Nomad-Index"]
+    )
     began = time.monotonic()
-    idle = api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
-                           params={"index": index, "wait": "400ms"}, timeout=5)  # fmt: skip
+    idle = api.job.request(
+        "sandbox-exporter-nomad-blocking",
+        "allocations",
+        method="get",
+        params={"index": index, "wait": "400ms"},
+        timeout=5,
+    )
     held = time.monotonic() - began
     assert 0.4 <= held < 0.4 * 17 / 16 + 0.2, held
     assert int(idle.headers["X-Nomad-Index"]) == index
-    threading.Timer(0.2, lambda: api.job.deregister_job("sandbox-exporter-nomad-blocking",
-                                                        purge=True)).start()  # fmt: skip
+    threading.Timer(
+        0.2, lambda: api.job.deregister_job("sandbox-exporter-nomad-blocking", purge=True)
+    ).start()
     began = time.monotonic()
-    woken = api.job.request("sandbox-exporter-nomad-blocking", "allocations", method="get",
-                            params={"index": index, "wait": "30s"}, timeout=35)  # fmt: skip
+    woken = api.job.request(
+        "sandbox-exporter-nomad-blocking",
+        "allocations",
+        method="get",
+        params={"index": index, "wait": "30s"},
+        timeout=35,
+    )
     assert time.monotonic() - began < 5, "woken by the change, not the wait"
     assert int(woken.headers["X-Nomad-Index"]) > index
     nothing_left(fake)
@@ -411,8 +499,11 @@ def test_tls_with_a_ca_a_client_certificate_and_a_server_name(tmp_path: Path) ->
     ca.configure_trust(server_context)
     server_context.verify_mode = ssl.CERT_REQUIRED
     client = ca.issue_cert("client.global.nomad")
-    paths = {"ca_cert": tmp_path / "ca.pem", "client_cert": tmp_path / "cli.pem",
-             "client_key": tmp_path / "cli-key.pem"}  # fmt: skip
+    paths = {
+        "ca_cert": tmp_path / "ca.pem",
+        "client_cert": tmp_path / "cli.pem",
+        "client_key": tmp_path / "cli-key.pem",
+    }
     ca.cert_pem.write_to_path(str(paths["ca_cert"]))
     client.cert_chain_pems[0].write_to_path(str(paths["client_cert"]))
     client.private_key_pem.write_to_path(str(paths["client_key"]))
@@ -448,8 +539,9 @@ def test_cannot_reach_names_the_agent() -> None:
     )
 
 
-def test_bench_against_the_double(fake: FakeNomad, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bench_against_the_double(
+    fake: FakeNomad, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "bench.yaml"
     config.write_text(
         "instance: bench-nomad\n"
@@ -458,8 +550,10 @@ def test_bench_against_the_double(fake: FakeNomad, tmp_path: Path,
         f"  - {{name: nomad, backend: nomad, nomad: {{address: '{fake.url}', "
         "token: '${TEST_NOMAD_TOKEN}', datacenters: [dc1]}}\n"
     )
-    assert main(["bench", "-b", "nomad", "--config.file", str(config), "-i", "3",
-                 "--warmup", "0"]) == 0  # fmt: skip
+    assert (
+        main(["bench", "-b", "nomad", "--config.file", str(config), "-i", "3", "--warmup", "0"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nomad p50" in out
     assert "3/3" in out
@@ -475,6 +569,12 @@ def test_a_real_agent() -> None:
     token = "${NOMAD_TOKEN}" if os.environ.get("NOMAD_TOKEN") else None
     options: dict[str, Any] = {"datacenters": ["*"], "token": token}
     registry = CollectorRegistry()
-    result = run(prober(os.environ["NOMAD_ADDR"], registry, options=options,
-                        timeouts={"start": "120s", "stop": "30s"}))  # fmt: skip
+    result = run(
+        prober(
+            os.environ["NOMAD_ADDR"],
+            registry,
+            options=options,
+            timeouts={"start": "120s", "stop": "30s"},
+        )
+    )
     assert result.success, result.failure

@@ -86,8 +86,14 @@ def test_probe_beside_a_running_daemon_leaves_its_sandbox_alone() -> None:
     )
     backend = FakeBackend(orphans=[in_flight])
     target = make_config({"name": "fake", "backend": "namespace"}).targets[0]
-    oneshot = Prober(target, "test-instance", Metrics(CollectorRegistry()),
-                     stopping=threading.Event(), backend=backend, sweep_at_start=False)  # fmt: skip
+    oneshot = Prober(
+        target,
+        "test-instance",
+        Metrics(CollectorRegistry()),
+        stopping=threading.Event(),
+        backend=backend,
+        sweep_at_start=False,
+    )
     assert oneshot.run_now() is not None
     assert "sandbox-exporter-fake-daemons" not in backend.called("remove")
     assert not backend.called("list_managed")

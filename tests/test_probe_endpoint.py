@@ -19,8 +19,10 @@ from tests.test_server import call
 
 
 def daemon(backend: FakeBackend, **settings: object) -> Daemon:
-    config = make_config({"name": "fake", "backend": "namespace", **settings},
-                         {"name": "other", "backend": "namespace"})  # fmt: skip
+    config = make_config(
+        {"name": "fake", "backend": "namespace", **settings},
+        {"name": "other", "backend": "namespace"},
+    )
     return Daemon(
         config, listen_address=None, backends=by_name({"fake": backend, "other": FakeBackend()})
     )
@@ -49,8 +51,12 @@ def test_record_true_counts_the_run_like_a_scheduled_one() -> None:
     d = daemon(FakeBackend())
     assert call(d.app, "/probe?target=fake&record=true")[0].startswith("200")
     assert d.registry.get_sample_value("sandbox_probes_total", {**FAKE, "result": "success"}) == 1
-    assert d.registry.get_sample_value("sandbox_phase_duration_seconds_count",
-                                       {**FAKE, "phase": "exec"}) == 1  # fmt: skip
+    assert (
+        d.registry.get_sample_value(
+            "sandbox_phase_duration_seconds_count", {**FAKE, "phase": "exec"}
+        )
+        == 1
+    )
 
 
 def test_a_failed_probe_says_which_phase_and_why() -> None:
@@ -95,8 +101,10 @@ def test_a_backend_auto_did_not_find_is_named_as_such() -> None:
     ).model_copy(update={"not_found": {"podman": "Podman does not answer at unix:///x.sock"}})
     status, _, body = call(Daemon(config, listen_address=None).app, "/probe?target=Podman")
     assert status.startswith("404")
-    assert body == (b"target: no target 'Podman': `targets: auto` did not find the podman "
-                    b"backend: Podman does not answer at unix:///x.sock; configured: namespace\n")  # fmt: skip
+    assert body == (
+        b"target: no target 'Podman': `targets: auto` did not find the podman "
+        b"backend: Podman does not answer at unix:///x.sock; configured: namespace\n"
+    )
 
 
 def test_debug_answers_the_run_log() -> None:
@@ -128,8 +136,14 @@ def test_a_run_longer_than_the_request_timeout_answers_504_and_still_cleans_up()
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    config = make_config({"name": "floor", "backend": "namespace", "interval": "1h",
-                          "namespace": {"state_dir": str(tmp_path)}})  # fmt: skip
+    config = make_config(
+        {
+            "name": "floor",
+            "backend": "namespace",
+            "interval": "1h",
+            "namespace": {"state_dir": str(tmp_path)},
+        }
+    )
     d = Daemon(config, listen_address="127.0.0.1:0")
     d.start()
     wait_for(lambda: d.probers[0].last_result, what="the first scheduled run")

@@ -29,8 +29,9 @@ C = "{name: c, backend: namespace, interval: 1h}"
 
 def reloading(path: Path, backends: BackendFactory) -> Daemon:
     """A daemon, not yet started, whose reload reads `path` again."""
-    return Daemon(load_config(path), listen_address=None, backends=backends,
-                  loader=lambda: load_config(path))  # fmt: skip
+    return Daemon(
+        load_config(path), listen_address=None, backends=backends, loader=lambda: load_config(path)
+    )
 
 
 @pytest.fixture
@@ -64,10 +65,28 @@ def test_added_removed_and_changed_targets_take_effect(daemon: tuple[Daemon, Pat
     wait_for(lambda: series(d, "c") == 1, what="the added target's first run")
     # b's buckets changed: its histograms start again with the new boundaries
     text = d.exposition().decode()
-    assert scraped(text, "sandbox_phase_duration_seconds_bucket", target="b", backend="namespace",
-                   phase="exec", le="0.5") is not None  # fmt: skip
-    assert scraped(text, "sandbox_phase_duration_seconds_bucket", target="b", backend="namespace",
-                   phase="exec", le="0.005") is None  # fmt: skip
+    assert (
+        scraped(
+            text,
+            "sandbox_phase_duration_seconds_bucket",
+            target="b",
+            backend="namespace",
+            phase="exec",
+            le="0.5",
+        )
+        is not None
+    )
+    assert (
+        scraped(
+            text,
+            "sandbox_phase_duration_seconds_bucket",
+            target="b",
+            backend="namespace",
+            phase="exec",
+            le="0.005",
+        )
+        is None
+    )
 
     write(path, A, C)
     assert d.reload() == []
@@ -81,8 +100,10 @@ def test_a_bad_config_is_refused_and_the_running_one_kept(daemon: tuple[Daemon, 
     d, path = daemon
     path.write_text("targets:\n  - {name: a, backend: lxc}\n")
     problems = d.reload()
-    assert problems == [f"{path}: targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, "
-                        "namespace, nomad, podman"]  # fmt: skip
+    assert problems == [
+        f"{path}: targets[0] (a).backend: unknown backend 'lxc'; known: apple, docker, firecracker, hyperlight, kubernetes, "
+        "namespace, nomad, podman"
+    ]
     assert [p.target.name for p in d.probers] == ["a", "b"]
     assert d.registry.get_sample_value("sandbox_exporter_config_last_reload_successful") == 0
     assert d.scheduler.next_run_time("a") is not None
@@ -98,8 +119,10 @@ def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
     try:
         wait_for(lambda: old_backend.entered.get("exec"), what="the old run in exec")
         backends["a"] = FakeBackend()
-        write(path, "{name: a, backend: namespace, interval: 1h, command: [echo, hi], "
-                    "expect_output: hi}")  # fmt: skip
+        write(
+            path,
+            "{name: a, backend: namespace, interval: 1h, command: [echo, hi], expect_output: hi}",
+        )
         assert d.reload() == []
         assert d.probers[0].busy, "the new prober shares the old run's guard"
         old_backend.release.set()
@@ -117,8 +140,13 @@ def test_a_run_in_flight_finishes_under_its_old_config(tmp_path: Path) -> None:
 
 
 def successes(process: ExporterProcess, target: str) -> float | None:
-    return scraped(process.metrics(), "sandbox_probes_total", target=target,
-                   backend="namespace", result="success")  # fmt: skip
+    return scraped(
+        process.metrics(),
+        "sandbox_probes_total",
+        target=target,
+        backend="namespace",
+        result="success",
+    )
 
 
 @pytest.mark.namespace
@@ -142,14 +170,22 @@ def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
         assert (reloaded["removed"], reloaded["changed"]) == (["a"], ["b"])
         path.write_text("targets: [\n")  # invalid
         process.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: process.event("config reload failed; the running config is kept"),
-                 what="the refusal")  # fmt: skip
+        wait_for(
+            lambda: process.event("config reload failed; the running config is kept"),
+            what="the refusal",
+        )
         # /metrics may be up to a second old (one render serves every scrape in a second)
-        wait_for(lambda: scraped(process.metrics(), "sandbox_exporter_config_last_reload_successful") == 0,
-                 what="the reload gauge at 0")  # fmt: skip
+        wait_for(
+            lambda: (
+                scraped(process.metrics(), "sandbox_exporter_config_last_reload_successful") == 0
+            ),
+            what="the reload gauge at 0",
+        )
         text = process.metrics()
-        assert scraped(text, "sandbox_probes_total", target="b", backend="namespace",
-                       result="success") is not None  # fmt: skip
+        assert (
+            scraped(text, "sandbox_probes_total", target="b", backend="namespace", result="success")
+            is not None
+        )
     finally:
         assert process.stop() == 0
 
@@ -162,8 +198,11 @@ def test_the_config_file_is_watched_when_asked(tmp_path: Path) -> None:
     process = ExporterProcess(path, "--config.auto-reload-interval", "200ms")
     try:
         wait_for(lambda: successes(process, "a") == 1, what="a's first run")
-        write(path, f"{{name: a, backend: namespace, interval: 1h, {state}}}",
-              f"{{name: w, backend: namespace, interval: 1h, {state}}}")  # fmt: skip
+        write(
+            path,
+            f"{{name: a, backend: namespace, interval: 1h, {state}}}",
+            f"{{name: w, backend: namespace, interval: 1h, {state}}}",
+        )
         wait_for(lambda: successes(process, "w") == 1, what="w picked up without a signal")
     finally:
         assert process.stop() == 0
@@ -193,8 +232,11 @@ def test_a_retired_backend_is_closed_only_once_its_run_is_over(tmp_path: Path) -
         backends["a"] = FakeBackend()
         write(path, f"{{name: a, backend: namespace, interval: 2h, {timeouts}}}")
         assert d.reload() == []
-        wait_for(lambda: "close" in [m for m, _ in old_backend.received], timeout=15,
-                 what="the old backend closed")  # fmt: skip
+        wait_for(
+            lambda: "close" in [m for m, _ in old_backend.received],
+            timeout=15,
+            what="the old backend closed",
+        )
         methods = [m for m, _ in old_backend.received]
         assert methods.index("close") > methods.index("remove"), methods
     finally:

@@ -76,8 +76,7 @@ def test_a_run_still_going_when_the_next_is_due_is_skipped_and_counted(
     clock: time_machine.Traveller,
 ) -> None:
     backend = FakeBackend(hang={"exec"})
-    config = make_config({"name": "fake", "backend": "namespace", "interval": "1m",
-                          "jitter": "0s"})  # fmt: skip
+    config = make_config({"name": "fake", "backend": "namespace", "interval": "1m", "jitter": "0s"})
     d = Daemon(config, listen_address=None, backends=by_name({"fake": backend}))
     d.start()
     try:
@@ -186,8 +185,11 @@ def test_run_threads_end_with_their_runs(clock: time_machine.Traveller) -> None:
     d.scheduler.wakeup()
 
     def extra_threads() -> list[str]:
-        return [t.name for t in threading.enumerate()
-                if t.ident not in before and t.name != "APScheduler"]  # fmt: skip
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t.ident not in before and t.name != "APScheduler"
+        ]
 
     try:
         wait_for(lambda: all(b.called("remove") for b in backends.values()), what="a run each")

@@ -14,7 +14,9 @@ from tests.fakes import FakeBackend, by_name, failing
 from tests.helpers import make_config, scraped
 
 
-def call(app: Any, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:  # fmt: skip
+def call(
+    app: Any, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], bytes]:
     path, _, query = path.partition("?")
     environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": method}
     for key, value in (headers or {}).items():
@@ -130,9 +132,14 @@ def test_metrics_is_prometheus_clients_exposition_of_the_registry() -> None:
     ours = [line for line in text.splitlines() if not line.startswith(("process_", "python_gc"))]
     again = generate_latest(d.registry).decode().splitlines()
     assert ours == [line for line in again if not line.startswith(("process_", "python_gc"))]
-    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
-                 "process_open_fds", "python_info", "python_gc_objects_collected_total",
-                 "extra_thing"):  # fmt: skip
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "python_info",
+        "python_gc_objects_collected_total",
+        "extra_thing",
+    ):
         assert f"\n{name}" in text, name
     assert '# HELP extra_thing A "quoted" help\\\\text' in text, "HELP escaped"
     assert (
@@ -163,18 +170,28 @@ def test_every_latency_observation_carries_its_run_id_as_an_exemplar() -> None:
     page = call(d.app, "/metrics", headers={"Accept": OPENMETRICS})[2].decode()
     lines = [line for line in page.splitlines() if f'run_id="{result.run_id}"' in line]
     families = {line.split("_bucket{")[0] for line in lines}
-    assert families == {"sandbox_phase_duration_seconds", "sandbox_lifecycle_duration_seconds",
-                        "sandbox_time_to_exec_seconds"}  # fmt: skip
+    assert families == {
+        "sandbox_phase_duration_seconds",
+        "sandbox_lifecycle_duration_seconds",
+        "sandbox_time_to_exec_seconds",
+    }
     phases = {line.split('phase="')[1].split('"')[0] for line in lines if 'phase="' in line}
     assert phases == {"create", "start", "exec", "stop", "remove"}
 
 
 @pytest.mark.parametrize(
     "accept",
-    ["", "text/plain", "*/*", OPENMETRICS, "application/openmetrics-text",
-     "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5",
-     "application/openmetrics-text;version=1.0.0", "text/html, application/openmetrics-text"],
-)  # fmt: skip
+    [
+        "",
+        "text/plain",
+        "*/*",
+        OPENMETRICS,
+        "application/openmetrics-text",
+        "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5",
+        "application/openmetrics-text;version=1.0.0",
+        "text/html, application/openmetrics-text",
+    ],
+)
 def test_the_format_is_negotiated_as_prometheus_client_would(accept: str) -> None:
     from prometheus_client.exposition import choose_encoder
 

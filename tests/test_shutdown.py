@@ -18,9 +18,11 @@ pytestmark = pytest.mark.namespace
 
 # an exec that takes 30 s, within its 60 s timeout: a shutdown that waits for the
 # call in flight waits that long
-SLOW = ('{{name: slow, backend: namespace, interval: 1h, command: [sh, -c, "touch /tmp/began; '
-        'sleep 30; echo hello"], timeouts: {{exec: 60s, remove: 5s}}, max_age: 2h, '
-        "namespace: {{state_dir: '{state}'}}}}")  # fmt: skip
+SLOW = (
+    '{{name: slow, backend: namespace, interval: 1h, command: [sh, -c, "touch /tmp/began; '
+    'sleep 30; echo hello"], timeouts: {{exec: 60s, remove: 5s}}, max_age: 2h, '
+    "namespace: {{state_dir: '{state}'}}}}"
+)
 
 
 @pytest.fixture
@@ -32,8 +34,11 @@ def slow_exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
         config.write_text(f"targets:\n  - {SLOW.format(state=tmp_path / 'state')}\n")
         process = ExporterProcess(config, *flags)
         started.append(process)
-        wait_for(lambda: list((tmp_path / "state").glob("*/tmp/began")), timeout=30,
-                 what="the run inside its exec")  # fmt: skip
+        wait_for(
+            lambda: list((tmp_path / "state").glob("*/tmp/began")),
+            timeout=30,
+            what="the run inside its exec",
+        )
         return process
 
     yield start
@@ -98,8 +103,9 @@ def test_sandboxes_carry_the_instance_from_the_flag(tmp_path: Path) -> None:
     config.write_text(f"targets:\n  - {SLOW.format(state=tmp_path / 'state')}\n")
     process = ExporterProcess(config, "--instance", "pod-7")
     try:
-        began = wait_for(lambda: list((tmp_path / "state").glob("*/tmp/began")), timeout=30,
-                         what="a sandbox")  # fmt: skip
+        began = wait_for(
+            lambda: list((tmp_path / "state").glob("*/tmp/began")), timeout=30, what="a sandbox"
+        )
         meta = json.loads((began[0].parent.parent / "meta.json").read_text())
         assert meta["labels"]["sandbox-exporter.io/instance"] == "pod-7"
     finally:

@@ -48,8 +48,12 @@ def web_config(directory: Path, *, users: bool = True, client_auth: str = "NoCli
 
 def serve(path: Path) -> Daemon:
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": FakeBackend()}),
-               web_config=WebConfig(path))  # fmt: skip
+    d = Daemon(
+        config,
+        listen_address="127.0.0.1:0",
+        backends=by_name({"fake": FakeBackend()}),
+        web_config=WebConfig(path),
+    )
     d.start()
     wait_for(lambda: d.probers[0].last_result, what="the first run")  # quiet before the test
     return d

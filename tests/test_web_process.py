@@ -28,8 +28,12 @@ from tests.process import ExporterProcess
 
 def serve(options: ServingOptions | None = None) -> Daemon:
     config = make_config({"name": "fake", "backend": "namespace", "interval": "1h"})
-    d = Daemon(config, listen_address="127.0.0.1:0", backends=by_name({"fake": FakeBackend()}),
-               serving=options)  # fmt: skip
+    d = Daemon(
+        config,
+        listen_address="127.0.0.1:0",
+        backends=by_name({"fake": FakeBackend()}),
+        serving=options,
+    )
     d.start()
     return d
 
@@ -99,8 +103,11 @@ def test_http_is_served_by_a_process_of_its_own_at_a_lower_priority(daemon: Daem
 def test_a_killed_web_process_is_started_again(daemon: Daemon) -> None:
     first = web_pid(daemon)
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: daemon.http and daemon.http.pid not in (None, first), timeout=15,
-             what="a new web process")  # fmt: skip
+    wait_for(
+        lambda: daemon.http and daemon.http.pid not in (None, first),
+        timeout=15,
+        what="a new web process",
+    )
     assert daemon.http is not None
     assert daemon.registry.get_sample_value("sandbox_exporter_web_process_restarts_total") == 1
     assert get(daemon, "/metrics")[0] == 200  # same address: the socket stayed bound
@@ -146,9 +153,15 @@ def test_request_budget_counts_rate_and_requests_in_flight() -> None:
 
 
 def test_the_process_environment_is_never_forwarded() -> None:
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/probe", "QUERY_STRING": "target=a",
-               "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": "10", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
-               "PATH": "/usr/bin", "wsgi.input": object()}  # fmt: skip
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/probe",
+        "QUERY_STRING": "target=a",
+        "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": "10",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "PATH": "/usr/bin",
+        "wsgi.input": object(),
+    }
     assert forwarded_environ(environ) == {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/probe",
@@ -204,8 +217,10 @@ def test_a_flood_of_scrapes_is_paced_not_refused() -> None:
     try:
         statuses: list[int] = []
         began = time.monotonic()
-        threads = [threading.Thread(target=lambda: statuses.append(get(d, "/metrics")[0]))
-                   for _ in range(12)]  # fmt: skip
+        threads = [
+            threading.Thread(target=lambda: statuses.append(get(d, "/metrics")[0]))
+            for _ in range(12)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

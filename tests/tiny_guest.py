@@ -35,9 +35,10 @@ Reboot = Literal["never", "now", "ctrl-alt-del"]
 def _code(byte: bytes, reboot: Reboot) -> bytes:
     out_byte = (
         b"\x66\xba\xf8\x03"  # mov dx, 0x3f8   (COM1 transmit register)
-        + b"\xb0" + byte     # mov al, <byte>
-        + b"\xee"            # out dx, al
-    )  # fmt: skip
+        + b"\xb0"
+        + byte  # mov al, <byte>
+        + b"\xee"  # out dx, al
+    )
     reset = b"\xb0\xfe\xe6\x64"  # mov al, 0xfe; out 0x64, al   (i8042: pulse CPU reset)
     wait_for_key = (
         b"\xe4\x64"  # poll: in al, 0x64   (i8042 status)

@@ -75,18 +75,22 @@ def find_here(binary: str = "container") -> Found | NotFound:
     if path is None:
         return NotFound(not_on_path(binary))
     try:
-        version = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                 timeout=5, check=False)  # fmt: skip
+        version = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=5, check=False
+        )
         if version.returncode != 0:
             return NotFound(f"`{path} --version` failed: {_words(version.stderr, version.stdout)}")
-        status = subprocess.run([path, "system", "status"], capture_output=True, text=True,
-                                timeout=5, check=False)  # fmt: skip
+        status = subprocess.run(
+            [path, "system", "status"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return NotFound(f"`{path}` did not run: {exc}")
     if status.returncode != 0:
         words = _words(status.stderr, status.stdout)
-        return NotFound(f"the container API server is not running ({path} system status: "
-                        f"{words}); run `container system start`")  # fmt: skip
+        return NotFound(
+            f"the container API server is not running ({path} system status: "
+            f"{words}); run `container system start`"
+        )
     return Found({}, f"apple container at {path}")
 
 
@@ -213,8 +217,7 @@ class AppleBackend:
         """`container ARGS`, which must succeed."""
         done = self._run(name, args, deadline)
         if done.returncode != 0:
-            self._raise(args[0], _words(done.stderr,
-                                        done.stdout))  # fmt: skip
+            self._raise(args[0], _words(done.stderr, done.stdout))
         return done
 
     def _raise(self, what: str, words: str) -> None:

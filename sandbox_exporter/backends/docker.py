@@ -115,8 +115,9 @@ class DockerBackend:
 
     def __init__(self, options: DockerOptions, timeouts: Timeouts) -> None:
         self.options = options
-        self._default_timeout = max(timeouts.create, timeouts.start, timeouts.exec,
-                                    timeouts.stop, timeouts.remove)  # fmt: skip
+        self._default_timeout = max(
+            timeouts.create, timeouts.start, timeouts.exec, timeouts.stop, timeouts.remove
+        )
         self._per_thread = threading.local()
         self._client: Any = None
         self._lock = threading.Lock()
@@ -131,9 +132,11 @@ class DockerBackend:
         with self._lock:
             if self._client is None:
                 self._client = _client_class()(
-                    self._per_thread, self._default_timeout,
-                    base_url=self.options.base_url, version="auto",
-                )  # fmt: skip
+                    self._per_thread,
+                    self._default_timeout,
+                    base_url=self.options.base_url,
+                    version="auto",
+                )
                 if self.options.base_url.startswith("unix://"):
                     # No proxy applies to a Unix socket; without this, requests scans the
                     # environment for proxy settings on every call (BENCHMARKS.md, 1).
@@ -159,8 +162,13 @@ class DockerBackend:
         """The engine's own message, classed as unreachable or as an error."""
         import requests.exceptions
 
-        unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                       ConnectionError, FileNotFoundError, TimeoutError)  # fmt: skip
+        unreachable = (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            ConnectionError,
+            FileNotFoundError,
+            TimeoutError,
+        )
         if isinstance(exc, unreachable) or (
             isinstance(exc, self._errors.DockerException) and isinstance(exc.__cause__, unreachable)
         ):
@@ -194,8 +202,9 @@ class DockerBackend:
     def import_image(self, rootfs: bytes, image: str, path: str, deadline: Deadline) -> None:
         repository, tag = split_image(image)
         with self._within(deadline) as api:
-            answer = api.import_image_from_data(rootfs, repository=repository, tag=tag,
-                                                changes=[f"ENV PATH={path}"])  # fmt: skip
+            answer = api.import_image_from_data(
+                rootfs, repository=repository, tag=tag, changes=[f"ENV PATH={path}"]
+            )
             # the id, then tagged by it: Podman 4's compatible endpoint ignores `tag`
             last = json.loads(str(answer).strip().splitlines()[-1])
             if "error" in last:

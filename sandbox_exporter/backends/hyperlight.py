@@ -90,8 +90,10 @@ def missing_here() -> str | None:
     Imports nothing."""
     absent = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     if absent:
-        return (f"the Python packages are not installed ({', '.join(absent)}): "
-                "install sandbox-exporter[hyperlight]")  # fmt: skip
+        return (
+            f"the Python packages are not installed ({', '.join(absent)}): "
+            "install sandbox-exporter[hyperlight]"
+        )
     if not any(os.path.exists(device) for device in HYPERVISORS):
         return f"no hypervisor device here ({' or '.join(HYPERVISORS)})"
     return None
@@ -214,8 +216,10 @@ class HyperlightBackend:
     def _run(self, sandbox: Any, code: str, doing: str) -> Any:
         result = self._native(doing, lambda: sandbox.run(code))
         if doing != "exec" and int(result.exit_code) != 0:
-            raise BackendError(f"hyperlight {doing}: the guest exited {result.exit_code}: "
-                               f"{(result.stderr or result.stdout or '').strip()}")  # fmt: skip
+            raise BackendError(
+                f"hyperlight {doing}: the guest exited {result.exit_code}: "
+                f"{(result.stderr or result.stdout or '').strip()}"
+            )
         return result
 
     @staticmethod

@@ -70,9 +70,14 @@ from sandbox_exporter.config.settings import Timeouts
 RUN_LABEL = "sandbox-exporter.io/run"
 PULL_POLICIES = {"if_not_present": "IfNotPresent", "always": "Always", "never": "Never"}
 WAITING_FAILURES = {
-    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-}  # fmt: skip
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 STDOUT, STDERR, STATUS = 1, 2, 3
 
@@ -139,9 +144,11 @@ class KubernetesBackend:
                     ):
                         config.load_incluster_config(client_configuration=configuration)
                     else:
-                        config.load_kube_config(config_file=self.options.kubeconfig,
-                                                context=self.options.context,
-                                                client_configuration=configuration)  # fmt: skip
+                        config.load_kube_config(
+                            config_file=self.options.kubeconfig,
+                            context=self.options.context,
+                            client_configuration=configuration,
+                        )
                 except (config.ConfigException, OSError) as exc:
                     raise BackendUnavailable(
                         f"cannot load the Kubernetes cluster configuration from "
@@ -173,8 +180,15 @@ class KubernetesBackend:
     def networking(self) -> Any:
         return self._k8s.NetworkingV1Api(self._client())
 
-    def _call(self, doing: str, fn: Any, *args: Any, deadline: Deadline,
-              missing_ok: bool = False, **kwargs: Any) -> Any:  # fmt: skip
+    def _call(
+        self,
+        doing: str,
+        fn: Any,
+        *args: Any,
+        deadline: Deadline,
+        missing_ok: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """`fn(*args, **kwargs)` within `deadline`, its errors in the cluster's words; with
         `missing_ok`, None when the object is not there (404)."""
         from kubernetes.client.exceptions import ApiException
@@ -199,11 +213,21 @@ class KubernetesBackend:
         if self.options.create_namespace:
             self._ensure_namespace(deadline)
         if self.options.network_policy:
-            self._call("create networkpolicy", self.networking.create_namespaced_network_policy,
-                       self.namespace, self._network_policy(spec), deadline=deadline)  # fmt: skip
-        created = self._call("create pod", self.core.create_namespaced_pod, self.namespace,
-                             self._pod(spec), deadline=deadline,
-                             _preload_content=False)  # fmt: skip
+            self._call(
+                "create networkpolicy",
+                self.networking.create_namespaced_network_policy,
+                self.namespace,
+                self._network_policy(spec),
+                deadline=deadline,
+            )
+        created = self._call(
+            "create pod",
+            self.core.create_namespaced_pod,
+            self.namespace,
+            self._pod(spec),
+            deadline=deadline,
+            _preload_content=False,
+        )
         return PodHandle(spec.name, _json(created)["metadata"]["resourceVersion"])
 
     def start(self, sandbox: PodHandle, deadline: Deadline) -> None:
@@ -240,9 +264,16 @@ class KubernetesBackend:
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         name = sandbox.name
-        deleted = self._call("delete pod", self.core.delete_namespaced_pod, name, self.namespace,
-                             grace_period_seconds=int(grace_seconds), deadline=deadline,
-                             missing_ok=True, _preload_content=False)  # fmt: skip
+        deleted = self._call(
+            "delete pod",
+            self.core.delete_namespaced_pod,
+            name,
+            self.namespace,
+            grace_period_seconds=int(grace_seconds),
+            deadline=deadline,
+            missing_ok=True,
+            _preload_content=False,
+        )
         if deleted is None:
             return
         rv = (_json(deleted).get("metadata") or {}).get("resourceVersion")
@@ -255,8 +286,14 @@ class KubernetesBackend:
     def remove(self, sandbox: SandboxRef, deadline: Deadline) -> None:
         name = sandbox.name
         if self.options.network_policy:
-            self._call("delete networkpolicy", self.networking.delete_namespaced_network_policy,
-                       name, self.namespace, deadline=deadline, missing_ok=True)  # fmt: skip
+            self._call(
+                "delete networkpolicy",
+                self.networking.delete_namespaced_network_policy,
+                name,
+                self.namespace,
+                deadline=deadline,
+                missing_ok=True,
+            )
         if self._exists(name, deadline):  # after a normal stop, this one look is all
             self.stop(sandbox, 0, deadline)  # watches until the Pod is gone
             if self._exists(name, deadline):
@@ -264,14 +301,22 @@ class KubernetesBackend:
 
     def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
         selector = f"{MANAGED_LABEL}=true,{TARGET_LABEL}={target}"
-        pods = self._call("list pods", self.core.list_namespaced_pod, self.namespace,
-                          label_selector=selector, deadline=deadline)  # fmt: skip
+        pods = self._call(
+            "list pods",
+            self.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=selector,
+            deadline=deadline,
+        )
         objects = list(pods.items)
         if self.options.network_policy:  # a policy whose Pod never came, or is gone
-            policies = self._call("list networkpolicies",
-                                  self.networking.list_namespaced_network_policy,
-                                  self.namespace, label_selector=selector,
-                                  deadline=deadline)  # fmt: skip
+            policies = self._call(
+                "list networkpolicies",
+                self.networking.list_namespaced_network_policy,
+                self.namespace,
+                label_selector=selector,
+                deadline=deadline,
+            )
             objects += policies.items
         found: dict[str, ManagedSandbox] = {}
         for obj in objects:
@@ -324,14 +369,29 @@ class KubernetesBackend:
             yield ws
 
     def _ensure_namespace(self, deadline: Deadline) -> None:
-        if self._call("read namespace", self.core.read_namespace, self.namespace,
-                      deadline=deadline, missing_ok=True) is None:  # fmt: skip
+        if (
+            self._call(
+                "read namespace",
+                self.core.read_namespace,
+                self.namespace,
+                deadline=deadline,
+                missing_ok=True,
+            )
+            is None
+        ):
             body = self._k8s.V1Namespace(metadata=self._k8s.V1ObjectMeta(name=self.namespace))
             self._call("create namespace", self.core.create_namespace, body, deadline=deadline)
 
     def _exists(self, name: str, deadline: Deadline) -> bool:
-        pod = self._call("read pod", self.core.read_namespaced_pod, name, self.namespace,
-                         deadline=deadline, missing_ok=True, _preload_content=False)  # fmt: skip
+        pod = self._call(
+            "read pod",
+            self.core.read_namespaced_pod,
+            name,
+            self.namespace,
+            deadline=deadline,
+            missing_ok=True,
+            _preload_content=False,
+        )
         return pod is not None
 
     def _watch_pod(
@@ -344,11 +404,14 @@ class KubernetesBackend:
         w = watch.Watch()
         try:
             for event in w.stream(
-                self.core.list_namespaced_pod, self.namespace,
-                field_selector=f"metadata.name={name}", resource_version=rv,
+                self.core.list_namespaced_pod,
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+                resource_version=rv,
                 timeout_seconds=max(1, int(deadline.remaining())),
-                _request_timeout=_timeout(deadline), deserialize=False,
-            ):  # fmt: skip
+                _request_timeout=_timeout(deadline),
+                deserialize=False,
+            ):
                 if event["type"] == "DELETED":
                     yield None
                     return
@@ -356,8 +419,9 @@ class KubernetesBackend:
         except BackendError:
             raise
         except KeyError as exc:  # the client reads an ERROR event's raw_object, absent raw
-            raise BackendError(f"watch of pod {name} failed: the API server ended it with an "
-                               "error event") from exc  # fmt: skip
+            raise BackendError(
+                f"watch of pod {name} failed: the API server ended it with an error event"
+            ) from exc
         except Exception as exc:
             raise _api_error(exc, "watch pod", self._address()) from exc
         finally:
@@ -410,19 +474,21 @@ class KubernetesBackend:
         o = self.options
         limits = {"cpu": f"{int(spec.cpus * 1000)}m", "memory": f"{spec.memory_mb}Mi"}
         pod_spec: dict[str, Any] = {
-            "containers": [{
-                "name": "probe",
-                "image": spec.image,
-                "imagePullPolicy": PULL_POLICIES[spec.pull_policy],
-                "command": list(o.keepalive),
-                "resources": {"requests": limits, "limits": limits},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-            }],
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": spec.image,
+                    "imagePullPolicy": PULL_POLICIES[spec.pull_policy],
+                    "command": list(o.keepalive),
+                    "resources": {"requests": limits, "limits": limits},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": int(spec.stop_grace),
@@ -432,7 +498,7 @@ class KubernetesBackend:
                 "runAsGroup": o.run_as_user,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-        }  # fmt: skip
+        }
         optional = {
             "runtimeClassName": o.runtime_class,
             "nodeSelector": dict(o.node_selector) or None,

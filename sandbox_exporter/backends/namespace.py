@@ -80,14 +80,21 @@ def find_here() -> Found | NotFound:
     # the tools are no proof: in a container without the privilege, unshare is refused
     user = ("--user", "--map-root-user") if os.geteuid() != 0 else ()
     try:
-        tried = subprocess.run(["unshare", *user, "--fork", *NAMESPACES, "true"],
-                               capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+        tried = subprocess.run(
+            ["unshare", *user, "--fork", *NAMESPACES, "true"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return NotFound(f"unshare did not run: {exc}")
     if tried.returncode != 0:
         why = tried.stderr.strip().splitlines()[-1] if tried.stderr.strip() else "refused"
-        return NotFound(f"namespaces cannot be made here ({why}); in a container that "
-                        "takes root and CAP_SYS_ADMIN")  # fmt: skip
+        return NotFound(
+            f"namespaces cannot be made here ({why}); in a container that "
+            "takes root and CAP_SYS_ADMIN"
+        )
     return Found({}, "the local kernel")
 
 

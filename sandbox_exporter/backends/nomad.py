@@ -151,13 +151,20 @@ class NomadBackend:
         # what `nomad.Nomad(...)` hands each of its endpoints, from the options alone (not
         # NOMAD_TOKEN & co.: the config says where a secret comes from)
         self._settings: dict[str, Any] = {
-            "address": options.address, "uri": options.address, "port": None,
-            "user_agent": None, "namespace": options.namespace, "token": self._token(),
-            "version": "v1", "verify": verify, "region": options.region,
+            "address": options.address,
+            "uri": options.address,
+            "port": None,
+            "user_agent": None,
+            "namespace": options.namespace,
+            "token": self._token(),
+            "version": "v1",
+            "verify": verify,
+            "region": options.region,
             "cert": (options.client_cert, options.client_key)
-            if options.client_cert and options.client_key else (),
+            if options.client_cert and options.client_key
+            else (),
             "session": self._session,
-        }  # fmt: skip
+        }
         self._lock = threading.Lock()
         self._allocs: dict[str, str] = {}  # job -> its allocation, found by start
         self._exec_sockets = ExecSockets()  # for `kill`
@@ -172,8 +179,9 @@ class NomadBackend:
         token = self.options.token
         return token.get_secret_value() if token is not None else None
 
-    def _call(self, doing: str, fn: Any, *args: Any, missing_ok: bool = False,
-              **kwargs: Any) -> Any:  # fmt: skip
+    def _call(
+        self, doing: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
+    ) -> Any:
         """`fn(*args, **kwargs)`, its errors in Nomad's words; with `missing_ok`, None on 404."""
         from nomad.api import exceptions
 
@@ -190,8 +198,9 @@ class NomadBackend:
         except Exception as exc:
             raise _api_error(exc, doing, self.options.address) from exc
 
-    def _blocking(self, doing: str, endpoint: Any, path: Sequence[str], index: int,
-                  deadline: Deadline) -> tuple[Any, int]:  # fmt: skip
+    def _blocking(
+        self, doing: str, endpoint: Any, path: Sequence[str], index: int, deadline: Deadline
+    ) -> tuple[Any, int]:
         """A blocking query: the body once Nomad's index for `path` passes `index`, or
         when the wait (within `deadline`) expires; and the new X-Nomad-Index."""
         remaining = deadline.remaining()
@@ -199,8 +208,9 @@ class NomadBackend:
             raise BackendError(f"{doing}: the deadline passed")
         wait_ms = max(1, int(remaining * 1000 * 16 / 17) - 50)  # + jitter (wait/16) < remaining
         params = {"index": str(index), "wait": f"{wait_ms}ms", "namespace": self.options.namespace}
-        response = self._call(doing, endpoint.request, *path, params=params, method="get",
-                              timeout=_timeout(deadline))  # fmt: skip
+        response = self._call(
+            doing, endpoint.request, *path, params=params, method="get", timeout=_timeout(deadline)
+        )
         try:
             new_index = int(response.headers.get("X-Nomad-Index", index))
         except ValueError:
@@ -213,14 +223,23 @@ class NomadBackend:
         self._call("status", self._api(deadline).status.leader.get_leader)
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> JobHandle:
-        registered = self._call("register job", self._api(deadline).job.register_job,
-                                spec.name, {"Job": job(spec, self.options)})  # fmt: skip
+        registered = self._call(
+            "register job",
+            self._api(deadline).job.register_job,
+            spec.name,
+            {"Job": job(spec, self.options)},
+        )
         eval_id = str(registered.get("EvalID") or "")
         if not eval_id:
             raise BackendError(f"register job: Nomad made no evaluation for job {spec.name}")
         # get_evaluation(eval_id), with the namespace python-nomad leaves off (see above)
-        self._call("read evaluation", self._api(deadline).evaluation.request, eval_id,
-                   method="get", params={"namespace": self.options.namespace})  # fmt: skip
+        self._call(
+            "read evaluation",
+            self._api(deadline).evaluation.request,
+            eval_id,
+            method="get",
+            params={"namespace": self.options.namespace},
+        )
         return JobHandle(spec.name, eval_id)
 
     def start(self, sandbox: JobHandle, deadline: Deadline) -> None:
@@ -292,8 +311,9 @@ class NomadBackend:
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         name = sandbox.name
-        stopped = self._call("deregister job", self._api(deadline).job.deregister_job, name,
-                             missing_ok=True)  # fmt: skip
+        stopped = self._call(
+            "deregister job", self._api(deadline).job.deregister_job, name, missing_ok=True
+        )
         if stopped is None or not stopped.get("EvalID"):  # no such job: nothing runs
             return
         index = 0
@@ -308,22 +328,23 @@ class NomadBackend:
         name = sandbox.name
         with self._lock:
             self._allocs.pop(name, None)
-        self._call("purge job", self._api(deadline).job.deregister_job, name, purge=True,
-                   missing_ok=True)  # fmt: skip
+        self._call(
+            "purge job", self._api(deadline).job.deregister_job, name, purge=True, missing_ok=True
+        )
         job = self._call("read job", self._api(deadline).job.get_job, name, missing_ok=True)
         if job is not None:
             raise BackendError(f"job {name} is still there after its purge")
 
     def list_managed(self, target: str, deadline: Deadline) -> list[ManagedSandbox]:
-        stubs = self._call("list jobs", self._api(deadline).jobs.get_jobs, prefix=NAME_PREFIX,
-                           meta=True)  # fmt: skip
+        stubs = self._call(
+            "list jobs", self._api(deadline).jobs.get_jobs, prefix=NAME_PREFIX, meta=True
+        )
         found = []
         for stub in stubs or []:
             name = str(stub.get("ID", ""))
             meta = stub.get("Meta")
             if meta is None:  # an agent older than the `meta` parameter (1.6)
-                job = self._call("read job", self._api(deadline).job.get_job, name,
-                                 missing_ok=True)  # fmt: skip
+                job = self._call("read job", self._api(deadline).job.get_job, name, missing_ok=True)
                 meta = (job or {}).get("Meta")
             meta = {str(k): str(v) for k, v in (meta or {}).items()}
             if is_managed(meta, target):
@@ -345,9 +366,12 @@ class NomadBackend:
         index = 0
         while True:
             evaluation, index = self._blocking(
-                "read evaluation", self._api(deadline).evaluation, [sandbox.eval_id], index,
+                "read evaluation",
+                self._api(deadline).evaluation,
+                [sandbox.eval_id],
+                index,
                 deadline,
-            )  # fmt: skip
+            )
             if evaluation.get("Status") not in ("pending", None):
                 return dict(evaluation)
 
@@ -374,8 +398,12 @@ class NomadBackend:
                 raise BackendError(f"exec: job {name} has no running allocation")
             alloc_id = str(running[0]["ID"])
         o = self.options
-        query = {"task": TASK, "command": json.dumps(list(command)), "tty": "false",
-                 "namespace": o.namespace}  # fmt: skip
+        query = {
+            "task": TASK,
+            "command": json.dumps(list(command)),
+            "tty": "false",
+            "namespace": o.namespace,
+        }
         if o.region:
             query["region"] = o.region
         base = o.address.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
@@ -413,8 +441,13 @@ class NomadBackend:
         return options
 
 
-_ENDPOINTS = {"job": "Job", "jobs": "Jobs", "allocation": "Allocation",
-              "evaluation": "Evaluation", "status": "Status"}  # fmt: skip
+_ENDPOINTS = {
+    "job": "Job",
+    "jobs": "Jobs",
+    "allocation": "Allocation",
+    "evaluation": "Evaluation",
+    "status": "Status",
+}
 
 
 class _Client:

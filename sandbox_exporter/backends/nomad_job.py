@@ -22,14 +22,16 @@ def job(spec: SandboxSpec, o: NomadOptions) -> dict[str, Any]:
     keepalive = list(o.keepalive)
     config: dict[str, Any] = {"command": keepalive[0], "args": keepalive[1:]}
     if o.driver in ("docker", "podman"):
-        config.update({
-            "image": spec.image,
-            "force_pull": spec.pull_policy == "always",
-            "cap_drop": ["ALL"],
-            "readonly_rootfs": True,
-            "network_mode": "none",
-            "security_opt": ["no-new-privileges"],
-        })  # fmt: skip
+        config.update(
+            {
+                "image": spec.image,
+                "force_pull": spec.pull_policy == "always",
+                "cap_drop": ["ALL"],
+                "readonly_rootfs": True,
+                "network_mode": "none",
+                "security_opt": ["no-new-privileges"],
+            }
+        )
         if o.driver == "docker":
             config["pids_limit"] = spec.pids_limit
     else:  # exec: the host's binaries in a chroot, no image
@@ -39,12 +41,11 @@ def job(spec: SandboxSpec, o: NomadOptions) -> dict[str, Any]:
         "Driver": o.driver,
         "Config": config,
         "Meta": meta,
-        "Resources": {"CPU": max(1, int(spec.cpus * o.mhz_per_cpu)),
-                      "MemoryMB": spec.memory_mb},
+        "Resources": {"CPU": max(1, int(spec.cpus * o.mhz_per_cpu)), "MemoryMB": spec.memory_mb},
         "KillSignal": "SIGTERM",
         "KillTimeout": int(spec.stop_grace * NANOSECONDS),
         "LogConfig": {"MaxFiles": 1, "MaxFileSizeMB": 1},
-    }  # fmt: skip
+    }
     job: dict[str, Any] = {
         "ID": spec.name,
         "Name": spec.name,
@@ -55,16 +56,19 @@ def job(spec: SandboxSpec, o: NomadOptions) -> dict[str, Any]:
         "Constraints": [
             {"LTarget": c.attribute, "Operand": c.operator, "RTarget": c.value}
             for c in o.constraints
-        ] or None,
-        "TaskGroups": [{
-            "Name": TASK,
-            "Count": 1,
-            "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
-            "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
-            "EphemeralDisk": {"SizeMB": 10},
-            "Tasks": [task],
-        }],
-    }  # fmt: skip
+        ]
+        or None,
+        "TaskGroups": [
+            {
+                "Name": TASK,
+                "Count": 1,
+                "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
+                "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
+                "EphemeralDisk": {"SizeMB": 10},
+                "Tasks": [task],
+            }
+        ],
+    }
     if o.region:
         job["Region"] = o.region
     if o.node_pool:

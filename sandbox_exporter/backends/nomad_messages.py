@@ -66,5 +66,6 @@ def start_problem(alloc: dict[str, Any]) -> str | None:
 
 
 def event_words(event: dict[str, Any]) -> str:
-    return str(event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
-               or "")  # fmt: skip
+    return str(
+        event.get("DisplayMessage") or event.get("DriverError") or event.get("Message") or ""
+    )

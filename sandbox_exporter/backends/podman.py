@@ -77,8 +77,9 @@ class PodmanBackend(DockerBackend):
     def oci_runtime(self, sandbox: SandboxRef, deadline: Deadline) -> str:
         """The OCI runtime Podman gave the container."""
         with self._within(deadline) as api:
-            response = api.get(f"{api.base_url}{LIBPOD}/containers/{sandbox.name}/json",
-                               timeout=api.timeout)  # fmt: skip
+            response = api.get(
+                f"{api.base_url}{LIBPOD}/containers/{sandbox.name}/json", timeout=api.timeout
+            )
         if response.status_code != 200:
             raise BackendError(f"Podman answered {response.status_code}: {response.text[:300]}")
         return str(response.json().get("OCIRuntime", ""))

@@ -73,8 +73,10 @@ def bench_targets(
         elif not _has_defaults(kind):  # say, a micro-VM's kernel: only a config names it
             if names:
                 why = f" was not found here: {found.reason}." if found is not None else ":"
-                raise BenchError(f"-b/--backends: {kind.name}{why} Name its target in a "
-                                 "config and pass it with -c")  # fmt: skip
+                raise BenchError(
+                    f"-b/--backends: {kind.name}{why} Name its target in a "
+                    "config and pass it with -c"
+                )
             continue
         raw.append(target)
     defaults: dict[str, Any] = {} if image is None else {"image": image}

@@ -97,7 +97,11 @@ class BurstBackendRun(BackendRun):
         the successful sandboxes of every burst."""
         out: list[float | None] = []
         for index in range(4):
-            values = [tte for b in self.bursts for r in b.quarters()[index]
-                      if (tte := r.time_to_exec) is not None]  # fmt: skip
+            values = [
+                tte
+                for b in self.bursts
+                for r in b.quarters()[index]
+                if (tte := r.time_to_exec) is not None
+            ]
             out.append(statistics.median(values) if values else None)
         return out

@@ -66,8 +66,14 @@ def _burst_row(run: BurstBackendRun) -> str:
     if run.skipped is not None:
         return f"{name:<24}  skipped: {run.skipped}"
     ok = f"{sum(b.success for b in run.bursts)}/{len(run.bursts)}"
-    figures = (run.first_ready(50), run.first_ready(95), run.all_ready(50), run.all_ready(95),
-               run.skew(50), run.skew(None))  # fmt: skip
+    figures = (
+        run.first_ready(50),
+        run.first_ready(95),
+        run.all_ready(50),
+        run.all_ready(95),
+        run.skew(50),
+        run.skew(None),
+    )
     return f"{name:<24}{ok:>7}" + "".join(_ms(v, CELL) for v in figures)
 
 
@@ -87,8 +93,10 @@ def render_burst_table(report: BenchReport) -> str:
         lines += [row for run in measured for row in phase_rows(run)]
         quarters = "".join(f"{f'Q{q}':>{CELL}}" for q in range(1, 5))
         lines += ["", f"{'Time to exec by launch':<31}{quarters}   (ms, median)"]
-        lines += [f"{run.target.name:<31}" + "".join(_ms(v, CELL) for v in run.quarters())
-                  for run in measured]  # fmt: skip
+        lines += [
+            f"{run.target.name:<31}" + "".join(_ms(v, CELL) for v in run.quarters())
+            for run in measured
+        ]
     found = [line for run in runs for line in notes(run, unit="burst")]
     lines += ["", *found] if found else []
     bursts = sum(len(run.bursts) for run in runs)
@@ -157,10 +165,17 @@ def _backend(run: BurstBackendRun) -> dict[str, Any]:
 
 def render_burst_json(report: BenchReport) -> str:
     burst = _burst(report)
-    settings = {"concurrency": burst.concurrency, "mode": burst.mode,
-                "stagger_seconds": burst.stagger if burst.mode == "staggered" else 0.0}  # fmt: skip
+    settings = {
+        "concurrency": burst.concurrency,
+        "mode": burst.mode,
+        "stagger_seconds": burst.stagger if burst.mode == "staggered" else 0.0,
+    }
     return json.dumps(
-        {**report_json(report), "percentiles": PERCENTILES, "burst": settings,
-         "backends": [_backend(run) for run in _runs(report)]},
+        {
+            **report_json(report),
+            "percentiles": PERCENTILES,
+            "burst": settings,
+            "backends": [_backend(run) for run in _runs(report)],
+        },
         indent=2,
-    )  # fmt: skip
+    )

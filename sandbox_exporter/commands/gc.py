@@ -41,6 +41,8 @@ def collect_garbage(config: Config, *, dry_run: bool) -> int:
             verb = "would remove" if dry_run else "removed"
             print(f"{target.name}: {verb} {sandbox.name} (created {when})")
         total += len(found)
-    print(f"{total} sandbox(es) {'older than max_age' if dry_run else 'removed'} "
-          f"for instance {config.instance}")  # fmt: skip
+    print(
+        f"{total} sandbox(es) {'older than max_age' if dry_run else 'removed'} "
+        f"for instance {config.instance}"
+    )
     return 1 if failed else 0

@@ -23,8 +23,11 @@ def build_image(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config_file, instance=args.instance) if args.config_file else None
         names = parse_backend_names(args.backends) if args.backends else None
-        targets = [t for t in bench_targets(config, names, None)
-                   if t.kind.capabilities.images is Images.EXPORTER]  # fmt: skip
+        targets = [
+            t
+            for t in bench_targets(config, names, None)
+            if t.kind.capabilities.images is Images.EXPORTER
+        ]
         if not targets:
             raise BenchError("-b/--backends: none of these backends takes images from the exporter")
         busybox = find_static_busybox(args.busybox)
@@ -60,7 +63,8 @@ def _import(target: Target, rootfs: bytes, image: str) -> str | None:
         backend = kind.build(target.options, target.timeouts)
     except ImportError as exc:
         return f"needs a package that is not installed ({exc.name}): pip install " + (
-            f"'sandbox-exporter[{kind.extra}]'")  # fmt: skip
+            f"'sandbox-exporter[{kind.extra}]'"
+        )
     try:
         store = cast(ImageStore, backend)
         store.import_image(rootfs, image, IMAGE_PATH, Deadline.after(target.timeouts.pull))

@@ -95,10 +95,14 @@ def _image_settings(kind: Any, options: dict[str, Any]) -> tuple[list[str], dict
             present = False
         if present:
             return ["the probe image made here by `sandbox-exporter image build`"], {
-                "image": LOCAL_IMAGE, "pull_policy": "never"}  # fmt: skip
-        return [f"image: {DEFAULT_IMAGE} (the default) is pulled from Docker Hub; with no "
-                "registry, run `sandbox-exporter image build`,",
-                f"then set image: {LOCAL_IMAGE} and pull_policy: never"], {}  # fmt: skip
+                "image": LOCAL_IMAGE,
+                "pull_policy": "never",
+            }
+        return [
+            f"image: {DEFAULT_IMAGE} (the default) is pulled from Docker Hub; with no "
+            "registry, run `sandbox-exporter image build`,",
+            f"then set image: {LOCAL_IMAGE} and pull_policy: never",
+        ], {}
     finally:
         backend.close()
 

@@ -120,9 +120,10 @@ def parse_config(
             continue
         name = raw.get("name")
         if isinstance(name, str) and name in names:
-            check.add(("targets", index, "name"),
-                      f"{name!r} is already the name of targets[{names[name]}]; "
-                      "names must be unique")  # fmt: skip
+            check.add(
+                ("targets", index, "name"),
+                f"{name!r} is already the name of targets[{names[name]}]; names must be unique",
+            )
         elif isinstance(name, str):
             names[name] = index
         target = _target(index, raw, base, check)
@@ -225,8 +226,10 @@ def _raw_targets(
         found, not_found = discovery.discover() if discover is None else (discover(), {})
         if not found:
             why = "; ".join(f"{name}: {reason}" for name, reason in not_found.items())
-            check.add(("targets",), "`auto` found no backend on this machine" + (
-                f" ({why})" if why else ""))  # fmt: skip
+            check.add(
+                ("targets",),
+                "`auto` found no backend on this machine" + (f" ({why})" if why else ""),
+            )
         return found, not_found
     if not isinstance(raw, list):
         check.add(("targets",), f"expected a list of targets, or `auto`, got {got(raw)}")
@@ -296,8 +299,11 @@ def _substitute_env(value: Any, environ: Mapping[str, str], path: Loc, check: _C
             if default is not None:
                 return environ.get(name) or default
             if name not in environ:
-                check.add(path, f"environment variable {name} is not set "
-                                f"(or give a default: ${{{name}:-value}})")  # fmt: skip
+                check.add(
+                    path,
+                    f"environment variable {name} is not set "
+                    f"(or give a default: ${{{name}:-value}})",
+                )
                 return ""
             return environ[name]
 

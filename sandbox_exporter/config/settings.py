@@ -189,18 +189,22 @@ def relation_problems(
     """(field, what is wrong) for each check between fields that fails."""
     problems = []
     if stop_grace >= timeouts.stop:
-        problems.append((
-            "stop_grace",
-            f"{format_duration(stop_grace)} must be shorter than timeouts.stop "
-            f"({format_duration(timeouts.stop)})",
-        ))  # fmt: skip
+        problems.append(
+            (
+                "stop_grace",
+                f"{format_duration(stop_grace)} must be shorter than timeouts.stop "
+                f"({format_duration(timeouts.stop)})",
+            )
+        )
     if max_age <= timeouts.whole_run:
-        problems.append((
-            "max_age",
-            f"{format_duration(max_age)} must be longer than the longest a run can take "
-            f"({format_duration(timeouts.whole_run)}: every timeout added up), or the "
-            "collector could remove a sandbox still in use",
-        ))  # fmt: skip
+        problems.append(
+            (
+                "max_age",
+                f"{format_duration(max_age)} must be longer than the longest a run can take "
+                f"({format_duration(timeouts.whole_run)}: every timeout added up), or the "
+                "collector could remove a sandbox still in use",
+            )
+        )
     return problems
 
 

@@ -64,8 +64,14 @@ def busybox_rootfs(busybox: Path) -> bytes:
     ).stdout.split()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for directory, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777),
-                                ("proc", 0o555), ("sys", 0o555), ("dev", 0o755)):  # fmt: skip
+        for directory, mode in (
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("proc", 0o555),
+            ("sys", 0o555),
+            ("dev", 0o755),
+        ):
             entry = tarfile.TarInfo(directory)
             entry.type, entry.mode = tarfile.DIRTYPE, mode
             tar.addfile(entry)

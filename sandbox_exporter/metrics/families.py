@@ -217,11 +217,21 @@ class Metrics:
             (self.probes, (*labels, "success")),
             (self.probes, (*labels, "failure")),
             *((self.failures, (*labels, str(p), str(r))) for p, r in failure_modes()),
-            *((metric, labels) for metric in (
-                self.success, self.last_run, self.last_success, self.in_progress, self.skipped_runs,
-                self.backend_up, self.orphans_removed, self.target_info, self.interval,
-            )),
-        ]  # fmt: skip
+            *(
+                (metric, labels)
+                for metric in (
+                    self.success,
+                    self.last_run,
+                    self.last_success,
+                    self.in_progress,
+                    self.skipped_runs,
+                    self.backend_up,
+                    self.orphans_removed,
+                    self.target_info,
+                    self.interval,
+                )
+            ),
+        ]
         for metric, values in combos:
             with contextlib.suppress(KeyError):
                 metric.remove(*values)

@@ -20,8 +20,9 @@ def exposition(result: ProbeResult) -> bytes:
     gauge("sandbox_probe_success", "1 if this run succeeded.").labels(*labels).set(
         1 if result.success else 0
     )
-    phases = gauge("sandbox_probe_phase_duration_seconds", "Each phase of this run that succeeded.",
-                   ("phase",))  # fmt: skip
+    phases = gauge(
+        "sandbox_probe_phase_duration_seconds", "Each phase of this run that succeeded.", ("phase",)
+    )
     for phase in LIFECYCLE:
         if phase in result.durations:
             phases.labels(*labels, str(phase)).set(result.durations[phase])
@@ -37,8 +38,11 @@ def exposition(result: ProbeResult) -> bytes:
         gauge("sandbox_probe_image_pull_duration_seconds", "The image pull this run made.").labels(
             *labels
         ).set(result.durations[Phase.PULL])
-    failed = gauge("sandbox_probe_failed", "1 for the phase and reason this run failed with.",
-                   ("phase", "reason"))  # fmt: skip
+    failed = gauge(
+        "sandbox_probe_failed",
+        "1 for the phase and reason this run failed with.",
+        ("phase", "reason"),
+    )
     for failure in failures(result):
         failed.labels(*labels, str(failure.phase), str(failure.reason)).set(1)
     if result.backend_up is not None:

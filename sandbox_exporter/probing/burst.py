@@ -59,26 +59,45 @@ class BurstRunner:
     ) -> BurstResult:
         cancel = cancel or threading.Event()
         burst_id = uuid.uuid4().hex[:12]
-        log = self._log.bind(target=self.target.name, backend=self.target.backend,
-                             burst_id=burst_id)  # fmt: skip
-        result = BurstResult(self.target.name, self.target.backend, burst_id, self.burst.mode,
-                             self.wall_clock(), offsets=self.burst.offsets)  # fmt: skip
+        log = self._log.bind(
+            target=self.target.name, backend=self.target.backend, burst_id=burst_id
+        )
+        result = BurstResult(
+            self.target.name,
+            self.target.backend,
+            burst_id,
+            self.burst.mode,
+            self.wall_clock(),
+            offsets=self.burst.offsets,
+        )
         runner = self._runner(log)
         result.preflight = runner.preflight(cancel, log, interrupt)
         if result.preflight.failure is None and not result.preflight.cancelled:
             self._launch(result, cancel, interrupt, log)
         result.finished_at = self.wall_clock()
-        log.info("burst", concurrency=len(result.offsets), mode=result.mode,
-                 success=result.success, succeeded=sum(r.success for r in result.results),
-                 time_to_first_ready_seconds=result.time_to_first_ready,
-                 time_to_all_ready_seconds=result.time_to_all_ready,
-                 launch_skew_seconds=result.launch_skew, cancelled=result.cancelled)  # fmt: skip
+        log.info(
+            "burst",
+            concurrency=len(result.offsets),
+            mode=result.mode,
+            success=result.success,
+            succeeded=sum(r.success for r in result.results),
+            time_to_first_ready_seconds=result.time_to_first_ready,
+            time_to_all_ready_seconds=result.time_to_all_ready,
+            launch_skew_seconds=result.launch_skew,
+            cancelled=result.cancelled,
+        )
         return result
 
     def _runner(self, log: Logger) -> LifecycleRunner:
-        return LifecycleRunner(self.calls, self.target, self.instance, logger=log,
-                               clock=self.clock, wall_clock=self.wall_clock,
-                               unreachable=self.unreachable)  # fmt: skip
+        return LifecycleRunner(
+            self.calls,
+            self.target,
+            self.instance,
+            logger=log,
+            clock=self.clock,
+            wall_clock=self.wall_clock,
+            unreachable=self.unreachable,
+        )
 
     def _launch(
         self, result: BurstResult, cancel: threading.Event, interrupt: Interrupt | None, log: Logger
@@ -98,12 +117,16 @@ class BurstRunner:
 
         def one(index: int, offset: float) -> None:
             runner = self._runner(log.bind(launch_index=index))
-            outcomes[index] = runner.run(cancel, interrupt=interrupt, preflight=False,
-                                         launch=gate(offset))  # fmt: skip
+            outcomes[index] = runner.run(
+                cancel, interrupt=interrupt, preflight=False, launch=gate(offset)
+            )
 
-        threads = [threading.Thread(target=one, args=(i, offset), daemon=True,
-                                    name=f"burst:{self.target.name}:{i}")
-                   for i, offset in enumerate(result.offsets)]  # fmt: skip
+        threads = [
+            threading.Thread(
+                target=one, args=(i, offset), daemon=True, name=f"burst:{self.target.name}:{i}"
+            )
+            for i, offset in enumerate(result.offsets)
+        ]
         for thread in threads:
             thread.start()
         launch.append(self.clock())
@@ -116,5 +139,6 @@ class BurstRunner:
     def _lost(self, index: int) -> ProbeResult:
         """A runner that raised (a bug: runs catch what backends raise) counts as failed."""
         message = f"the run of sandbox {index} gave no result"
-        return ProbeResult.not_run(self.target.name, self.target.backend, message,
-                                   self.wall_clock())  # fmt: skip
+        return ProbeResult.not_run(
+            self.target.name, self.target.backend, message, self.wall_clock()
+        )

@@ -286,8 +286,13 @@ def stopped(method: str, timeout: float, interrupt: Interrupt | None) -> Excepti
 class _ThreadCall:
     """One call on its own thread; the waiter may give up on it."""
 
-    def __init__(self, fn: Callable[[], Any], name: str, on_late: Callable[[Any], None] | None,
-                 on_end: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        name: str,
+        on_late: Callable[[Any], None] | None,
+        on_end: Callable[[], None],
+    ) -> None:
         self._fn = fn
         self._on_late = on_late
         self._on_end = on_end
@@ -352,8 +357,9 @@ class ThreadCalls(Calls):
         fn = getattr(self.backend, method)
         with self._idle:
             self._busy += 1
-        call = _ThreadCall(lambda: fn(*args, deadline), f"{self._label}:{method}", on_late,
-                           self._ended)  # fmt: skip
+        call = _ThreadCall(
+            lambda: fn(*args, deadline), f"{self._label}:{method}", on_late, self._ended
+        )
         if not call.run(deadline, interrupt):
             if sandbox is not None:
                 with contextlib.suppress(Exception):  # best effort; the timeout is the news

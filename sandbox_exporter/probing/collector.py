@@ -139,11 +139,16 @@ class Collector:
             try:
                 self._calls().remove(sandbox, timeout=self._timeout)
             except Exception as exc:  # noqa: BLE001 - tried again at the next collection
-                self._log.warning(f"{what} removal failed", sandbox=sandbox.name,
-                                  error=error_message(exc))  # fmt: skip
+                self._log.warning(
+                    f"{what} removal failed", sandbox=sandbox.name, error=error_message(exc)
+                )
                 continue
             removed.append(sandbox)
             self._metrics.orphan_removed(self.target)
-            self._log.info(f"{what} removed", sandbox=sandbox.name, instance=sandbox.instance,
-                           created_at=sandbox.created_at)  # fmt: skip
+            self._log.info(
+                f"{what} removed",
+                sandbox=sandbox.name,
+                instance=sandbox.instance,
+                created_at=sandbox.created_at,
+            )
         return removed

@@ -86,8 +86,7 @@ class Unreachable:
         if repeated:
             log.debug("backend still unreachable", phase="create", reason="unavailable")
         else:
-            log.warning("backend unreachable", phase="create", reason="unavailable",
-                        error=message)  # fmt: skip
+            log.warning("backend unreachable", phase="create", reason="unavailable", error=message)
 
     def answered(self, log: Logger) -> None:
         with self._lock:
@@ -205,9 +204,15 @@ class LifecycleRunner:
 class _Run:
     """The state of one lifecycle while it runs."""
 
-    def __init__(self, runner: LifecycleRunner, result: ProbeResult, log: Logger,
-                 cancel: threading.Event, interrupt: Interrupt | None,
-                 launch: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        runner: LifecycleRunner,
+        result: ProbeResult,
+        log: Logger,
+        cancel: threading.Event,
+        interrupt: Interrupt | None,
+        launch: Callable[[], None] | None = None,
+    ) -> None:
         self.launch = launch
         self.runner = runner
         self.target = runner.target
@@ -297,8 +302,9 @@ class _Run:
                 )
                 result.durations[Phase.PULL] = self.runner.clock() - began
                 result.pulled = True
-                self.log.info("pull", phase="pull", image=image,
-                              duration_seconds=result.durations[Phase.PULL])  # fmt: skip
+                self.log.info(
+                    "pull", phase="pull", image=image, duration_seconds=result.durations[Phase.PULL]
+                )
         except Interrupted:
             result.cancelled = True
             return False
@@ -390,8 +396,9 @@ class _Run:
             except Exception as exc:  # noqa: BLE001
                 failure = Failure(phase, Reason.CLEANUP, error_message(exc))
                 result.cleanup_failures.append(failure)
-                self.log.error("cleanup failed", phase=str(phase), reason="cleanup",
-                               error=failure.message)  # fmt: skip
+                self.log.error(
+                    "cleanup failed", phase=str(phase), reason="cleanup", error=failure.message
+                )
             else:
                 self.log.info("cleanup", phase=str(phase), outcome="ok")
 
@@ -403,8 +410,9 @@ class _Run:
             self.result.backend_up = False
         message = error_message(exc) + hint
         self.result.failure = Failure(phase, reason, message)
-        self.log.warning("phase", phase=str(phase), outcome="failed", reason=str(reason),
-                         error=message)  # fmt: skip
+        self.log.warning(
+            "phase", phase=str(phase), outcome="failed", reason=str(reason), error=message
+        )
 
     def _remove_late(self, sandbox: SandboxRef) -> None:
         """An abandoned create or start finished after all: remove what it made."""

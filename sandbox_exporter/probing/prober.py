@@ -220,14 +220,18 @@ class Prober:
         name, backend = self.target.name, self.target.backend
         try:
             burst = BurstRunner(
-                self._prepared_calls(), self.target, self.instance, logger=self._log,
+                self._prepared_calls(),
+                self.target,
+                self.instance,
+                logger=self._log,
                 unreachable=self.unreachable,
-            ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
+            ).run(cancel=self.stopping, interrupt=self.interrupt)
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
             self._log.error("burst could not run", error=error_message(exc))
             failed = ProbeResult.not_run(name, backend, error_message(exc), time.time())
-            return BurstResult(name, backend, "", "", failed.started_at, failed.finished_at,
-                               preflight=failed)  # fmt: skip
+            return BurstResult(
+                name, backend, "", "", failed.started_at, failed.finished_at, preflight=failed
+            )
         self._remember_unremoved(burst.results)
         return burst
 
@@ -239,9 +243,12 @@ class Prober:
         )
         try:
             result = LifecycleRunner(
-                self._prepared_calls(), self.target, self.instance, logger=log,
+                self._prepared_calls(),
+                self.target,
+                self.instance,
+                logger=log,
                 unreachable=self.unreachable,
-            ).run(cancel=self.stopping, interrupt=self.interrupt)  # fmt: skip
+            ).run(cancel=self.stopping, interrupt=self.interrupt)
         except Exception as exc:  # noqa: BLE001 - a bug or setup error must not kill the job
             log.error("probe could not run", error=error_message(exc))
             return ProbeResult.not_run(

@@ -94,8 +94,9 @@ class _Spawner:
         """`start()` on the spawner thread; its value, or its exception raised here."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="worker-spawner",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(
+                    target=self._serve, name="worker-spawner", daemon=True
+                )
                 self._thread.start()
         answer: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._requests.put((start, answer))
@@ -159,8 +160,10 @@ class ProcessCalls(Calls):
     ) -> object:
         deadline = Deadline.after(timeout)
         if not self._lock.acquire(timeout=deadline.remaining()):
-            raise PhaseTimeout(f"{method} waited {format_duration(timeout)} for the worker "
-                               "process, busy with another call")  # fmt: skip
+            raise PhaseTimeout(
+                f"{method} waited {format_duration(timeout)} for the worker "
+                "process, busy with another call"
+            )
         try:
             worker = self._worker or self._start()
             try:
@@ -189,14 +192,24 @@ class ProcessCalls(Calls):
         """A new worker: `python -m sandbox_exporter.probing.worker` in a session of its own
         (its process group is what a timeout kills), told what to build."""
         ours, theirs = socket.socketpair()
-        command = [sys.executable, "-m", "sandbox_exporter.probing.worker", str(theirs.fileno()),
-                   str(os.getpid())]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "sandbox_exporter.probing.worker",
+            str(theirs.fileno()),
+            str(os.getpid()),
+        ]
         # the backend module may be found only through this process's path (tests)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
         def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(command, pass_fds=(theirs.fileno(),), env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            return subprocess.Popen(
+                command,
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
         try:
             process = _SPAWNER.run(start)

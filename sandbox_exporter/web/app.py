@@ -65,9 +65,11 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
                 return _not_allowed(start_response, method, "POST, PUT")
             problems = state.reload()
             if problems:
-                return responses.text(start_response, "500 Internal Server Error",
-                                      "config not reloaded; the running one is kept:\n"
-                                      + "\n".join(problems) + "\n")  # fmt: skip
+                return responses.text(
+                    start_response,
+                    "500 Internal Server Error",
+                    "config not reloaded; the running one is kept:\n" + "\n".join(problems) + "\n",
+                )
             return responses.text(start_response, "200 OK", "config reloaded\n")
         if method not in ("GET", "HEAD"):
             return _not_allowed(start_response, method, "GET, HEAD")
@@ -99,9 +101,14 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
             about = About(config.instance, config.source, version, state.started_at)
             page = landing_page(state.current_probers(), about, now=time.time(), refresh=refresh)
             body = page.encode()
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                      ("Cache-Control", "no-store"),
-                                      ("Content-Length", str(len(body)))])  # fmt: skip
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Cache-Control", "no-store"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
             return [body]
         return responses.text(start_response, "404 Not Found", f"no such page: {path}\n")
 
@@ -123,8 +130,9 @@ def _refresh(query: str) -> int:
 
 
 def _not_allowed(start_response: StartResponse, method: str, allowed: str) -> list[bytes]:
-    return responses.text(start_response, "405 Method Not Allowed", f"{method} not allowed\n",
-                          [("Allow", allowed)])  # fmt: skip
+    return responses.text(
+        start_response, "405 Method Not Allowed", f"{method} not allowed\n", [("Allow", allowed)]
+    )
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

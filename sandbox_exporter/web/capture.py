@@ -23,8 +23,9 @@ class CapturingLogger:
         return CapturingLogger(self._inner.bind(**values), self.lines, {**self._context, **values})
 
     def _log(self, level: str, event: str, **values: Any) -> None:
-        self.lines.append({"ts": timestamp(), "level": level, "event": event,
-                           **self._context, **values})  # fmt: skip
+        self.lines.append(
+            {"ts": timestamp(), "level": level, "event": event, **self._context, **values}
+        )
         getattr(self._inner, level)(event, **values)
 
     def debug(self, event: str, **values: Any) -> None:

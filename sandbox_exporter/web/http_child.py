@@ -40,10 +40,20 @@ if TYPE_CHECKING:
 
 # the parts of a request the exporter's app reads; never the process environment,
 # which wsgiref copies into every request's environ
-FORWARDED_KEYS = frozenset({
-    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH",
-    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "wsgi.url_scheme",
-})  # fmt: skip
+FORWARDED_KEYS = frozenset(
+    {
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "wsgi.url_scheme",
+    }
+)
 METRICS_FETCH_TIMEOUT = 10.0
 
 
@@ -143,9 +153,12 @@ def front_app(
             "HEAD",
         ):
             if not pacer.admit():
-                return responses.text(start_response, "429 Too Many Requests",
-                                      "too many scrapes; try again shortly\n",
-                                      [("Retry-After", "1")])  # fmt: skip
+                return responses.text(
+                    start_response,
+                    "429 Too Many Requests",
+                    "too many scrapes; try again shortly\n",
+                    [("Retry-After", "1")],
+                )
             fmt = responses.metrics_format(environ.get("HTTP_ACCEPT", ""))
             try:
                 rendered = cache.get(fmt)
@@ -155,9 +168,12 @@ def front_app(
                 return responses.text(start_response, "503 Service Unavailable", f"{exc}\n")
             return responses.metrics(rendered, fmt, environ, start_response)
         if not budget.acquire():
-            return responses.text(start_response, "429 Too Many Requests",
-                                  "too many requests to the exporter; try again shortly\n",
-                                  [("Retry-After", "1")])  # fmt: skip
+            return responses.text(
+                start_response,
+                "429 Too Many Requests",
+                "too many requests to the exporter; try again shortly\n",
+                [("Retry-After", "1")],
+            )
         try:
             header, body = exporter.ask({"kind": "request", "environ": forwarded_environ(environ)})
         except BridgeClosed as exc:
@@ -176,8 +192,12 @@ def require_auth(app: WSGIApplication, web_config: WebConfig) -> WSGIApplication
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if web_config.current().authorized(environ.get("HTTP_AUTHORIZATION")):
             return app(environ, start_response)
-        return responses.text(start_response, "401 Unauthorized", "Unauthorized\n",
-                              [("WWW-Authenticate", 'Basic realm="sandbox-exporter"')])  # fmt: skip
+        return responses.text(
+            start_response,
+            "401 Unauthorized",
+            "Unauthorized\n",
+            [("WWW-Authenticate", 'Basic realm="sandbox-exporter"')],
+        )
 
     return guarded
 

@@ -111,10 +111,20 @@ class WebProcess:
     def _command(self, bridge_fd: int) -> list[str]:
         level, fmt = current_logging()
         command = [
-            sys.executable, "-m", "sandbox_exporter.web.http_child",
-            "--listen-fd", str(self._listener.fileno()), "--bridge-fd", str(bridge_fd),
-            "--serving", self._options.to_json(), "--log-level", level, "--log-format", fmt,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "sandbox_exporter.web.http_child",
+            "--listen-fd",
+            str(self._listener.fileno()),
+            "--bridge-fd",
+            str(bridge_fd),
+            "--serving",
+            self._options.to_json(),
+            "--log-level",
+            level,
+            "--log-format",
+            fmt,
+        ]
         if self._web_config is not None:
             command += ["--web-config", str(self._web_config.path)]
         return command
@@ -170,9 +180,11 @@ class WebProcess:
         try:
             while (message := bridge.receive(channel)) is not None:
                 threading.Thread(
-                    target=self._reply, args=(channel, send_lock, *message),
-                    name="web-request", daemon=True,
-                ).start()  # fmt: skip
+                    target=self._reply,
+                    args=(channel, send_lock, *message),
+                    name="web-request",
+                    daemon=True,
+                ).start()
         except (OSError, bridge.BridgeError) as exc:
             if not self._stopping.is_set():
                 self._log.warning("web process bridge broke", error=str(exc))
@@ -184,8 +196,10 @@ class WebProcess:
             answer, payload = self._handle(header, body)
         except Exception as exc:  # noqa: BLE001 - a page's failure is that page's 500, only
             self._log.error("web request failed", error=str(exc) or type(exc).__name__)
-            answer = {"status": "500 Internal Server Error",
-                      "headers": [["Content-Type", "text/plain; charset=utf-8"]]}  # fmt: skip
+            answer = {
+                "status": "500 Internal Server Error",
+                "headers": [["Content-Type", "text/plain; charset=utf-8"]],
+            }
             payload = b"internal error; see the exporter's log\n"
         answer["id"] = header.get("id")
         try:

@@ -72,8 +72,9 @@ def handle_probe(
     if prober is None:
         why = missing_backend(config, name) if config is not None else None
         if why is not None:
-            return _plain("404 Not Found", f"target: no target {name!r}: {why}; "
-                                           f"configured: {configured}\n")  # fmt: skip
+            return _plain(
+                "404 Not Found", f"target: no target {name!r}: {why}; configured: {configured}\n"
+            )
         return _plain(
             "404 Not Found", f"target: unknown target {name!r}; configured: {configured}\n"
         )

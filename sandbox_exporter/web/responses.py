@@ -83,8 +83,9 @@ class MetricsCache:
     """A RenderCache for each format, `render(fmt)` making the page."""
 
     def __init__(self, render: Callable[[str], bytes], max_age: float = 1.0) -> None:
-        self._caches = {fmt: RenderCache(functools.partial(render, fmt), max_age)
-                         for fmt in CONTENT_TYPES}  # fmt: skip
+        self._caches = {
+            fmt: RenderCache(functools.partial(render, fmt), max_age) for fmt in CONTENT_TYPES
+        }
 
     def get(self, fmt: str) -> Rendered:
         return self._caches[fmt].get()

@@ -23,7 +23,7 @@ hold its thread for good; it reports a refused handshake (400; 403 without
 `pods/exec`) as status 0, which reads as an outage; and it swaps the shared
 ApiClient's `call_api` while it runs, which an abandoned exec never puts back.
 
-The Pod follows the `restricted` Pod Security profile: non-root, seccomp
+The Pod (kubernetes_pod.py) follows the `restricted` Pod Security profile: non-root, seccomp
 RuntimeDefault, all capabilities dropped, no privilege escalation, read-only
 root, no service-account token.
 
@@ -64,20 +64,15 @@ from sandbox_exporter.backends.base import (
     SandboxSpec,
 )
 from sandbox_exporter.backends.docker import DEFAULT_KEEPALIVE
+from sandbox_exporter.backends.kubernetes_pod import (
+    network_policy,
+    pod_manifest,
+    running,
+    start_problem,
+)
 from sandbox_exporter.backends.websocket_exec import ExecSockets
 from sandbox_exporter.config.settings import Timeouts
 
-RUN_LABEL = "sandbox-exporter.io/run"
-PULL_POLICIES = {"if_not_present": "IfNotPresent", "always": "Always", "never": "Never"}
-WAITING_FAILURES = {
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
 CHANNEL_PROTOCOL = "v4.channel.k8s.io"
 STDOUT, STDERR, STATUS = 1, 2, 3
 
@@ -112,11 +107,6 @@ class PodHandle(SandboxRef):
     """The Pod, and the resourceVersion its create returned (its watch starts there)."""
 
     resource_version: str | None = None
-
-
-def _run_label(name: str) -> dict[str, str]:
-    """Selects this run's Pod alone (a label value holds 63 bytes: not the whole name)."""
-    return {RUN_LABEL: name.rsplit("-", 1)[-1]}
 
 
 class KubernetesBackend:
@@ -217,14 +207,14 @@ class KubernetesBackend:
                 "create networkpolicy",
                 self.networking.create_namespaced_network_policy,
                 self.namespace,
-                self._network_policy(spec),
+                network_policy(spec),
                 deadline=deadline,
             )
         created = self._call(
             "create pod",
             self.core.create_namespaced_pod,
             self.namespace,
-            self._pod(spec),
+            pod_manifest(spec, self.options),
             deadline=deadline,
             _preload_content=False,
         )
@@ -235,10 +225,10 @@ class KubernetesBackend:
         for pod in self._watch_pod(name, sandbox.resource_version, deadline):
             if pod is None:
                 raise BackendError(f"pod {name} was deleted while starting")
-            problem = self._start_problem(pod)
+            problem = start_problem(pod)
             if problem:
                 raise BackendError(problem)
-            if self._running(pod):
+            if running(pod):
                 return
         raise BackendError(f"pod {name} was not running when the watch ended")
 
@@ -426,103 +416,6 @@ class KubernetesBackend:
             raise _api_error(exc, "watch pod", self._address()) from exc
         finally:
             w.stop()
-
-    @staticmethod
-    def _running(pod: dict[str, Any]) -> bool:
-        status = pod.get("status") or {}
-        statuses = status.get("containerStatuses") or []
-        return (
-            status.get("phase") == "Running"
-            and bool(statuses)
-            and all("running" in (s.get("state") or {}) and s.get("started") for s in statuses)
-        )
-
-    @staticmethod
-    def _start_problem(pod: dict[str, Any]) -> str | None:
-        """Why this Pod will not start, in the cluster's words; None while it may."""
-        name = pod["metadata"]["name"]
-        status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
-            if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
-            ):
-                return f"pod {name} is unschedulable: {condition.get('message')}"
-        for container in status.get("containerStatuses") or []:
-            state = container.get("state") or {}
-            waiting = state.get("waiting")
-            if waiting is not None and waiting.get("reason") in WAITING_FAILURES:
-                return f"pod {name}: {waiting['reason']}: {waiting.get('message')}"
-            terminated = state.get("terminated")
-            if terminated is not None:
-                message = terminated.get("message")
-                return (
-                    f"pod {name}: container exited ({terminated.get('reason')}, "
-                    f"exit code {terminated.get('exitCode')}){f': {message}' if message else ''}"
-                )
-        if status.get("phase") in ("Failed", "Succeeded"):
-            return (
-                f"pod {name} ended ({status['phase']}): "
-                f"{status.get('message') or status.get('reason')}"
-            )
-        return None
-
-    def _pod(self, spec: SandboxSpec) -> dict[str, Any]:
-        """The Pod as the API's JSON (built as a dict: the client's models cost a
-        millisecond a call to serialize, inside the timed create)."""
-        o = self.options
-        limits = {"cpu": f"{int(spec.cpus * 1000)}m", "memory": f"{spec.memory_mb}Mi"}
-        pod_spec: dict[str, Any] = {
-            "containers": [
-                {
-                    "name": "probe",
-                    "image": spec.image,
-                    "imagePullPolicy": PULL_POLICIES[spec.pull_policy],
-                    "command": list(o.keepalive),
-                    "resources": {"requests": limits, "limits": limits},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": int(spec.stop_grace),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": o.run_as_user,
-                "runAsGroup": o.run_as_user,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-        }
-        optional = {
-            "runtimeClassName": o.runtime_class,
-            "nodeSelector": dict(o.node_selector) or None,
-            "tolerations": [dict(t) for t in o.tolerations] or None,
-            "imagePullSecrets": [{"name": s} for s in o.image_pull_secrets] or None,
-            "priorityClassName": o.priority_class,
-        }
-        pod_spec.update({key: value for key, value in optional.items() if value is not None})
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": spec.name, "labels": {**spec.labels, **_run_label(spec.name)}},
-            "spec": pod_spec,
-        }
-
-    def _network_policy(self, spec: SandboxSpec) -> Any:
-        k = self._k8s
-        return k.V1NetworkPolicy(
-            metadata=k.V1ObjectMeta(name=spec.name, labels=dict(spec.labels)),
-            spec=k.V1NetworkPolicySpec(
-                pod_selector=k.V1LabelSelector(match_labels=_run_label(spec.name)),
-                policy_types=["Ingress", "Egress"],
-            ),
-        )
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -24,11 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpcore
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine_line
 from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
 from sandbox_exporter.backends.firecracker import FirecrackerBackend, FirecrackerOptions
+from sandbox_exporter.backends.firecracker.api import call, configure
 from sandbox_exporter.config.settings import Timeouts
 from tests.tiny_guest import tiny_guest_image
 
@@ -102,11 +105,11 @@ def main() -> int:
     # the snapshot, made by hand: the backend's own set-up waits for a guest answer
     name = "sandbox-exporter-bench-template"
     vm = fc._launch(name, {}, Deadline.after(30))
-    fc._configure(vm, shape, Deadline.after(30))
-    fc._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, Deadline.after(30))
-    fc._api(vm, "PATCH", "/vm", {"state": "Paused"}, Deadline.after(30))
-    fc._api(vm, "PUT", "/snapshot/create", {"snapshot_type": "Full", "snapshot_path": "vmstate",
-            "mem_file_path": "memory"}, Deadline.after(60))  # fmt: skip
+    configure(httpcore, vm, fc.options, shape, Deadline.after(30))
+    call(httpcore, vm, "PUT", "/actions", {"action_type": "InstanceStart"}, Deadline.after(30))
+    call(httpcore, vm, "PATCH", "/vm", {"state": "Paused"}, Deadline.after(30))
+    create = {"snapshot_type": "Full", "snapshot_path": "vmstate", "mem_file_path": "memory"}
+    call(httpcore, vm, "PUT", "/snapshot/create", create, Deadline.after(60))
     template = work / "template"
     template.mkdir()
     for part in ("vmstate", "memory"):
@@ -117,14 +120,14 @@ def main() -> int:
     for i in range(args.n + 1):
         booted, restored = f"sandbox-exporter-bench-boot-{i}", f"sandbox-exporter-bench-load-{i}"
         vm = fc._launch(booted, {}, Deadline.after(30))
-        fc._configure(vm, shape, Deadline.after(30))
+        configure(httpcore, vm, fc.options, shape, Deadline.after(30))
         began = time.perf_counter()
-        fc._api(vm, "PUT", "/actions", {"action_type": "InstanceStart"}, Deadline.after(30))
+        call(httpcore, vm, "PUT", "/actions", {"action_type": "InstanceStart"}, Deadline.after(30))
         took_boot = time.perf_counter() - began
         fc.remove(SandboxRef(booted), Deadline.after(30))
         vm = fc._launch(restored, {}, Deadline.after(30))
         began = time.perf_counter()
-        fc._api(vm, "PUT", "/snapshot/load", load, Deadline.after(30))
+        call(httpcore, vm, "PUT", "/snapshot/load", load, Deadline.after(30))
         took_load = time.perf_counter() - began
         fc.remove(SandboxRef(restored), Deadline.after(30))
         if i:

@@ -313,10 +313,13 @@ def test_the_real_vmm_restores_one_snapshot_into_each_vms_own_directory(
     backend.ping(soon())
     # the tiny guest has no vsock listener: make the set-up's snapshot without the wait
     with monkeypatch.context() as patched:
-        patched.setattr(backend, "_wait_for_guest", lambda vm, deadline: None)
+        patched.setattr(
+            "sandbox_exporter.backends.firecracker.backend.wait_for_guest",
+            lambda vm, options, deadline: None,
+        )
         backend.prepare(spec(), soon())
-    assert backend._snapshot is not None
-    made = {p.name: p.stat().st_size for p in backend._snapshot.iterdir()}
+    assert backend._snapshots.path is not None
+    made = {p.name: p.stat().st_size for p in backend._snapshots.path.iterdir()}
     assert made["memory"] == 128 << 20, made
     sandboxes = [backend.create(spec(f"sandbox-exporter-fc-{n}"), soon()) for n in "ab"]
     try:
@@ -461,11 +464,11 @@ def test_snapshot_mode_restores_each_vm_from_one_snapshot(
     backend = backend_for(target)
     backend.ping(soon())
     backend.prepare(spec(), soon())
-    snapshot = backend._snapshot
+    snapshot = backend._snapshots.path
     assert snapshot is not None
     assert {"vmstate", "memory"} <= {p.name for p in snapshot.iterdir()}
     backend.prepare(spec(), soon())
-    assert backend._snapshot == snapshot, "made once per shape"
+    assert backend._snapshots.path == snapshot, "made once per shape"
     # two VMs restored side by side: each has its own sockets (relative to its directory)
     first, second = (backend.create(spec(f"sandbox-exporter-fc-{n}"), soon()) for n in "ab")
     try:
@@ -692,14 +695,14 @@ def test_snapshots_of_a_killed_exporter_go_and_those_in_use_stay(
     for backend in (first, second):
         backend.ping(soon())
         backend.prepare(spec(), soon())
-    kept, killed = first._snapshot, second._snapshot
+    kept, killed = first._snapshots.path, second._snapshots.path
     assert kept is not None
     assert killed is not None
     assert kept != killed, "each its own"
     # `second` dies without closing: its lock goes with its descriptor, its files stay;
     # a minute later they are a leftover (younger, a set-up may not hold its lock yet)
-    assert second._snapshot_owner is not None
-    os.close(second._snapshot_owner)
+    assert second._snapshots.owner is not None
+    os.close(second._snapshots.owner)
     for directory in (kept, killed):
         os.utime(directory, (0, 0))
     third = backend_for(target)
@@ -725,7 +728,7 @@ def test_a_snapshot_set_up_that_fails_early_leaves_nothing_behind(
         with pytest.raises(BackendError, match="the VMM exited 1 before its API socket answered"):
             backend.prepare(spec(), soon())
     assert backend._vms == {}
-    assert backend._snapshot_owner is None
+    assert backend._snapshots.owner is None
     backend.close()
     nothing_left(state)
 

@@ -37,8 +37,16 @@ from tests.tiny_guest import tiny_guest_image
 
 
 def spec(name: str, memory_mb: int) -> SandboxSpec:
-    return SandboxSpec(name=name, labels={}, image="", pull_policy="never", cpus=1,
-                       memory_mb=memory_mb, pids_limit=0, stop_grace=1)  # fmt: skip
+    return SandboxSpec(
+        name=name,
+        labels={},
+        image="",
+        pull_policy="never",
+        cpus=1,
+        memory_mb=memory_mb,
+        pids_limit=0,
+        stop_grace=1,
+    )
 
 
 def p(values: list[float], q: float) -> float:
@@ -47,8 +55,10 @@ def p(values: list[float], q: float) -> float:
 
 
 def line(name: str, values: list[float]) -> str:
-    return (f"  {name:<34} p50 {1000 * statistics.median(values):8.1f} ms   "
-            f"p95 {1000 * p(values, 0.95):8.1f} ms   n={len(values)}")  # fmt: skip
+    return (
+        f"  {name:<34} p50 {1000 * statistics.median(values):8.1f} ms   "
+        f"p95 {1000 * p(values, 0.95):8.1f} ms   n={len(values)}"
+    )
 
 
 def filesystem(path: Path) -> str:
@@ -70,16 +80,23 @@ def main() -> int:
     with rootfs.open("wb") as drive:  # written data, not a sparse file: a copy must copy it
         for _ in range(args.rootfs_mb):
             drive.write(os.urandom(1 << 20))
-    version = subprocess.run([args.binary, "--version"], capture_output=True, text=True,
-                             check=True).stdout.splitlines()[0]  # fmt: skip
+    version = subprocess.run(
+        [args.binary, "--version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
     print(machine_line())
     print(f"{version}; state directory on {filesystem(work)}")
 
     def backend(mode: str) -> FirecrackerBackend:
-        options = FirecrackerOptions.model_validate({
-            "binary": os.path.abspath(args.binary), "kernel": str(kernel), "rootfs": str(rootfs),
-            "rootfs_mode": mode, "state_dir": str(work / "state"), "boot_args": "console=ttyS0",
-        })  # fmt: skip
+        options = FirecrackerOptions.model_validate(
+            {
+                "binary": os.path.abspath(args.binary),
+                "kernel": str(kernel),
+                "rootfs": str(rootfs),
+                "rootfs_mode": mode,
+                "state_dir": str(work / "state"),
+                "boot_args": "console=ttyS0",
+            }
+        )
         return FirecrackerBackend(options, Timeouts())
 
     print(f"\ncreate, root drive of {args.rootfs_mb} MiB:")

@@ -107,35 +107,63 @@ def double_binary(directory: Path, **knobs: str) -> Path:
 # musl's strerror (Firecracker is a static musl binary), e.g. EADDRINUSE is
 # "Address in use", not glibc's "Address already in use".
 MUSL_STRERROR = {
-    errno.EILSEQ: "Illegal byte sequence", errno.EDOM: "Domain error",
-    errno.ERANGE: "Result not representable", errno.ENOTTY: "Not a tty",
-    errno.EACCES: "Permission denied", errno.EPERM: "Operation not permitted",
-    errno.ENOENT: "No such file or directory", errno.ESRCH: "No such process",
-    errno.EEXIST: "File exists", errno.EOVERFLOW: "Value too large for data type",
-    errno.ENOSPC: "No space left on device", errno.ENOMEM: "Out of memory",
-    errno.EBUSY: "Resource busy", errno.EINTR: "Interrupted system call",
-    errno.EAGAIN: "Resource temporarily unavailable", errno.ESPIPE: "Invalid seek",
-    errno.EXDEV: "Cross-device link", errno.EROFS: "Read-only file system",
-    errno.ENOTEMPTY: "Directory not empty", errno.ECONNRESET: "Connection reset by peer",
-    errno.ETIMEDOUT: "Operation timed out", errno.ECONNREFUSED: "Connection refused",
-    errno.EADDRINUSE: "Address in use", errno.EPIPE: "Broken pipe", errno.EIO: "I/O error",
-    errno.ENXIO: "No such device or address", errno.ENODEV: "No such device",
-    errno.ENOTDIR: "Not a directory", errno.EISDIR: "Is a directory",
-    errno.ETXTBSY: "Text file busy", errno.ENOEXEC: "Exec format error",
-    errno.EINVAL: "Invalid argument", errno.E2BIG: "Argument list too long",
-    errno.ELOOP: "Symbolic link loop", errno.ENAMETOOLONG: "Filename too long",
-    errno.ENFILE: "Too many open files in system", errno.EMFILE: "No file descriptors available",
-    errno.EBADF: "Bad file descriptor", errno.EFAULT: "Bad address",
-    errno.EFBIG: "File too large", errno.ENOTSOCK: "Not a socket",
-    errno.EADDRNOTAVAIL: "Address not available", errno.EPROTOTYPE: "Protocol wrong type for socket",
-}  # fmt: skip
+    errno.EILSEQ: "Illegal byte sequence",
+    errno.EDOM: "Domain error",
+    errno.ERANGE: "Result not representable",
+    errno.ENOTTY: "Not a tty",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+    errno.ENOENT: "No such file or directory",
+    errno.ESRCH: "No such process",
+    errno.EEXIST: "File exists",
+    errno.EOVERFLOW: "Value too large for data type",
+    errno.ENOSPC: "No space left on device",
+    errno.ENOMEM: "Out of memory",
+    errno.EBUSY: "Resource busy",
+    errno.EINTR: "Interrupted system call",
+    errno.EAGAIN: "Resource temporarily unavailable",
+    errno.ESPIPE: "Invalid seek",
+    errno.EXDEV: "Cross-device link",
+    errno.EROFS: "Read-only file system",
+    errno.ENOTEMPTY: "Directory not empty",
+    errno.ECONNRESET: "Connection reset by peer",
+    errno.ETIMEDOUT: "Operation timed out",
+    errno.ECONNREFUSED: "Connection refused",
+    errno.EADDRINUSE: "Address in use",
+    errno.EPIPE: "Broken pipe",
+    errno.EIO: "I/O error",
+    errno.ENXIO: "No such device or address",
+    errno.ENODEV: "No such device",
+    errno.ENOTDIR: "Not a directory",
+    errno.EISDIR: "Is a directory",
+    errno.ETXTBSY: "Text file busy",
+    errno.ENOEXEC: "Exec format error",
+    errno.EINVAL: "Invalid argument",
+    errno.E2BIG: "Argument list too long",
+    errno.ELOOP: "Symbolic link loop",
+    errno.ENAMETOOLONG: "Filename too long",
+    errno.ENFILE: "Too many open files in system",
+    errno.EMFILE: "No file descriptors available",
+    errno.EBADF: "Bad file descriptor",
+    errno.EFAULT: "Bad address",
+    errno.EFBIG: "File too large",
+    errno.ENOTSOCK: "Not a socket",
+    errno.EADDRNOTAVAIL: "Address not available",
+    errno.EPROTOTYPE: "Protocol wrong type for socket",
+}
 
 
 RUST_ERROR_KINDS = {
-    errno.ENOENT: "NotFound", errno.EACCES: "PermissionDenied", errno.EPERM: "PermissionDenied",
-    errno.EEXIST: "AlreadyExists", errno.EADDRINUSE: "AddrInUse", errno.ENOTDIR: "NotADirectory",
-    errno.EISDIR: "IsADirectory", errno.EINVAL: "InvalidInput", errno.ENAMETOOLONG: "InvalidFilename",
-}  # fmt: skip
+    errno.ENOENT: "NotFound",
+    errno.EACCES: "PermissionDenied",
+    errno.EPERM: "PermissionDenied",
+    errno.EEXIST: "AlreadyExists",
+    errno.EADDRINUSE: "AddrInUse",
+    errno.ENOTDIR: "NotADirectory",
+    errno.EISDIR: "IsADirectory",
+    errno.EINVAL: "InvalidInput",
+    errno.ENAMETOOLONG: "InvalidFilename",
+}
 
 
 def os_error_debug(exc: OSError) -> str:
@@ -299,8 +327,16 @@ class Reader:
         byte = self.next_char()
         if byte is None:
             raise self.error("EOF while parsing a string")
-        simple = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f", b"n": b"\n",
-                  b"r": b"\r", b"t": b"\t"}  # fmt: skip
+        simple = {
+            b'"': b'"',
+            b"\\": b"\\",
+            b"/": b"/",
+            b"b": b"\b",
+            b"f": b"\f",
+            b"n": b"\n",
+            b"r": b"\r",
+            b"t": b"\t",
+        }
         if bytes([byte]) in simple:
             return simple[bytes([byte])]
         if byte != ord("u"):
@@ -580,11 +616,15 @@ class UInt(Type):
                 r.eat()
             number = r.parse_integer(byte != ord("-"))
             if isinstance(number, float):
-                raise r.fix(SerdeError(f"invalid type: {describe_number(number)}, "
-                                       f"expected {self.expecting}"))  # fmt: skip
+                raise r.fix(
+                    SerdeError(
+                        f"invalid type: {describe_number(number)}, expected {self.expecting}"
+                    )
+                )
             if not 0 <= number <= self.maximum:
-                raise r.fix(SerdeError(f"invalid value: integer `{number}`, "
-                                       f"expected {self.expecting}"))  # fmt: skip
+                raise r.fix(
+                    SerdeError(f"invalid value: integer `{number}`, expected {self.expecting}")
+                )
             return number
         raise r.unexpected(self.expecting)
 
@@ -669,8 +709,15 @@ class LevelFilter(Type):
 
     has_default = True
     expecting = "a string"
-    LEVELS: ClassVar[dict[str, str]] = {"off": "Off", "trace": "Trace", "debug": "Debug", "info": "Info",
-              "warn": "Warn", "warning": "Warn", "error": "Error"}  # fmt: skip
+    LEVELS: ClassVar[dict[str, str]] = {
+        "off": "Off",
+        "trace": "Trace",
+        "debug": "Debug",
+        "info": "Info",
+        "warn": "Warn",
+        "warning": "Warn",
+        "error": "Error",
+    }
 
     def deserialize(self, r: Reader) -> Any:
         if r.whitespace() == ord("n"):
@@ -737,9 +784,14 @@ class Struct(Type):
             kind = self.fields.get(key)
             if kind is None:
                 if self.deny:
-                    raise SerdeError(f"unknown field `{key}`, "
-                                     + (f"expected {one_of(list(self.fields))}" if self.fields
-                                        else "there are no fields"))  # fmt: skip
+                    raise SerdeError(
+                        f"unknown field `{key}`, "
+                        + (
+                            f"expected {one_of(list(self.fields))}"
+                            if self.fields
+                            else "there are no fields"
+                        )
+                    )
                 r.object_colon()
                 r.ignore_value()
                 continue
@@ -781,8 +833,15 @@ def from_slice(kind: Type, body: bytes) -> dict[str, Any]:
 
 
 # The v1.12.1 request bodies (field order is the structs' declaration order).
-TOKEN_BUCKET = Struct("TokenBucketConfig", {"size": UInt("u64", 64), "one_time_burst": Opt(UInt("u64", 64)),
-                      "refill_time": UInt("u64", 64)}, deny=False)  # fmt: skip
+TOKEN_BUCKET = Struct(
+    "TokenBucketConfig",
+    {
+        "size": UInt("u64", 64),
+        "one_time_burst": Opt(UInt("u64", 64)),
+        "refill_time": UInt("u64", 64),
+    },
+    deny=False,
+)
 RATE_LIMITER = Struct(
     "RateLimiterConfig", {"bandwidth": Opt(TOKEN_BUCKET), "ops": Opt(TOKEN_BUCKET)}
 )
@@ -791,42 +850,91 @@ HUGE_PAGES = ["None", "2M"]
 ACTION = Struct(
     "ActionBody", {"action_type": Enum(["FlushMetrics", "InstanceStart", "SendCtrlAltDel"])}
 )
-BOOT_SOURCE = Struct("BootSourceConfig", {"kernel_image_path": Str(), "initrd_path": Opt(Str()),
-                     "boot_args": Opt(Str())})  # fmt: skip
-MACHINE_CONFIG = Struct("MachineConfig", {
-    "vcpu_count": UInt("u8", 8), "mem_size_mib": UInt("usize", 64), "smt": Bool(default=True),
-    "cpu_template": Opt(Enum(STATIC_CPU_TEMPLATES), serde_default=True),
-    "track_dirty_pages": Bool(default=True), "huge_pages": Enum(HUGE_PAGES, default=True)})  # fmt: skip
-MACHINE_CONFIG_UPDATE = Struct("MachineConfigUpdate", {
-    "vcpu_count": Opt(UInt("u8", 8), True), "mem_size_mib": Opt(UInt("usize", 64), True),
-    "smt": Opt(Bool(), True), "cpu_template": Opt(Enum(STATIC_CPU_TEMPLATES), True),
-    "track_dirty_pages": Opt(Bool(), True), "huge_pages": Opt(Enum(HUGE_PAGES), True)})  # fmt: skip
-DRIVE = Struct("BlockDeviceConfig", {
-    "drive_id": Str(), "partuuid": Opt(Str()), "is_root_device": Bool(),
-    "cache_type": Enum(["Unsafe", "Writeback"], default=True), "is_read_only": Opt(Bool()),
-    "path_on_host": Opt(Str()), "rate_limiter": Opt(RATE_LIMITER),
-    "io_engine": Opt(Enum(["Async", "Sync"])), "socket": Opt(Str())})  # fmt: skip
-DRIVE_UPDATE = Struct("BlockDeviceUpdateConfig", {"drive_id": Str(), "path_on_host": Opt(Str()),
-                      "rate_limiter": Opt(RATE_LIMITER)})  # fmt: skip
-VSOCK = Struct("VsockDeviceConfig", {"vsock_id": Opt(Str(), True), "guest_cid": UInt("u32", 32),
-               "uds_path": Str()})  # fmt: skip
-LOGGER = Struct("LoggerConfig", {"log_path": Opt(PATH), "level": LevelFilter(),
-                "show_level": Opt(Bool()), "show_log_origin": Opt(Bool()), "module": Opt(Str())})  # fmt: skip
+BOOT_SOURCE = Struct(
+    "BootSourceConfig",
+    {"kernel_image_path": Str(), "initrd_path": Opt(Str()), "boot_args": Opt(Str())},
+)
+MACHINE_CONFIG = Struct(
+    "MachineConfig",
+    {
+        "vcpu_count": UInt("u8", 8),
+        "mem_size_mib": UInt("usize", 64),
+        "smt": Bool(default=True),
+        "cpu_template": Opt(Enum(STATIC_CPU_TEMPLATES), serde_default=True),
+        "track_dirty_pages": Bool(default=True),
+        "huge_pages": Enum(HUGE_PAGES, default=True),
+    },
+)
+MACHINE_CONFIG_UPDATE = Struct(
+    "MachineConfigUpdate",
+    {
+        "vcpu_count": Opt(UInt("u8", 8), True),
+        "mem_size_mib": Opt(UInt("usize", 64), True),
+        "smt": Opt(Bool(), True),
+        "cpu_template": Opt(Enum(STATIC_CPU_TEMPLATES), True),
+        "track_dirty_pages": Opt(Bool(), True),
+        "huge_pages": Opt(Enum(HUGE_PAGES), True),
+    },
+)
+DRIVE = Struct(
+    "BlockDeviceConfig",
+    {
+        "drive_id": Str(),
+        "partuuid": Opt(Str()),
+        "is_root_device": Bool(),
+        "cache_type": Enum(["Unsafe", "Writeback"], default=True),
+        "is_read_only": Opt(Bool()),
+        "path_on_host": Opt(Str()),
+        "rate_limiter": Opt(RATE_LIMITER),
+        "io_engine": Opt(Enum(["Async", "Sync"])),
+        "socket": Opt(Str()),
+    },
+)
+DRIVE_UPDATE = Struct(
+    "BlockDeviceUpdateConfig",
+    {"drive_id": Str(), "path_on_host": Opt(Str()), "rate_limiter": Opt(RATE_LIMITER)},
+)
+VSOCK = Struct(
+    "VsockDeviceConfig",
+    {"vsock_id": Opt(Str(), True), "guest_cid": UInt("u32", 32), "uds_path": Str()},
+)
+LOGGER = Struct(
+    "LoggerConfig",
+    {
+        "log_path": Opt(PATH),
+        "level": LevelFilter(),
+        "show_level": Opt(Bool()),
+        "show_log_origin": Opt(Bool()),
+        "module": Opt(Str()),
+    },
+)
 METRICS = Struct("MetricsConfig", {"metrics_path": PATH}, deny=False)
 ENTROPY = Struct("EntropyDeviceConfig", {"rate_limiter": Opt(RATE_LIMITER)})
-SNAPSHOT_CREATE = Struct("CreateSnapshotParams", {
-    "snapshot_type": Enum(["Diff", "Full"], default=True), "snapshot_path": PATH,
-    "mem_file_path": PATH})  # fmt: skip
+SNAPSHOT_CREATE = Struct(
+    "CreateSnapshotParams",
+    {
+        "snapshot_type": Enum(["Diff", "Full"], default=True),
+        "snapshot_path": PATH,
+        "mem_file_path": PATH,
+    },
+)
 MEM_BACKEND = Struct(
     "MemBackendConfig", {"backend_path": PATH, "backend_type": Enum(["File", "Uffd"])}
 )
 NETWORK_OVERRIDE = Struct(
     "NetworkOverride", {"iface_id": Str(), "host_dev_name": Str()}, deny=False
 )
-SNAPSHOT_LOAD = Struct("LoadSnapshotConfig", {
-    "snapshot_path": PATH, "mem_file_path": Opt(PATH), "mem_backend": Opt(MEM_BACKEND),
-    "enable_diff_snapshots": Bool(default=True), "resume_vm": Bool(default=True),
-    "network_overrides": Seq(NETWORK_OVERRIDE, default=True)})  # fmt: skip
+SNAPSHOT_LOAD = Struct(
+    "LoadSnapshotConfig",
+    {
+        "snapshot_path": PATH,
+        "mem_file_path": Opt(PATH),
+        "mem_backend": Opt(MEM_BACKEND),
+        "enable_diff_snapshots": Bool(default=True),
+        "resume_vm": Bool(default=True),
+        "network_overrides": Seq(NETWORK_OVERRIDE, default=True),
+    },
+)
 VM_STATE = Struct("Vm", {"state": Enum(["Paused", "Resumed"])})
 
 # What the spec check leaves alone: where v1.12.1 accepts what the (newer) published spec
@@ -985,8 +1093,10 @@ class HttpConnection:
                 at = self.buffer.find(b"\r\n", start, end)
                 if at < 0:
                     if start == 0 and end == self.BUFFER_SIZE:
-                        raise ParseError("Invalid header. Reason: Invalid content length. Header: "
-                                         + self.buffer.decode(errors="replace"))  # fmt: skip
+                        raise ParseError(
+                            "Invalid header. Reason: Invalid content length. Header: "
+                            + self.buffer.decode(errors="replace")
+                        )
                     self.shift(start, end)
                     return ready
                 assert self.pending is not None
@@ -996,9 +1106,11 @@ class HttpConnection:
                         self.state = "ready"
                     else:
                         if self.pending.content_length > self.max_payload:
-                            raise ParseError(f"Request payload with size {self.pending.content_length}"
-                                             f" is larger than the limit of {self.max_payload} "
-                                             "allowed by server.")  # fmt: skip
+                            raise ParseError(
+                                f"Request payload with size {self.pending.content_length}"
+                                f" is larger than the limit of {self.max_payload} "
+                                "allowed by server."
+                            )
                         if self.pending.expect:
                             self.continues.append(self.pending.version)
                         self.body_left = self.pending.content_length
@@ -1083,13 +1195,16 @@ class HttpConnection:
                 if encoding.strip() == "identity;q=0" or (
                     encoding.strip() == "*;q=0" and "identity" not in value
                 ):
-                    raise ParseError("Invalid header. Reason: Invalid value. "
-                                     f"Key:Accept-Encoding; Value:{encoding}")  # fmt: skip
+                    raise ParseError(
+                        "Invalid header. Reason: Invalid value. "
+                        f"Key:Accept-Encoding; Value:{encoding}"
+                    )
         # Other headers, and unsupported values of known ones, are ignored as micro_http does.
 
 
-def response(status: int, body: str | None = None, deprecation: bool = False,
-             version: str = "HTTP/1.1") -> bytes:  # fmt: skip
+def response(
+    status: int, body: str | None = None, deprecation: bool = False, version: str = "HTTP/1.1"
+) -> bytes:
     head = f"{version} {status} \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n"
     if deprecation:
         head += "Deprecation: true\r\n"
@@ -1118,8 +1233,10 @@ class ApiError(Exception):
 
 
 def serde_error(err: SerdeError) -> ApiError:
-    return ApiError(f"An error occurred when deserializing the json body of a request: {err}.",
-                    f"SerdeJson({err.debug()})")  # fmt: skip
+    return ApiError(
+        f"An error occurred when deserializing the json body of a request: {err}.",
+        f"SerdeJson({err.debug()})",
+    )
 
 
 def generic(message: str) -> ApiError:
@@ -1127,8 +1244,10 @@ def generic(message: str) -> ApiError:
 
 
 def invalid_path(path: str, method: str) -> ApiError:
-    return ApiError(f"Invalid request method and/or path: {method} {path}.",
-                    f"InvalidPathMethod({rust_debug_str(path)}, {method.capitalize()})")  # fmt: skip
+    return ApiError(
+        f"Invalid request method and/or path: {method} {path}.",
+        f"InvalidPathMethod({rust_debug_str(path)}, {method.capitalize()})",
+    )
 
 
 PRE_BOOT = "The requested operation is not supported before starting the microVM."
@@ -1148,8 +1267,12 @@ class Knobs:
     @classmethod
     def parse(cls, text: str) -> Knobs:
         knobs = cls()
-        allowed = {"boot": ("normal", "hang"), "vsock": ("normal", "refuse"),
-                   "crash": ("start", "exec"), "ctrl_alt_del": ("reboot", "ignore")}  # fmt: skip
+        allowed = {
+            "boot": ("normal", "hang"),
+            "vsock": ("normal", "refuse"),
+            "crash": ("start", "exec"),
+            "ctrl_alt_del": ("reboot", "ignore"),
+        }
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, _, value = item.partition("=")
             if key in allowed and value in allowed[key]:
@@ -1192,11 +1315,19 @@ class Vmm:
         self.lock = threading.RLock()  # the VMM thread: one request at a time
         self.started = False
         self.boot_path = False  # boot-specific resources configured: no snapshot load
-        self.boot_source: dict[str, Any] = {"kernel_image_path": "", "initrd_path": None,
-                                            "boot_args": None}  # fmt: skip
-        self.machine: dict[str, Any] = {"vcpu_count": 1, "mem_size_mib": 128, "smt": False,
-                                        "cpu_template": None, "track_dirty_pages": False,
-                                        "huge_pages": "None"}  # fmt: skip
+        self.boot_source: dict[str, Any] = {
+            "kernel_image_path": "",
+            "initrd_path": None,
+            "boot_args": None,
+        }
+        self.machine: dict[str, Any] = {
+            "vcpu_count": 1,
+            "mem_size_mib": 128,
+            "smt": False,
+            "cpu_template": None,
+            "track_dirty_pages": False,
+            "huge_pages": "None",
+        }
         self.drives: list[Drive] = []
         self.vsock: VsockDevice | None = None
         self.entropy: dict[str, Any] | None = None
@@ -1211,12 +1342,16 @@ class Vmm:
         path = abs_path(request.uri)
         body = request.body
         if (path == "/mmds" and body is not None) or body is None:
-            self.log.info(f"The API server received a {request.method.capitalize()} request "
-                          f"on {rust_debug_str(path)}.")  # fmt: skip
+            self.log.info(
+                f"The API server received a {request.method.capitalize()} request "
+                f"on {rust_debug_str(path)}."
+            )
         else:
             shown = body.decode() if self._utf8(body) else "inconvertible to UTF-8"
-            self.log.info(f"The API server received a {request.method.capitalize()} request "
-                          f"on {rust_debug_str(path)} with body {rust_debug_str(shown)}.")  # fmt: skip
+            self.log.info(
+                f"The API server received a {request.method.capitalize()} request "
+                f"on {rust_debug_str(path)} with body {rust_debug_str(shown)}."
+            )
         tokens = [t for t in path.lstrip("/").split("/")]
         if tokens and tokens[-1] == "":
             tokens.pop()  # split_terminator: no empty last token
@@ -1232,8 +1367,11 @@ class Vmm:
                 self.log.error(
                     f"Received Error. Status code: 400 Bad Request. Message: {err.message}"
                 )
-            outcome: tuple[int, str | None, bool] = (400, compact({"fault_message": err.message}),
-                                                     bool(deprecated))  # fmt: skip
+            outcome: tuple[int, str | None, bool] = (
+                400,
+                compact({"fault_message": err.message}),
+                bool(deprecated),
+            )
         else:
             if result is None:
                 self.log.info("The request was executed successfully. Status code: 204 No Content.")
@@ -1253,21 +1391,29 @@ class Vmm:
             return False
         return True
 
-    def route(self, method: str, first: str, second: str | None, body: bytes | None,
-              deprecated: list[str]) -> Any:  # fmt: skip
+    def route(
+        self, method: str, first: str, second: str | None, body: bytes | None, deprecated: list[str]
+    ) -> Any:
         if method == "GET" and body is not None:
             raise generic("GET request cannot have a body.")
         if method == "GET":
             if first == "":
-                return {"id": self.vm_id, "state": self.state_name(), "vmm_version": VERSION,
-                        "app_name": "Firecracker"}  # fmt: skip
+                return {
+                    "id": self.vm_id,
+                    "state": self.state_name(),
+                    "vmm_version": VERSION,
+                    "app_name": "Firecracker",
+                }
             if first == "version":
                 return {"firecracker_version": VERSION}
             if first == "vm" and second == "config":
                 if not self.started:
-                    self.log.warn("If the VM was restored from snapshot, boot-source, "
-                                  "machine-config.smt, and machine-config.cpu_template will all "
-                                  "be empty.", thread="main")  # fmt: skip
+                    self.log.warn(
+                        "If the VM was restored from snapshot, boot-source, "
+                        "machine-config.smt, and machine-config.cpu_template will all "
+                        "be empty.",
+                        thread="main",
+                    )
                 return self.full_config()
             if first == "machine-config":
                 return self.machine_config_out()
@@ -1301,9 +1447,15 @@ class Vmm:
         handler = handlers.get((method, first))
         if handler is not None:
             return handler()
-        if (method, first) in {("PUT", "balloon"), ("PUT", "cpu-config"), ("PUT", "mmds"),
-                               ("PUT", "network-interfaces"), ("PATCH", "balloon"),
-                               ("PATCH", "mmds"), ("PATCH", "network-interfaces")}:  # fmt: skip
+        if (method, first) in {
+            ("PUT", "balloon"),
+            ("PUT", "cpu-config"),
+            ("PUT", "mmds"),
+            ("PUT", "network-interfaces"),
+            ("PATCH", "balloon"),
+            ("PATCH", "mmds"),
+            ("PATCH", "network-interfaces"),
+        }:
             raise self.not_modelled(method, first)
         raise invalid_path(first, method)
 
@@ -1320,8 +1472,10 @@ class Vmm:
             raise serde_error(err) from None
         violations = self.spec.violations(definition, present(value), partial)
         if violations:
-            raise ApiError("The Firecracker double found this body against the API spec "
-                           f"(tests/reference/firecracker-api.yaml): {'; '.join(violations)}")  # fmt: skip
+            raise ApiError(
+                "The Firecracker double found this body against the API spec "
+                f"(tests/reference/firecracker-api.yaml): {'; '.join(violations)}"
+            )
         return {k: (None if v is MISSING else v) for k, v in value.items()}
 
     @staticmethod
@@ -1329,8 +1483,10 @@ class Vmm:
         if not identifier:
             raise ApiError("The ID cannot be empty.", "EmptyID")
         if not all(c == "_" or c.isalnum() for c in identifier):
-            raise ApiError("API Resource IDs can only contain alphanumeric characters and "
-                           "underscores.", "InvalidID")  # fmt: skip
+            raise ApiError(
+                "API Resource IDs can only contain alphanumeric characters and underscores.",
+                "InvalidID",
+            )
         return identifier
 
     @property
@@ -1343,8 +1499,11 @@ class Vmm:
         return "Paused" if self.paused else "Running"
 
     def machine_config_out(self) -> dict[str, Any]:
-        out = {"vcpu_count": self.machine["vcpu_count"], "mem_size_mib": self.machine["mem_size_mib"],
-               "smt": self.machine["smt"]}  # fmt: skip
+        out = {
+            "vcpu_count": self.machine["vcpu_count"],
+            "mem_size_mib": self.machine["mem_size_mib"],
+            "smt": self.machine["smt"],
+        }
         if self.machine["cpu_template"] is not None:
             out["cpu_template"] = self.machine["cpu_template"]
         out["track_dirty_pages"] = self.machine["track_dirty_pages"]
@@ -1353,10 +1512,19 @@ class Vmm:
 
     def full_config(self) -> dict[str, Any]:
         vsock = self.vsock.config() if self.vsock else None
-        return {"balloon": None, "drives": [d.config for d in self.drives],
-                "boot-source": self.boot_source, "cpu-config": None, "logger": None,
-                "machine-config": self.machine_config_out(), "metrics": None, "mmds-config": None,
-                "network-interfaces": [], "vsock": vsock, "entropy": self.entropy}  # fmt: skip
+        return {
+            "balloon": None,
+            "drives": [d.config for d in self.drives],
+            "boot-source": self.boot_source,
+            "cpu-config": None,
+            "logger": None,
+            "machine-config": self.machine_config_out(),
+            "metrics": None,
+            "mmds-config": None,
+            "network-interfaces": [],
+            "vsock": vsock,
+            "entropy": self.entropy,
+        }
 
     # -- pre-boot configuration --
 
@@ -1378,14 +1546,18 @@ class Vmm:
             try:
                 open_backing_file(config["initrd_path"], read_only=True)
             except OSError as exc:
-                raise ApiError("Boot source error: The initrd file cannot be opened due to "
-                               f"invalid path or invalid permissions. {io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    "Boot source error: The initrd file cannot be opened due to "
+                    f"invalid path or invalid permissions. {io_error(exc)}"
+                ) from None
         if (
             config["boot_args"] is not None
             and len(config["boot_args"].encode()) >= CMDLINE_MAX_SIZE
         ):
-            raise ApiError("Boot source error: The kernel command line is invalid: Invalid "
-                           "cmdline capacity provided.")  # fmt: skip
+            raise ApiError(
+                "Boot source error: The kernel command line is invalid: Invalid "
+                "cmdline capacity provided."
+            )
         self.boot_source = config
 
     def put_machine_config(self, body: bytes, deprecated: list[str]) -> None:
@@ -1413,11 +1585,15 @@ class Vmm:
             new["cpu_template"] = None
         vcpus, smt = new["vcpu_count"], new["smt"]
         if vcpus == 0 or vcpus > 32 or (smt and vcpus > 1 and vcpus % 2 == 1):
-            raise ApiError("Machine config error: The number of vCPUs must be greater than 0, "
-                           "less than 32 and must be 1 or an even number if SMT is enabled.")  # fmt: skip
+            raise ApiError(
+                "Machine config error: The number of vCPUs must be greater than 0, "
+                "less than 32 and must be 1 or an even number if SMT is enabled."
+            )
         if new["mem_size_mib"] == 0 or (new["huge_pages"] == "2M" and new["mem_size_mib"] % 2):
-            raise ApiError("Machine config error: The memory size (MiB) is either 0, or not a "
-                           "multiple of the configured page size.")  # fmt: skip
+            raise ApiError(
+                "Machine config error: The memory size (MiB) is either 0, or not a "
+                "multiple of the configured page size."
+            )
         self.machine = new
 
     def put_drive(self, body: bytes, identifier: str | None) -> None:
@@ -1440,22 +1616,32 @@ class Vmm:
             try:
                 open_backing_file(config["path_on_host"], bool(config["is_read_only"]))
             except OSError as exc:
-                raise ApiError(f"{prefix}Virtio backend error: Error manipulating the backing "
-                               f"file: {io_error(exc)} {config['path_on_host']}") from None  # fmt: skip
-            drive = Drive({"drive_id": identifier, "partuuid": config["partuuid"],
-                           "is_root_device": config["is_root_device"],
-                           "cache_type": config["cache_type"] or "Unsafe",
-                           "is_read_only": bool(config["is_read_only"]),
-                           "path_on_host": config["path_on_host"],
-                           "rate_limiter": config["rate_limiter"],
-                           "io_engine": config["io_engine"] or "Sync", "socket": None})  # fmt: skip
+                raise ApiError(
+                    f"{prefix}Virtio backend error: Error manipulating the backing "
+                    f"file: {io_error(exc)} {config['path_on_host']}"
+                ) from None
+            drive = Drive(
+                {
+                    "drive_id": identifier,
+                    "partuuid": config["partuuid"],
+                    "is_root_device": config["is_root_device"],
+                    "cache_type": config["cache_type"] or "Unsafe",
+                    "is_read_only": bool(config["is_read_only"]),
+                    "path_on_host": config["path_on_host"],
+                    "rate_limiter": config["rate_limiter"],
+                    "io_engine": config["io_engine"] or "Sync",
+                    "socket": None,
+                }
+            )
         elif config["socket"] is not None and config["path_on_host"] is None:
             try:
                 with socket.socket(socket.AF_UNIX) as probe:
                     probe.connect(config["socket"])
             except OSError as exc:
-                raise ApiError(f"{prefix}Vhost user backend error: Vhost-user error: Failed to "
-                               f"connect to UDS Unix stream: {io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    f"{prefix}Vhost user backend error: Vhost-user error: Failed to "
+                    f"connect to UDS Unix stream: {io_error(exc)}"
+                ) from None
             raise self.not_modelled("PUT", "drives (vhost-user)")
         else:
             raise ApiError(f"{prefix}Invalid block config.")
@@ -1481,15 +1667,19 @@ class Vmm:
         prefix = "Drive config error: Unable to patch the block device: Device manager error: "
         drive = next((d for d in self.drives if d.config["drive_id"] == identifier), None)
         if drive is None:
-            raise ApiError(f"{prefix}Failed to find the device on the bus. Please verify the "
-                           "request arguments.")  # fmt: skip
+            raise ApiError(
+                f"{prefix}Failed to find the device on the bus. Please verify the "
+                "request arguments."
+            )
         if update["path_on_host"] is not None:
             try:
                 open_backing_file(update["path_on_host"], bool(drive.config["is_read_only"]))
             except OSError as exc:
-                raise ApiError(f"{prefix}Virtio backend error: Error manipulating the backing "
-                               f"file: {io_error(exc)} {update['path_on_host']} Please verify "
-                               "the request arguments.") from None  # fmt: skip
+                raise ApiError(
+                    f"{prefix}Virtio backend error: Error manipulating the backing "
+                    f"file: {io_error(exc)} {update['path_on_host']} Please verify "
+                    "the request arguments."
+                ) from None
             drive.config["path_on_host"] = update["path_on_host"]
         if update["rate_limiter"] is not None:
             drive.config["rate_limiter"] = update["rate_limiter"]
@@ -1500,8 +1690,10 @@ class Vmm:
             deprecated.append("PUT /vsock: vsock_id field is deprecated.")
         self.pre_boot()
         self.boot_path = True
-        prefix = ("Vsock config error: Cannot create backend for vsock device: Error binding to "
-                  "the host-side Unix socket: ")  # fmt: skip
+        prefix = (
+            "Vsock config error: Cannot create backend for vsock device: Error binding to "
+            "the host-side Unix socket: "
+        )
         old, self.vsock = self.vsock, None
         if old is not None:
             old.close()
@@ -1572,9 +1764,11 @@ class Vmm:
             raise ApiError(
                 "Start microvm error: Cannot start microvm without kernel configuration."
             )
-        loader = ("Start microvm error: System configuration error: Cannot load kernel due to "
-                  "invalid memory configuration or invalid kernel image: Kernel Loader: failed to "
-                  "load ELF kernel image: Kernel Loader: ")  # fmt: skip
+        loader = (
+            "Start microvm error: System configuration error: Cannot load kernel due to "
+            "invalid memory configuration or invalid kernel image: Kernel Loader: failed to "
+            "load ELF kernel image: Kernel Loader: "
+        )
         try:
             with open(kernel, "rb") as image:
                 header = image.read(64)
@@ -1613,14 +1807,22 @@ class Vmm:
                 config = from_slice(SNAPSHOT_LOAD, body)
             except SerdeError as err:
                 raise serde_error(err) from None
-            memory = {k: v for k, v in config.items() if k in ("mem_backend", "mem_file_path")
-                      and v not in (None, MISSING)}  # fmt: skip
+            memory = {
+                k: v
+                for k, v in config.items()
+                if k in ("mem_backend", "mem_file_path") and v not in (None, MISSING)
+            }
             if len(memory) == 2:
-                raise serde_error(SerdeError("too many fields: either `mem_backend` or "
-                                             "`mem_file_path` exclusively is required"))  # fmt: skip
+                raise serde_error(
+                    SerdeError(
+                        "too many fields: either `mem_backend` or "
+                        "`mem_file_path` exclusively is required"
+                    )
+                )
             if not memory:
-                raise serde_error(SerdeError("missing field: either `mem_backend` or "
-                                             "`mem_file_path` is required"))  # fmt: skip
+                raise serde_error(
+                    SerdeError("missing field: either `mem_backend` or `mem_file_path` is required")
+                )
             if "mem_file_path" in memory:
                 deprecated.append("PUT /snapshot/load: mem_file_path field is deprecated.")
             config = self.parse(SNAPSHOT_LOAD, body, "SnapshotLoadParams")
@@ -1633,34 +1835,54 @@ class Vmm:
             raise ApiError(PRE_BOOT)
         self.log.info("[DevPreview] Virtual machine snapshots is in development preview.", "main")
         if params["snapshot_type"] == "Diff" and not self.machine["track_dirty_pages"]:
-            raise ApiError("The requested operation is not supported: Diff snapshots are not "
-                           "allowed on uVMs with dirty page tracking disabled.")  # fmt: skip
+            raise ApiError(
+                "The requested operation is not supported: Diff snapshots are not "
+                "allowed on uVMs with dirty page tracking disabled."
+            )
         if not self.paused:
-            raise ApiError("Create snapshot error: Cannot save the microVM state: Operation not "
-                           "allowed: save/restore unavailable while running")  # fmt: skip
-        state = {"format": SNAPSHOT_FORMAT, "config": self.full_config(),
-                 "guest_up": self.guest.up, "snapshot_type": params["snapshot_type"] or "Full"}  # fmt: skip
+            raise ApiError(
+                "Create snapshot error: Cannot save the microVM state: Operation not "
+                "allowed: save/restore unavailable while running"
+            )
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "config": self.full_config(),
+            "guest_up": self.guest.up,
+            "snapshot_type": params["snapshot_type"] or "Full",
+        }
         for path, what, content in (
             (params["snapshot_path"], "snapshot", state),
-            (params["mem_file_path"], "memory", {"format": SNAPSHOT_FORMAT + " memory",
-                                                 "mem_size_mib": self.machine["mem_size_mib"]}),
-        ):  # fmt: skip
+            (
+                params["mem_file_path"],
+                "memory",
+                {
+                    "format": SNAPSHOT_FORMAT + " memory",
+                    "mem_size_mib": self.machine["mem_size_mib"],
+                },
+            ),
+        ):
             try:
                 with open(path, "w") as out:
                     json.dump(content, out)
             except OSError as exc:
-                raise ApiError(f"Create snapshot error: Cannot perform open on the {what} backing "
-                               f"file: {io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    f"Create snapshot error: Cannot perform open on the {what} backing "
+                    f"file: {io_error(exc)}"
+                ) from None
 
     def load_snapshot(self, config: dict[str, Any]) -> None:
         self.log.info("[DevPreview] Virtual machine snapshots is in development preview.", "main")
         if self.started:
             raise ApiError(POST_BOOT)
         if self.boot_path:
-            self.log.info("Loading a microVM snapshot not allowed after configuring "
-                          "boot-specific resources.", "main")  # fmt: skip
-            raise ApiError("Load snapshot error: Loading a microVM snapshot not allowed after "
-                           "configuring boot-specific resources.")  # fmt: skip
+            self.log.info(
+                "Loading a microVM snapshot not allowed after configuring boot-specific resources.",
+                "main",
+            )
+            raise ApiError(
+                "Load snapshot error: Loading a microVM snapshot not allowed after "
+                "configuring boot-specific resources."
+            )
         try:
             self.restore(config)
         except ApiError as err:
@@ -1677,31 +1899,41 @@ class Vmm:
             with open(config["snapshot_path"]) as source:
                 text = source.read()
         except OSError as exc:
-            raise ApiError("Failed to get snapshot state from file: Failed to open snapshot "
-                           f"file: {io_error(exc)}") from None  # fmt: skip
+            raise ApiError(
+                "Failed to get snapshot state from file: Failed to open snapshot "
+                f"file: {io_error(exc)}"
+            ) from None
         try:
             state = json.loads(text)
             if state.get("format") != SNAPSHOT_FORMAT:
                 raise ValueError
         except (ValueError, AttributeError):
-            raise ApiError("Failed to get snapshot state from file: Failed to load snapshot "
-                           "state from file: not a snapshot of the Firecracker double") from None  # fmt: skip
-        backend = config["mem_backend"] or {"backend_type": "File",
-                                            "backend_path": config["mem_file_path"]}  # fmt: skip
+            raise ApiError(
+                "Failed to get snapshot state from file: Failed to load snapshot "
+                "state from file: not a snapshot of the Firecracker double"
+            ) from None
+        backend = config["mem_backend"] or {
+            "backend_type": "File",
+            "backend_path": config["mem_file_path"],
+        }
         if backend["backend_type"] == "File":
             try:
                 open_backing_file(backend["backend_path"], read_only=True)
             except OSError as exc:
-                raise ApiError("Failed to load guest memory: Error creating guest memory from "
-                               f"file: Failed to load guest memory: {io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    "Failed to load guest memory: Error creating guest memory from "
+                    f"file: Failed to load guest memory: {io_error(exc)}"
+                ) from None
         else:
             try:
                 with socket.socket(socket.AF_UNIX) as probe:
                     probe.connect(backend["backend_path"])
             except OSError as exc:
-                raise ApiError("Failed to load guest memory: Error creating guest memory from "
-                               "uffd: Failed to connect to UDS Unix stream: "
-                               f"{io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    "Failed to load guest memory: Error creating guest memory from "
+                    "uffd: Failed to connect to UDS Unix stream: "
+                    f"{io_error(exc)}"
+                ) from None
         saved = state["config"]
         devices = "Failed to build microVM from snapshot: Failed to restore MMIO device: Cannot restore devices: "
         try:
@@ -1722,20 +1954,26 @@ class Vmm:
             try:
                 open_backing_file(drive["path_on_host"], bool(drive["is_read_only"]))
             except OSError as exc:
-                raise ApiError(f"{devices}Block: Virtio backend error: Error manipulating the "
-                               f"backing file: {io_error(exc)} {drive['path_on_host']}") from None  # fmt: skip
+                raise ApiError(
+                    f"{devices}Block: Virtio backend error: Error manipulating the "
+                    f"backing file: {io_error(exc)} {drive['path_on_host']}"
+                ) from None
         if saved["vsock"] is not None:
             try:
                 self.vsock = VsockDevice(
                     self, saved["vsock"]["guest_cid"], saved["vsock"]["uds_path"]
                 )
             except OSError as exc:
-                raise ApiError(f"{devices}VsockUnixBackend: Error binding to the host-side Unix "
-                               f"socket: {io_error(exc)}") from None  # fmt: skip
+                raise ApiError(
+                    f"{devices}VsockUnixBackend: Error binding to the host-side Unix "
+                    f"socket: {io_error(exc)}"
+                ) from None
 
     def exit_after_failed_restore(self) -> NoReturn:
-        self.log.error("RunWithApiError error: Failed to build MicroVM: Loading snapshot failed..",
-                       thread="main")  # fmt: skip
+        self.log.error(
+            "RunWithApiError error: Failed to build MicroVM: Loading snapshot failed..",
+            thread="main",
+        )
         self.log.error("Firecracker exiting with error. exit_code=1", thread="main")
         print("Error: RunWithApi(BuildMicroVmError(Restore))", file=sys.stderr, flush=True)
         finish(1, self)
@@ -2014,10 +2252,16 @@ class GuestSession:
         guest = self.vmm.guest
         try:
             with guest.cond:
-                child = subprocess.Popen(argv, cwd="/", stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         env={"PATH": GUEST_PATH}, start_new_session=True,
-                                         preexec_fn=go_with_the_vmm)  # fmt: skip
+                child = subprocess.Popen(
+                    argv,
+                    cwd="/",
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env={"PATH": GUEST_PATH},
+                    start_new_session=True,
+                    preexec_fn=go_with_the_vmm,
+                )
                 guest.children.add(child)
         except (OSError, ValueError) as exc:
             reason = (
@@ -2130,13 +2374,30 @@ class ApiServer:
 
 # The arguments of the real binary: name → takes a value.
 ARGUMENTS = {
-    "api-sock": True, "boot-timer": False, "config-file": True, "describe-snapshot": True,
-    "help": False, "http-api-max-payload-size": True, "id": True, "level": True,
-    "log-path": True, "metadata": True, "metrics-path": True, "mmds-size-limit": True,
-    "module": True, "no-api": False, "no-seccomp": False, "parent-cpu-time-us": True,
-    "seccomp-filter": True, "show-level": False, "show-log-origin": False,
-    "snapshot-version": False, "start-time-cpu-us": True, "start-time-us": True, "version": False,
-}  # fmt: skip
+    "api-sock": True,
+    "boot-timer": False,
+    "config-file": True,
+    "describe-snapshot": True,
+    "help": False,
+    "http-api-max-payload-size": True,
+    "id": True,
+    "level": True,
+    "log-path": True,
+    "metadata": True,
+    "metrics-path": True,
+    "mmds-size-limit": True,
+    "module": True,
+    "no-api": False,
+    "no-seccomp": False,
+    "parent-cpu-time-us": True,
+    "seccomp-filter": True,
+    "show-level": False,
+    "show-log-origin": False,
+    "snapshot-version": False,
+    "start-time-cpu-us": True,
+    "start-time-us": True,
+    "version": False,
+}
 
 
 def parse_arguments(argv: list[str]) -> dict[str, str | bool]:
@@ -2151,20 +2412,28 @@ def parse_arguments(argv: list[str]) -> dict[str, str | bool]:
     items = iter(argv)
     for arg in items:
         if not arg.startswith("--"):
-            raise ArgumentError(f"Found argument '{arg}' which wasn't expected, or isn't valid "
-                                "in this context.", f"UnexpectedArgument({rust_debug_str(arg)})")  # fmt: skip
+            raise ArgumentError(
+                f"Found argument '{arg}' which wasn't expected, or isn't valid in this context.",
+                f"UnexpectedArgument({rust_debug_str(arg)})",
+            )
         name = arg[2:]
         if name not in ARGUMENTS:
-            raise ArgumentError(f"Found argument '{name}' which wasn't expected, or isn't valid "
-                                "in this context.", f"UnexpectedArgument({rust_debug_str(name)})")  # fmt: skip
+            raise ArgumentError(
+                f"Found argument '{name}' which wasn't expected, or isn't valid in this context.",
+                f"UnexpectedArgument({rust_debug_str(name)})",
+            )
         if name in found:
-            raise ArgumentError(f"The argument '{name}' was provided more than once.",
-                                f"DuplicateArgument({rust_debug_str(name)})")  # fmt: skip
+            raise ArgumentError(
+                f"The argument '{name}' was provided more than once.",
+                f"DuplicateArgument({rust_debug_str(name)})",
+            )
         if ARGUMENTS[name]:
             value = next(items, None)
             if value is None or value.startswith("--"):
-                raise ArgumentError(f"The argument '{name}' requires a value, but none was "
-                                    "supplied.", f"MissingValue({rust_debug_str(name)})")  # fmt: skip
+                raise ArgumentError(
+                    f"The argument '{name}' requires a value, but none was supplied.",
+                    f"MissingValue({rust_debug_str(name)})",
+                )
             found[name] = value
         else:
             found[name] = True
@@ -2193,8 +2462,10 @@ def main(argv: list[str]) -> int:
     try:
         args = parse_arguments(argv)
     except ArgumentError as err:
-        log.error(f"Arguments parsing error: {err.message} \\n\\nFor more information try --help.",
-                  thread="main")  # fmt: skip
+        log.error(
+            f"Arguments parsing error: {err.message} \\n\\nFor more information try --help.",
+            thread="main",
+        )
         log.error("Firecracker exiting with error. exit_code=153", thread="main")
         print(f"Error: ParseArguments({err.debug})", file=sys.stderr)
         return 153
@@ -2209,19 +2480,27 @@ def main(argv: list[str]) -> int:
         return 2
     vm_id = str(args.get("id", "anonymous-instance"))
     if (why := check_id(vm_id)) is not None:
-        log.error(f"Firecracker panicked at src/firecracker/src/main.rs:291:48:\nInvalid instance "
-                  f"ID: {why}", thread="main")  # fmt: skip
+        log.error(
+            f"Firecracker panicked at src/firecracker/src/main.rs:291:48:\nInvalid instance "
+            f"ID: {why}",
+            thread="main",
+        )
         sys.stdout.flush()
         abort()
     log.vm_id = vm_id
     if "level" in args:
         level = str(args["level"]).lower()
         if level not in Log.LEVELS:
-            log.error(f"Invalid value for logger level: Failed to parse string to level filter: "
-                      f"{args['level']}.Possible values: [Error, Warning, Info, Debug]", thread="main")  # fmt: skip
+            log.error(
+                f"Invalid value for logger level: Failed to parse string to level filter: "
+                f"{args['level']}.Possible values: [Error, Warning, Info, Debug]",
+                thread="main",
+            )
             log.error("Firecracker exiting with error. exit_code=152", thread="main")
-            print(f"Error: InvalidLogLevel(LevelFilterFromStrError({rust_debug_str(str(args['level']))}))",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"Error: InvalidLogLevel(LevelFilterFromStrError({rust_debug_str(str(args['level']))}))",
+                file=sys.stderr,
+            )
             return 152
         log.level = Log.LEVELS[level]
     log.show_level = bool(args.get("show-level"))
@@ -2230,11 +2509,15 @@ def main(argv: list[str]) -> int:
         try:
             log.target = open_log(str(args["log-path"]))
         except OSError as exc:
-            log.error(f"Could not initialize logger: Failed to open target file: {io_error(exc)}",
-                      thread="main")  # fmt: skip
+            log.error(
+                f"Could not initialize logger: Failed to open target file: {io_error(exc)}",
+                thread="main",
+            )
             log.error("Firecracker exiting with error. exit_code=1", thread="main")
-            print(f"Error: LoggerInitialization(LoggerUpdateError({os_error_debug(exc)}))",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"Error: LoggerInitialization(LoggerUpdateError({os_error_debug(exc)}))",
+                file=sys.stderr,
+            )
             return 1
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     vmm = Vmm(vm_id, knobs, log)
@@ -2250,12 +2533,18 @@ def main(argv: list[str]) -> int:
         server = ApiServer(vmm, api_sock, int(str(args.get("http-api-max-payload-size", 51200))))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            log.error(f"RunWithApiError error: Failed to open the API socket at: {api_sock}. Check "
-                      "that it is not already used.", thread="main")  # fmt: skip
+            log.error(
+                f"RunWithApiError error: Failed to open the API socket at: {api_sock}. Check "
+                "that it is not already used.",
+                thread="main",
+            )
             debug = f"FailedToBindSocket({rust_debug_str(api_sock)})"
         else:
-            log.error("RunWithApiError error: Failed to bind and run the HTTP server: IO error: "
-                      f"{io_error(exc)}", thread="main")  # fmt: skip
+            log.error(
+                "RunWithApiError error: Failed to bind and run the HTTP server: IO error: "
+                f"{io_error(exc)}",
+                thread="main",
+            )
             debug = f"FailedToBindAndRunHttpServer(IOError({os_error_debug(exc)}))"
         log.error("Firecracker exiting with error. exit_code=1", thread="main")
         print(f"Error: RunWithApi({debug})", file=sys.stderr)

@@ -18,7 +18,14 @@ import httpx
 from tests.firecracker_double import double_binary
 from tests.helpers import wait_for
 
-__all__ = ["Answer", "VmmProcess", "double_binary", "kvm_missing", "read_http_response", "without_timestamps"]  # fmt: skip
+__all__ = [
+    "Answer",
+    "VmmProcess",
+    "double_binary",
+    "kvm_missing",
+    "read_http_response",
+    "without_timestamps",
+]
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9} ", re.MULTILINE)
 
@@ -56,13 +63,19 @@ class VmmProcess:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [str(binary), "--api-sock", "api.sock", "--id", vm_id, *extra],
-                cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            )  # fmt: skip
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
         self.api_sock = workdir / "api.sock"
         self.client: httpx.Client | None = None
         try:
-            wait_for(lambda: self.api_sock.exists() or self.proc.poll() is not None,
-                     timeout=10, what="the API socket")  # fmt: skip
+            wait_for(
+                lambda: self.api_sock.exists() or self.proc.poll() is not None,
+                timeout=10,
+                what="the API socket",
+            )
         except BaseException:
             self.kill()
             raise

@@ -60,8 +60,11 @@ def build_guest_image(directory: Path = IMAGE_DIR) -> FirecrackerGuestImage:
         if not _up_to_date(image):
             built = subprocess.run(
                 ["bash", str(BUILD_SCRIPT), str(directory)],
-                capture_output=True, text=True, timeout=900, check=False,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
             if built.returncode != 0:
                 pytest.fail(
                     f"{BUILD_SCRIPT.name} failed ({built.returncode}):\n"

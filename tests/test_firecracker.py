@@ -57,8 +57,16 @@ METRIC_LABELS = {"target": "fc", "backend": "firecracker"}
 
 
 def spec(name: str = "sandbox-exporter-fc-12345678") -> SandboxSpec:
-    return SandboxSpec(name=name, labels=LABELS, image="", pull_policy="never", cpus=1,
-                       memory_mb=128, pids_limit=64, stop_grace=2)  # fmt: skip
+    return SandboxSpec(
+        name=name,
+        labels=LABELS,
+        image="",
+        pull_policy="never",
+        cpus=1,
+        memory_mb=128,
+        pids_limit=64,
+        stop_grace=2,
+    )
 
 
 def soon(seconds: float = 10) -> Deadline:
@@ -88,9 +96,21 @@ def fc_target(binary: Path | str, files: dict[str, Path], state: Path, **more: A
         "vsock_attempt": "200ms",
         **more.pop("firecracker", {}),
     }
-    return make_config({"name": "fc", "backend": "firecracker", "firecracker": options,
-                        "command": ["sh", "-c", "echo hello"], "expect_output": "hello",
-                        **more}).targets[0]  # fmt: skip
+    return make_config(
+        {
+            "name": "fc",
+            "backend": "firecracker",
+            "firecracker": options,
+            "command": ["sh", "-c", "echo hello"],
+            "expect_output": "hello",
+            **more,
+        }
+    ).targets[0]
+
+
+def jailer_options(binaries: FirecrackerBinaries, base: Path) -> dict[str, Any]:
+    """The real jailer, its VMMs as nobody, their jails under `base`."""
+    return {"binary": str(binaries.jailer), "uid": 65534, "gid": 65534, "chroot_base": str(base)}
 
 
 def probe(target: Target, runs: int) -> tuple[list[ProbeResult], CollectorRegistry]:
@@ -155,17 +175,24 @@ def test_a_missing_kernel_fails_create_in_firecrackers_own_words(
     result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("create", "error")
-    assert "Firecracker refused PUT /boot-source: Boot source error: The kernel file cannot be " \
-           "opened: No such file or directory (os error 2)" in result.failure.message  # fmt: skip
+    assert (
+        "Firecracker refused PUT /boot-source: Boot source error: The kernel file cannot be "
+        "opened: No such file or directory (os error 2)" in result.failure.message
+    )
     nothing_left(state)
 
 
 def test_the_real_vmm_boots_the_tiny_guest_then_start_ends_at_its_timeout(
     firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"boot_args": "console=ttyS0"}, timeouts={"start": "1.5s"},
-                       stop_grace="300ms")  # fmt: skip
+    target = fc_target(
+        firecracker_binaries.firecracker,
+        files,
+        state,
+        firecracker={"boot_args": "console=ttyS0"},
+        timeouts={"start": "1.5s"},
+        stop_grace="300ms",
+    )
     result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("start", "timeout")
@@ -173,8 +200,12 @@ def test_the_real_vmm_boots_the_tiny_guest_then_start_ends_at_its_timeout(
     # byte to the serial console (the log's tail); the guest has no vsock listener
     assert "guest did not answer on vsock port 52" in result.failure.message
     assert "| X" in result.failure.message or "log: X" in result.failure.message
-    assert registry.get_sample_value("sandbox_phase_duration_seconds_count",
-                                     {**METRIC_LABELS, "phase": "create"}) == 1  # fmt: skip
+    assert (
+        registry.get_sample_value(
+            "sandbox_phase_duration_seconds_count", {**METRIC_LABELS, "phase": "create"}
+        )
+        == 1
+    )
     nothing_left(state)
 
 
@@ -216,7 +247,8 @@ def test_a_guest_that_ignores_ctrl_alt_del_is_killed_at_the_grace_period_and_log
             backend.stop(sandbox, 0.3, soon())
         assert process.returncode == -signal.SIGKILL
         assert [(e["event"], e["reason"]) for e in logs] == [
-            ("vmm killed", "still running 0.3s after SendCtrlAltDel")]  # fmt: skip
+            ("vmm killed", "still running 0.3s after SendCtrlAltDel")
+        ]
     finally:
         backend.remove(sandbox, soon())
     nothing_left(state)
@@ -256,17 +288,22 @@ def test_a_vmm_killed_while_start_waits_is_reported_and_cleaned_up(
 
 @pytest.mark.parametrize("rootfs_mode", ["read_only", "copy"])
 def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
-    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
-    tmp_path: Path, rootfs_mode: str,
-) -> None:  # fmt: skip
+    firecracker_binaries: FirecrackerBinaries,
+    files: dict[str, Path],
+    state: Path,
+    tmp_path: Path,
+    rootfs_mode: str,
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("the jailer needs root")
     base = tmp_path / "jailer"
-    jailer = {"binary": str(firecracker_binaries.jailer), "uid": 65534, "gid": 65534,
-              "chroot_base": str(base)}  # fmt: skip
-    target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"jailer": jailer, "boot_args": "console=ttyS0",
-                                    "rootfs_mode": rootfs_mode})  # fmt: skip
+    jailer = jailer_options(firecracker_binaries, base)
+    target = fc_target(
+        firecracker_binaries.firecracker,
+        files,
+        state,
+        firecracker={"jailer": jailer, "boot_args": "console=ttyS0", "rootfs_mode": rootfs_mode},
+    )
     backend = backend_for(target)
     backend.ping(soon())
     sandbox = backend.create(spec(), soon())
@@ -293,8 +330,13 @@ def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
 def test_snapshot_set_up_with_the_real_vmm_fails_plainly_when_the_guest_never_answers(
     firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"start_mode": "snapshot"}, timeouts={"create": "1s"})  # fmt: skip
+    target = fc_target(
+        firecracker_binaries.firecracker,
+        files,
+        state,
+        firecracker={"start_mode": "snapshot"},
+        timeouts={"create": "1s"},
+    )
     result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("create", "unavailable")
@@ -304,11 +346,17 @@ def test_snapshot_set_up_with_the_real_vmm_fails_plainly_when_the_guest_never_an
 
 
 def test_the_real_vmm_restores_one_snapshot_into_each_vms_own_directory(
-    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
+    firecracker_binaries: FirecrackerBinaries,
+    files: dict[str, Path],
+    state: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"start_mode": "snapshot", "boot_args": "console=ttyS0"})  # fmt: skip
+) -> None:
+    target = fc_target(
+        firecracker_binaries.firecracker,
+        files,
+        state,
+        firecracker={"start_mode": "snapshot", "boot_args": "console=ttyS0"},
+    )
     backend = backend_for(target)
     backend.ping(soon())
     # the tiny guest has no vsock listener: make the set-up's snapshot without the wait
@@ -380,8 +428,10 @@ def test_a_full_lifecycle_through_the_runner_and_metrics(
     result, registry = probe_once(target)
     assert result.success, result.failure
     assert set(result.durations) == set(LIFECYCLE)
-    assert registry.get_sample_value("sandbox_probes_total",
-                                     {**METRIC_LABELS, "result": "success"}) == 1  # fmt: skip
+    assert (
+        registry.get_sample_value("sandbox_probes_total", {**METRIC_LABELS, "result": "success"})
+        == 1
+    )
     assert registry.get_sample_value("sandbox_backend_up", METRIC_LABELS) == 1
     nothing_left(state)
 
@@ -419,36 +469,43 @@ def test_a_wrong_answer_is_exec_mismatch(
 @pytest.mark.parametrize(
     ("knobs", "phase", "reason", "words"),
     [
-        ({"boot": "hang"}, "start", "timeout",
-         "accepted and then nothing came"),
-        ({"vsock": "refuse"}, "start", "timeout",
-         "closed the connection without OK"),
+        ({"boot": "hang"}, "start", "timeout", "accepted and then nothing came"),
+        ({"vsock": "refuse"}, "start", "timeout", "closed the connection without OK"),
         ({"crash": "start"}, "start", "error", "the VMM was killed by signal 6 at PUT /actions"),
         ({"crash": "exec"}, "exec", "error", "the VMM was killed by signal 6 during the command"),
     ],
-)  # fmt: skip
+)
 def test_each_failure_is_its_phase_and_reason_and_nothing_is_left(
-    tmp_path: Path, files: dict[str, Path], state: Path,
-    knobs: dict[str, str], phase: str, reason: str, words: str,
-) -> None:  # fmt: skip
-    target = fc_target(double_binary(tmp_path, **knobs), files, state, timeouts={"start": "1s"},
-                       stop_grace="300ms")  # fmt: skip
+    tmp_path: Path,
+    files: dict[str, Path],
+    state: Path,
+    knobs: dict[str, str],
+    phase: str,
+    reason: str,
+    words: str,
+) -> None:
+    target = fc_target(
+        double_binary(tmp_path, **knobs), files, state, timeouts={"start": "1s"}, stop_grace="300ms"
+    )
     result, registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (phase, reason)
     assert words in result.failure.message
     if reason == "timeout":  # what each kind of attempt met, counted
         assert "guest did not answer on vsock port 52 (attempts: " in result.failure.message
-    assert registry.get_sample_value("sandbox_probes_total",
-                                     {**METRIC_LABELS, "result": "failure"}) == 1  # fmt: skip
+    assert (
+        registry.get_sample_value("sandbox_probes_total", {**METRIC_LABELS, "result": "failure"})
+        == 1
+    )
     nothing_left(state)
 
 
 def test_a_guest_ignoring_ctrl_alt_del_still_stops_within_the_phase(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path, ctrl_alt_del="ignore"), files, state,
-                       stop_grace="300ms")  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path, ctrl_alt_del="ignore"), files, state, stop_grace="300ms"
+    )
     with capture_logs() as logs:
         result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
     assert result.success, result.failure
@@ -459,8 +516,9 @@ def test_a_guest_ignoring_ctrl_alt_del_still_stops_within_the_phase(
 def test_snapshot_mode_restores_each_vm_from_one_snapshot(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path), files, state,
-                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path), files, state, firecracker={"start_mode": "snapshot"}
+    )
     backend = backend_for(target)
     backend.ping(soon())
     backend.prepare(spec(), soon())
@@ -490,8 +548,9 @@ def test_snapshot_mode_restores_each_vm_from_one_snapshot(
 def test_snapshot_mode_through_the_runner(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path), files, state,
-                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path), files, state, firecracker={"start_mode": "snapshot"}
+    )
     results, _ = probe(target, 2)
     assert all(r.success for r in results), [r.failure for r in results]
     nothing_left(state)
@@ -500,8 +559,9 @@ def test_snapshot_mode_through_the_runner(
 def test_rootfs_copy_mode_gives_each_vm_its_own_drive(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    backend = backend_for(fc_target(double_binary(tmp_path), files, state,
-                                    firecracker={"rootfs_mode": "copy"}))  # fmt: skip
+    backend = backend_for(
+        fc_target(double_binary(tmp_path), files, state, firecracker={"rootfs_mode": "copy"})
+    )
     sandbox = backend.create(spec(), soon())
     try:
         drive = state / sandbox.name / "rootfs.ext4"
@@ -561,8 +621,15 @@ def test_a_reused_pid_is_not_killed(tmp_path: Path, files: dict[str, Path], stat
 
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError) as caught:
-        make_target("firecracker", firecracker={"kernel": "/k", "rootfs": "/r",
-                    "start_mode": "snapshot", "jailer": {"uid": 1, "gid": 1}})  # fmt: skip
+        make_target(
+            "firecracker",
+            firecracker={
+                "kernel": "/k",
+                "rootfs": "/r",
+                "start_mode": "snapshot",
+                "jailer": {"uid": 1, "gid": 1},
+            },
+        )
     assert "cannot be used with jailer" in str(caught.value)
     with pytest.raises(ConfigError) as caught:
         make_target("firecracker", firecracker={"rootfs": "/r"})
@@ -571,7 +638,8 @@ def test_config_errors_name_the_field() -> None:
 
 def test_the_run_request_is_the_contracts_bytes() -> None:
     assert run_request(["sh", "-c", "echo hello; exit 3"]) == (
-        b"RUN 3\n2\nsh2\n-c18\necho hello; exit 3")  # fmt: skip
+        b"RUN 3\n2\nsh2\n-c18\necho hello; exit 3"
+    )
 
 
 def test_vm_ids_fit_firecrackers_limit() -> None:
@@ -585,11 +653,24 @@ def test_bench_runs_a_configured_firecracker_target(
     tmp_path: Path, files: dict[str, Path], state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"targets": [{
-        "name": "fc", "backend": "firecracker",
-        "firecracker": {"binary": str(double_binary(tmp_path)), "kernel": str(files["kernel"]),
-                        "rootfs": str(files["rootfs"]), "state_dir": str(state)},
-    }]}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": [
+                    {
+                        "name": "fc",
+                        "backend": "firecracker",
+                        "firecracker": {
+                            "binary": str(double_binary(tmp_path)),
+                            "kernel": str(files["kernel"]),
+                            "rootfs": str(files["rootfs"]),
+                            "state_dir": str(state),
+                        },
+                    }
+                ]
+            }
+        )
+    )
     assert (
         main(
             ["bench", "--config.file", str(config), "-b", "firecracker", "-i", "2", "--warmup", "0"]
@@ -616,8 +697,10 @@ def test_bench_names_firecracker_without_a_config_and_is_told_what_to_do(
 def stock_guests_cannot_boot() -> str | None:
     """Why a stock Linux guest cannot boot here; None where KVM runs one."""
     if Path("/sys/module/kvm_pvm").exists():
-        return ("kvm-pvm: stock Linux guests do not boot on this nested KVM (the tiny "
-                "hand-made guest above does)")  # fmt: skip
+        return (
+            "kvm-pvm: stock Linux guests do not boot on this nested KVM (the tiny "
+            "hand-made guest above does)"
+        )
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "no usable /dev/kvm"
     return None
@@ -625,19 +708,31 @@ def stock_guests_cannot_boot() -> str | None:
 
 @pytest.mark.parametrize("start_mode", ["boot", "snapshot"])
 def test_a_real_guest_built_by_the_script_runs_the_whole_lifecycle(
-    request: pytest.FixtureRequest, firecracker_binaries: FirecrackerBinaries, state: Path,
+    request: pytest.FixtureRequest,
+    firecracker_binaries: FirecrackerBinaries,
+    state: Path,
     start_mode: str,
-) -> None:  # fmt: skip
+) -> None:
     why = stock_guests_cannot_boot()
     if why is not None:
         pytest.skip(why)
     image = request.getfixturevalue("firecracker_guest_image")
-    target = make_config({"name": "fc", "backend": "firecracker", "stop_grace": "5s",
-        "command": ["sh", "-c", "echo hello; cat /proc/sys/kernel/hostname >/dev/null"],
-        "firecracker": {"binary": str(firecracker_binaries.firecracker),
-                        "kernel": str(image.kernel), "initrd": str(image.initrd),
-                        "rootfs": str(image.rootfs), "state_dir": str(state),
-                        "start_mode": start_mode}}).targets[0]  # fmt: skip
+    target = make_config(
+        {
+            "name": "fc",
+            "backend": "firecracker",
+            "stop_grace": "5s",
+            "command": ["sh", "-c", "echo hello; cat /proc/sys/kernel/hostname >/dev/null"],
+            "firecracker": {
+                "binary": str(firecracker_binaries.firecracker),
+                "kernel": str(image.kernel),
+                "initrd": str(image.initrd),
+                "rootfs": str(image.rootfs),
+                "state_dir": str(state),
+                "start_mode": start_mode,
+            },
+        }
+    ).targets[0]
     with capture_logs() as logs:
         results, _ = probe(target, 3)
     for result in results:
@@ -689,8 +784,9 @@ def test_the_backend_and_the_real_guest_listener_agree_byte_for_byte(
 def test_snapshots_of_a_killed_exporter_go_and_those_in_use_stay(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path), files, state,
-                       firecracker={"start_mode": "snapshot"})  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path), files, state, firecracker={"start_mode": "snapshot"}
+    )
     first, second = backend_for(target), backend_for(target)  # two targets, one directory
     for backend in (first, second):
         backend.ping(soon())
@@ -736,8 +832,14 @@ def test_a_snapshot_set_up_that_fails_early_leaves_nothing_behind(
 def test_a_call_abandoned_at_its_deadline_is_ended_and_everything_goes(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path), files, state, command=["sleep", "60"],
-                       expect_output=None, timeouts={"exec": "1s"})  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path),
+        files,
+        state,
+        command=["sleep", "60"],
+        expect_output=None,
+        timeouts={"exec": "1s"},
+    )
     result, _registry = probe_once(target)
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == ("exec", "timeout")
@@ -778,8 +880,9 @@ def test_output_over_a_mebibyte_is_refused(
 def test_another_guest_port_is_told_to_the_guest_and_used(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
-    target = fc_target(double_binary(tmp_path, guest_ports="1234"), files, state,
-                       firecracker={"guest_port": 1234})  # fmt: skip
+    target = fc_target(
+        double_binary(tmp_path, guest_ports="1234"), files, state, firecracker={"guest_port": 1234}
+    )
     backend = backend_for(target)
     sandbox = backend.create(spec(), soon())
     try:
@@ -805,16 +908,18 @@ def test_a_guest_slower_than_one_vsock_attempt_is_waited_for(
 
 
 def test_a_restarted_exporter_removes_an_orphans_jail_from_the_config_alone(
-    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path,
+    firecracker_binaries: FirecrackerBinaries,
+    files: dict[str, Path],
+    state: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("the jailer needs root")
     base = tmp_path / "jailer"
-    jailer = {"binary": str(firecracker_binaries.jailer), "uid": 65534, "gid": 65534,
-              "chroot_base": str(base)}  # fmt: skip
-    target = fc_target(firecracker_binaries.firecracker, files, state,
-                       firecracker={"jailer": jailer})  # fmt: skip
+    jailer = jailer_options(firecracker_binaries, base)
+    target = fc_target(
+        firecracker_binaries.firecracker, files, state, firecracker={"jailer": jailer}
+    )
     earlier = backend_for(target)
     left = earlier.create(spec("sandbox-exporter-fc-orphan2"), soon())
     process = earlier._get(left.name).process

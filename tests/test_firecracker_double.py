@@ -88,7 +88,12 @@ def assert_same(real: list[tuple[Step, Answer]], double: list[tuple[Step, Answer
 
 
 BOOT = {"kernel_image_path": "kernel.elf", "boot_args": "console=ttyS0 reboot=k panic=1"}
-ROOTFS = {"drive_id": "rootfs", "path_on_host": "disk.img", "is_root_device": True, "is_read_only": True}  # fmt: skip
+ROOTFS = {
+    "drive_id": "rootfs",
+    "path_on_host": "disk.img",
+    "is_root_device": True,
+    "is_read_only": True,
+}
 START: Step = ("PUT", "/actions", {"action_type": "InstanceStart"})
 CTRL_ALT_DEL: Step = ("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
 
@@ -389,8 +394,17 @@ def test_the_double_takes_the_logging_flags(tmp_path: Path) -> None:
     """--level, --log-path, --show-level, --show-log-origin and --boot-timer are taken;
     the log then goes to the file, with levels."""
     (tmp_path / "fc.log").touch()
-    vmm = VmmProcess(double_binary(tmp_path), tmp_path, "--level", "Debug", "--log-path", "fc.log",
-                     "--show-level", "--show-log-origin", "--boot-timer")  # fmt: skip
+    vmm = VmmProcess(
+        double_binary(tmp_path),
+        tmp_path,
+        "--level",
+        "Debug",
+        "--log-path",
+        "fc.log",
+        "--show-level",
+        "--show-log-origin",
+        "--boot-timer",
+    )
     try:
         assert vmm.request("GET", "/version") == Answer(200, {"firecracker_version": "1.12.1"})
         log = (tmp_path / "fc.log").read_text()
@@ -456,14 +470,24 @@ def test_guest_reboot_parity(real: Path, tmp_path: Path) -> None:
     """Ctrl-Alt-Del to a guest that reboots on it (the tiny guest's `reboot="ctrl-alt-del"`
     variant, the double's default): 204, then the VMM exits 0, leaving its sockets."""
     real_end = reboot(real, tmp_path / "real")
-    assert real_end == (0, ["[vm1:main] Vmm is stopping.", "[vm1:main] Vmm is stopping.",
-                            "[vm1:main] Firecracker exiting successfully. exit_code=0"],
-                        ["api.sock", "v.sock"], 204)  # fmt: skip
+    assert real_end == (
+        0,
+        [
+            "[vm1:main] Vmm is stopping.",
+            "[vm1:main] Vmm is stopping.",
+            "[vm1:main] Firecracker exiting successfully. exit_code=0",
+        ],
+        ["api.sock", "v.sock"],
+        204,
+    )
     assert reboot(double_binary(tmp_path), tmp_path / "double") == real_end
 
 
-SNAPSHOT_LOAD = {"snapshot_path": "snap.state", "resume_vm": True,
-                 "mem_backend": {"backend_type": "File", "backend_path": "snap.mem"}}  # fmt: skip
+SNAPSHOT_LOAD = {
+    "snapshot_path": "snap.state",
+    "resume_vm": True,
+    "mem_backend": {"backend_type": "File", "backend_path": "snap.mem"},
+}
 
 
 def snapshot_and_move(binary: Path, workdir: Path) -> dict[str, Any]:
@@ -473,8 +497,12 @@ def snapshot_and_move(binary: Path, workdir: Path) -> dict[str, Any]:
     first = workdir / "first"
     vmm = VmmProcess(binary, prepare(first))
     try:
-        for path, body in [("/boot-source", BOOT), ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 32}),
-                           ("/drives/rootfs", ROOTFS), ("/vsock", {"guest_cid": 3, "uds_path": "v.sock"})]:  # fmt: skip
+        for path, body in [
+            ("/boot-source", BOOT),
+            ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 32}),
+            ("/drives/rootfs", ROOTFS),
+            ("/vsock", {"guest_cid": 3, "uds_path": "v.sock"}),
+        ]:
             assert vmm.put(path, body).status == 204, path
         assert vmm.put("/actions", {"action_type": "InstanceStart"}).status == 204
         seen["pause"] = vmm.request("PATCH", "/vm", {"state": "Paused"})
@@ -483,10 +511,12 @@ def snapshot_and_move(binary: Path, workdir: Path) -> dict[str, Any]:
         )
     finally:
         vmm.kill()
-    for name, files, stale_socket in [("moved", ["snap.state", "snap.mem", "disk.img"], False),
-                                      ("stale", ["snap.state", "snap.mem", "disk.img"], True),
-                                      ("no-disk", ["snap.state", "snap.mem"], False),
-                                      ("no-memory", ["snap.state", "disk.img"], False)]:  # fmt: skip
+    for name, files, stale_socket in [
+        ("moved", ["snap.state", "snap.mem", "disk.img"], False),
+        ("stale", ["snap.state", "snap.mem", "disk.img"], True),
+        ("no-disk", ["snap.state", "snap.mem"], False),
+        ("no-memory", ["snap.state", "disk.img"], False),
+    ]:
         other = workdir / name
         other.mkdir()
         for file in files:
@@ -507,8 +537,10 @@ def snapshot_and_move(binary: Path, workdir: Path) -> dict[str, Any]:
             else:
                 seen[name]["exit"] = vmm.wait()
                 seen[name]["log"] = exit_lines(vmm.output()) + [
-                    line for line in without_timestamps(vmm.output()).splitlines() if "RunWithApiError" in line
-                ]  # fmt: skip
+                    line
+                    for line in without_timestamps(vmm.output()).splitlines()
+                    if "RunWithApiError" in line
+                ]
                 seen[name]["stderr"] = vmm.errors()
         finally:
             vmm.kill()

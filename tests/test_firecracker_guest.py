@@ -167,10 +167,21 @@ def compile_listener(target: Path) -> None:
     if not shutil.which("gcc"):
         pytest.skip("gcc is missing (scripts/test.sh installs it)")
     built = subprocess.run(
-        ["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(target),
-         str(GUEST / "listener.c")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            "gcc",
+            "-static",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-o",
+            str(target),
+            str(GUEST / "listener.c"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if built.returncode != 0:
         pytest.fail(f"the listener does not compile:\n{built.stderr}")
 
@@ -444,10 +455,23 @@ def test_the_init_mounts_starts_the_listener_and_reboots_on_ctrl_alt_del(tmp_pat
     cmdline.write_text("console=ttyS0 reboot=k panic=1 sandbox_guest.port=1234 quiet\n")
 
     process = subprocess.Popen(
-        ["unshare", "--mount", "--pid", "--fork", "--propagation", "private",
-         "/bin/sh", "-c", INIT_WRAPPER, "sh", str(root), str(cmdline)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            INIT_WRAPPER,
+            "sh",
+            str(root),
+            str(cmdline),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     assert process.stdout is not None
     init = 0
     try:
@@ -517,9 +541,19 @@ def read_newc(data: bytes) -> dict[str, CpioEntry]:
 
 # What Debian 12's kernel has as modules, each after what it needs
 BOOKWORM_MODULES = [
-    "virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "crc32c_generic", "crc16", "mbcache",
-    "jbd2", "ext4", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
-]  # fmt: skip
+    "virtio_ring",
+    "virtio",
+    "virtio_mmio",
+    "virtio_blk",
+    "crc32c_generic",
+    "crc16",
+    "mbcache",
+    "jbd2",
+    "ext4",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+]
 LOADED_AFTER = {
     "virtio_mmio": ["virtio", "virtio_ring"],
     "virtio_blk": ["virtio", "virtio_ring"],

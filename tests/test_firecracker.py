@@ -12,6 +12,7 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,18 @@ def backend_for(target: Target) -> FirecrackerBackend:
     return FirecrackerBackend(target.options, target.timeouts)
 
 
+@contextmanager
+def created(
+    backend: FirecrackerBackend, sandbox_spec: SandboxSpec | None = None
+) -> Iterator[SandboxRef]:
+    """A sandbox made on `backend` (the default spec), removed when the block ends, however."""
+    sandbox = backend.create(sandbox_spec or spec(), soon())
+    try:
+        yield sandbox
+    finally:
+        backend.remove(sandbox, soon())
+
+
 def vmms_in(directory: Path) -> list[int]:
     """Processes whose working directory is in `directory` (the VMMs of its VMs)."""
     found = []
@@ -214,8 +227,7 @@ def test_stop_waits_for_the_vmm_to_exit_after_ctrl_alt_del(
 ) -> None:
     files = {**files, "kernel": files["kernel_ctrl_alt_del"]}
     backend = backend_for(fc_target(firecracker_binaries.firecracker, files, state))
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
             backend.start(sandbox, soon(0.5))
         vm = backend._get(sandbox.name)
@@ -226,8 +238,6 @@ def test_stop_waits_for_the_vmm_to_exit_after_ctrl_alt_del(
             backend.stop(sandbox, 5, soon())
         assert process.returncode == 0, "the VMM exited on its own when the guest rebooted"
         assert logs == []
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 
@@ -235,8 +245,7 @@ def test_a_guest_that_ignores_ctrl_alt_del_is_killed_at_the_grace_period_and_log
     firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
 ) -> None:
     backend = backend_for(fc_target(firecracker_binaries.firecracker, files, state))
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         with pytest.raises(BackendError):
             backend.start(sandbox, soon(0.5))
         vm = backend._get(sandbox.name)
@@ -249,8 +258,6 @@ def test_a_guest_that_ignores_ctrl_alt_del_is_killed_at_the_grace_period_and_log
         assert [(e["event"], e["reason"]) for e in logs] == [
             ("vmm killed", "still running 0.3s after SendCtrlAltDel")
         ]
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 
@@ -306,8 +313,7 @@ def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
     )
     backend = backend_for(target)
     backend.ping(soon())
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         root = base / "firecracker" / vm_id(sandbox.name) / "root"
         process = backend._get(sandbox.name).process
         assert process is not None
@@ -321,8 +327,6 @@ def test_the_jailer_runs_the_vmm_in_its_chroot_and_everything_goes_at_remove(
         with pytest.raises(BackendError, match="guest did not answer on vsock port 52"):
             backend.start(sandbox, soon(1))
         backend.stop(sandbox, 0.2, soon())
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
     assert list((base / "firecracker").iterdir()) == [], "the jail is gone"
 
@@ -440,15 +444,12 @@ def test_exec_returns_output_in_order_and_the_exit_status(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
     backend = backend_for(fc_target(double_binary(tmp_path), files, state))
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         backend.start(sandbox, soon())
         answer = backend.exec(sandbox, ["sh", "-c", "echo out; echo err >&2; exit 3"], soon())
         missing = backend.exec(sandbox, ["no-such-command"], soon())
         big = backend.exec(sandbox, ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' a"], soon())
         backend.stop(sandbox, 5, soon())
-    finally:
-        backend.remove(sandbox, soon())
     assert (answer.exit_code, answer.output) == (3, "out\nerr\n")
     assert missing.exit_code == 127
     assert "no-such-command" in missing.output
@@ -562,14 +563,11 @@ def test_rootfs_copy_mode_gives_each_vm_its_own_drive(
     backend = backend_for(
         fc_target(double_binary(tmp_path), files, state, firecracker={"rootfs_mode": "copy"})
     )
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         drive = state / sandbox.name / "rootfs.ext4"
         assert not drive.is_symlink()
         assert drive.stat().st_ino != files["rootfs"].stat().st_ino
         assert drive.read_bytes() == files["rootfs"].read_bytes()
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 
@@ -753,8 +751,7 @@ def test_the_backend_and_the_real_guest_listener_agree_byte_for_byte(
     try:
         binary = double_binary(tmp_path, guest_listener=str(guest.path))
         backend = backend_for(fc_target(binary, files, state))
-        sandbox = backend.create(spec(), soon())
-        try:
+        with created(backend) as sandbox:
             backend.start(sandbox, soon())
             answers = [
                 backend.exec(sandbox, command, soon())
@@ -767,8 +764,6 @@ def test_the_backend_and_the_real_guest_listener_agree_byte_for_byte(
                 )
             ]
             backend.stop(sandbox, 1, soon())
-        finally:
-            backend.remove(sandbox, soon())
     finally:
         stop_listener(guest)
     assert [(a.exit_code, a.output) for a in answers] == [
@@ -850,16 +845,13 @@ def test_the_vmm_dying_between_start_and_exec_is_said_so(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
     backend = backend_for(fc_target(double_binary(tmp_path), files, state))
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         backend.start(sandbox, soon())
         process = backend._get(sandbox.name).process
         assert process is not None
         process.kill()
         with pytest.raises(BackendError, match="the VMM was killed by signal 9 during the command"):
             backend.exec(sandbox, ["true"], soon())
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 
@@ -867,13 +859,10 @@ def test_output_over_a_mebibyte_is_refused(
     tmp_path: Path, files: dict[str, Path], state: Path
 ) -> None:
     backend = backend_for(fc_target(double_binary(tmp_path), files, state))
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         backend.start(sandbox, soon())
         with pytest.raises(BackendError, match=r"output too large \(over 1048576 bytes\)"):
             backend.exec(sandbox, ["head", "-c", "2000000", "/dev/zero"], soon())
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 
@@ -884,15 +873,12 @@ def test_another_guest_port_is_told_to_the_guest_and_used(
         double_binary(tmp_path, guest_ports="1234"), files, state, firecracker={"guest_port": 1234}
     )
     backend = backend_for(target)
-    sandbox = backend.create(spec(), soon())
-    try:
+    with created(backend) as sandbox:
         answer = backend._get(sandbox.name).client.request("GET", "http://localhost/vm/config")
         boot = json.loads(answer.content)["boot-source"]
         assert boot["boot_args"].endswith(" sandbox_guest.port=1234")
         backend.start(sandbox, soon())
         assert backend.exec(sandbox, ["echo", "hi"], soon()).output == "hi\n"
-    finally:
-        backend.remove(sandbox, soon())
     nothing_left(state)
 
 

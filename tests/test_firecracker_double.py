@@ -599,6 +599,12 @@ class Double:
     def kill(self) -> None:
         self.vmm.kill()
 
+    def __enter__(self) -> Double:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
 
 def encode_run(*argv: str | bytes) -> bytes:
     parts = [a.encode() if isinstance(a, str) else a for a in argv]
@@ -626,22 +632,18 @@ def hangs(conn: socket.socket, seconds: float = 0.3) -> bool:
 
 @pytest.fixture
 def double(tmp_path: Path) -> Iterator[Double]:
-    vm = Double(tmp_path)
-    yield vm
-    vm.kill()
+    with Double(tmp_path) as vm:
+        yield vm
 
 
 def test_vsock_hangs_before_the_guest_is_up_then_answers(tmp_path: Path) -> None:
-    vm = Double(tmp_path, start=False)
-    try:
+    with Double(tmp_path, start=False) as vm:
         assert stat.S_ISSOCK(vm.uds.stat().st_mode)  # there from PUT /vsock on
         with vm.connect() as early:
             assert hangs(early)  # accepted, then nothing: no guest yet
             assert vm.start().status == 204
             early.settimeout(10)
             assert early.recv(64) == b"OK 1073741824\n"
-    finally:
-        vm.kill()
 
 
 def test_run_request_frames(double: Double) -> None:
@@ -792,8 +794,7 @@ def test_signal_parity(
 
 
 def test_knob_ctrl_alt_del_ignore(tmp_path: Path) -> None:
-    vm = Double(tmp_path, ctrl_alt_del="ignore")
-    try:
+    with Double(tmp_path, ctrl_alt_del="ignore") as vm:
         for _ in range(4):
             assert vm.vmm.put("/actions", {"action_type": "SendCtrlAltDel"}) == Answer(204, None)
         assert vm.vmm.put("/actions", {"action_type": "SendCtrlAltDel"}) == Answer(
@@ -801,87 +802,62 @@ def test_knob_ctrl_alt_del_ignore(tmp_path: Path) -> None:
         )
         assert vm.vmm.proc.poll() is None
         assert vm.run("true").endswith(b"EXIT 0\n")
-    finally:
-        vm.kill()
 
 
 def test_knob_boot_hang(tmp_path: Path) -> None:
-    vm = Double(tmp_path, boot="hang")
-    try:
+    with Double(tmp_path, boot="hang") as vm:
         assert vm.vmm.request("GET", "/").body["state"] == "Running"
         with vm.connect() as conn:
             assert hangs(conn)
-    finally:
-        vm.kill()
 
 
 def test_knob_vsock_refuse(tmp_path: Path) -> None:
-    vm = Double(tmp_path, vsock="refuse")
-    try:
-        with vm.connect() as conn:
-            assert read_all(conn) == b""
-    finally:
-        vm.kill()
+    with Double(tmp_path, vsock="refuse") as vm, vm.connect() as conn:
+        assert read_all(conn) == b""
 
 
 def test_knob_crash_start(tmp_path: Path) -> None:
-    vm = Double(tmp_path, start=False, crash="start")
-    try:
+    with Double(tmp_path, start=False, crash="start") as vm:
         with pytest.raises(httpx.RemoteProtocolError):
             vm.start()
         assert vm.vmm.wait() == -signal.SIGABRT
         assert "panicked" in vm.vmm.errors()
         assert "Firecracker panicked at" in vm.vmm.output()
-    finally:
-        vm.kill()
 
 
 def test_knob_crash_exec(tmp_path: Path) -> None:
-    vm = Double(tmp_path, crash="exec")
-    try:
+    with Double(tmp_path, crash="exec") as vm:
         with vm.connect() as conn:
             assert conn.recv(64).startswith(b"OK ")  # readiness works
             conn.sendall(encode_run("true"))
             assert read_all(conn) == b""  # no EXIT: the VMM died
         assert vm.vmm.wait() == -signal.SIGABRT
         assert "panicked" in vm.vmm.errors()
-    finally:
-        vm.kill()
 
 
 def test_knob_boot_delay(tmp_path: Path) -> None:
-    vm = Double(tmp_path, start=False, boot_delay="0.4")
-    try:
-        with vm.connect() as conn:
-            started = time.monotonic()
-            assert vm.start().status == 204
-            conn.settimeout(10)
-            assert conn.recv(64) == b"OK 1073741824\n"
-            assert time.monotonic() - started >= 0.4
-    finally:
-        vm.kill()
+    with Double(tmp_path, start=False, boot_delay="0.4") as vm, vm.connect() as conn:
+        started = time.monotonic()
+        assert vm.start().status == 204
+        conn.settimeout(10)
+        assert conn.recv(64) == b"OK 1073741824\n"
+        assert time.monotonic() - started >= 0.4
 
 
 def test_knob_guest_ports(tmp_path: Path) -> None:
-    vm = Double(tmp_path, guest_ports="52:53")
-    try:
+    with Double(tmp_path, guest_ports="52:53") as vm:
         assert vm.run("true", port=53) == b"OK 1073741824\nEXIT 0\n"
         assert vm.run("true", port=52) == b"OK 1073741825\nEXIT 0\n"
         with vm.connect(port=54) as conn:
             assert read_all(conn) == b""
-    finally:
-        vm.kill()
 
 
 def test_double_snapshot_files_are_json_and_a_restored_guest_is_up(tmp_path: Path) -> None:
-    vm = Double(tmp_path)
-    try:
+    with Double(tmp_path) as vm:
         assert vm.run("true").endswith(b"EXIT 0\n")
         assert vm.vmm.request("PATCH", "/vm", {"state": "Paused"}).status == 204
         body = {"snapshot_path": "snap.state", "mem_file_path": "snap.mem"}
         assert vm.vmm.put("/snapshot/create", body).status == 204
-    finally:
-        vm.kill()
     state = json.loads((vm.workdir / "snap.state").read_text())
     assert state["guest_up"] is True
     assert json.loads((vm.workdir / "snap.mem").read_text())["mem_size_mib"] == 128

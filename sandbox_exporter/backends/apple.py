@@ -9,7 +9,8 @@ create = `container create --name N -l k=v... -c CPUS -m MBM [--read-only]
          [--cap-drop CAP]... IMAGE KEEPALIVE...` (the CLI pulls a missing image
          itself; `pull_policy: always` runs `container image pull` first);
 start  = `container start N`;
-exec   = `container exec N ARGS...`: its exit code is the process's;
+exec   = `container exec N ARGS...`: its exit code is the process's, its output
+         read up to the cap (base.py);
 stop   = `container stop -t GRACE N`;
 remove = `container delete -f N`, then `list` confirms it is gone.
 
@@ -45,9 +46,11 @@ from sandbox_exporter.backends.base import (
     Images,
     ManagedSandbox,
     NotFound,
+    Output,
     SandboxRef,
     SandboxSpec,
     is_managed,
+    read_output,
 )
 from sandbox_exporter.config.settings import Timeouts
 
@@ -235,7 +238,8 @@ class AppleBackend:
         self, name: str, args: list[str], deadline: Deadline, *, merge: bool = False
     ) -> subprocess.CompletedProcess[str]:
         """`container ARGS` as the leader of its own process group, known to `kill`
-        while it runs, killed with its group at the deadline."""
+        while it runs, killed with its group at the deadline. `merge`: a command's
+        output (`exec`), stderr into stdout, read up to the output cap (base.py)."""
         command = [self.options.binary, *args]
         if deadline.expired:
             raise BackendError(f"container {args[0]}: no time left before the deadline")
@@ -253,13 +257,19 @@ class AppleBackend:
             self._children.setdefault(name, set()).add(child)
         try:
             try:
-                out, err = child.communicate(timeout=deadline.remaining())
+                if merge:
+                    out, err = _read_answer(child, deadline), ""
+                else:
+                    answer = child.communicate(timeout=deadline.remaining())
+                    out, err = (text.decode(errors="replace") for text in answer)
             except subprocess.TimeoutExpired:
-                _kill_group(child)
-                child.communicate()
                 raise BackendError(
                     f"container {' '.join(args[:2])} did not finish within the deadline; killed"
                 ) from None
+        except BackendError:
+            _kill_group(child)
+            child.communicate()
+            raise
         finally:
             with self._lock:
                 group = self._children.get(name)
@@ -267,12 +277,19 @@ class AppleBackend:
                     group.discard(child)
                     if not group:
                         del self._children[name]
-        return subprocess.CompletedProcess(
-            command,
-            child.returncode,
-            out.decode(errors="replace"),
-            (err or b"").decode(errors="replace"),
-        )
+        return subprocess.CompletedProcess(command, child.returncode, out, err)
+
+
+def _read_answer(child: subprocess.Popen[bytes], deadline: Deadline) -> str:
+    """A command's output, from `child`'s stdout within the output cap, once `child`
+    has exited; TimeoutExpired when the deadline comes first."""
+    assert child.stdout is not None
+    output = Output()
+    if not read_output(child.stdout, deadline, output):
+        raise subprocess.TimeoutExpired(child.args, deadline.remaining())
+    child.wait(timeout=deadline.remaining())
+    child.stdout.close()
+    return output.text()
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

@@ -41,6 +41,14 @@ backends, from the records they keep through `sandbox_exporter.backends.state`. 
 are immutable values; live state (processes, library objects) stays in the
 backend, keyed by name.
 
+Output: `exec` returns the command's output, stdout and stderr together, and reads
+at most `MAX_OUTPUT` bytes of it (1 MiB). A command that prints more fails `exec`
+with `BackendError("output too large (over 1048576 bytes)")`, found out while reading,
+before the rest is read: a probe checks a short answer, and a sandbox that prints
+without end must not fill the exporter's memory. `Output` keeps the count (a frame
+whose header announces more is refused before it is read); `read_output` reads a
+child's pipe into one, within the deadline.
+
 Errors: raise `BackendUnavailable` when the engine cannot be reached at all
 (`sandbox_backend_up` 0), `BackendTimeout` when what a call waits for did not come
 by its deadline (a timeout of the phase, in the backend's words), `BackendError`
@@ -50,12 +58,14 @@ runner decides what it means.
 
 from __future__ import annotations
 
+import os
+import selectors
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 from sandbox_exporter.config.settings import StrictModel, Timeouts
 
@@ -65,6 +75,10 @@ INSTANCE_LABEL = "sandbox-exporter.io/instance"
 CREATED_LABEL = "sandbox-exporter.io/created-at"
 EXPIRES_LABEL = "sandbox-exporter.io/expires-at"
 NAME_PREFIX = "sandbox-exporter-"
+
+
+MAX_OUTPUT = 1 << 20  # bytes of a command's output `exec` reads (see the module docstring)
+READ_SIZE = 1 << 16  # bytes asked for in one read of a command's output
 
 
 class BackendError(Exception):
@@ -198,6 +212,48 @@ class SandboxSpec:
 class ExecResult:
     exit_code: int
     output: str
+
+
+class Output:
+    """A command's output as `exec` reads it, refused past `MAX_OUTPUT` bytes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def room(self) -> int:
+        """Bytes that may still come. Ask a reader for at most one more: output past
+        the cap is then seen without more of it being read."""
+        return MAX_OUTPUT - len(self._data)
+
+    def expect(self, count: int) -> None:
+        """`count` more bytes are announced (a frame's header): refused before they
+        are read when they would pass the cap."""
+        if count > self.room():
+            raise BackendError(f"output too large (over {MAX_OUTPUT} bytes)")
+
+    def add(self, data: bytes) -> None:
+        self.expect(len(data))
+        self._data += data
+
+    def text(self) -> str:
+        return self._data.decode(errors="replace")
+
+
+def read_output(stream: IO[bytes], deadline: Deadline, output: Output) -> bool:
+    """Read a child's pipe into `output` until the child closes it: False when the
+    deadline came first. Raises when the output passes the cap (the child is left
+    running for the caller to kill)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while True:
+            if not selector.select(timeout=deadline.remaining()):
+                return False
+            chunk = os.read(stream.fileno(), min(READ_SIZE, output.room() + 1))
+            if not chunk:
+                return True
+            output.add(chunk)
 
 
 class Images(StrEnum):

@@ -41,6 +41,7 @@ from pydantic import Field
 
 from sandbox_exporter.backends.base import (
     MANAGED_LABEL,
+    READ_SIZE,
     TARGET_LABEL,
     BackendError,
     BackendKind,
@@ -53,6 +54,7 @@ from sandbox_exporter.backends.base import (
     Images,
     ManagedSandbox,
     NotFound,
+    Output,
     SandboxRef,
     SandboxSpec,
     why_unreachable,
@@ -251,14 +253,14 @@ class DockerBackend:
             with self._lock:
                 self._exec_streams[sandbox.name] = stream
             try:
-                output = read_frames(stream.raw)
+                output = read_frames(stream.raw)  # within the output cap
             finally:
                 with self._lock:
                     self._exec_streams.pop(sandbox.name, None)
                 stream.close()
             exit_code = api.exec_inspect(exec_id)["ExitCode"]
-        text = output.decode(errors="replace")
-        return ExecResult(exit_code=int(exit_code if exit_code is not None else -1), output=text)
+        code = int(exit_code if exit_code is not None else -1)
+        return ExecResult(exit_code=code, output=output.text())
 
     def _exec_start(self, api: Any, exec_id: str) -> Any:
         """`POST /exec/{id}/start`, attached: a streamed response whose body is the
@@ -371,29 +373,34 @@ def _client_class() -> type[Any]:
     return _CLIENT_CLASS
 
 
-def read_frames(body: Any) -> bytes:
+def read_frames(body: Any) -> Output:
     """The payload of an attached exec's output: frames of an 8-byte header (stream,
     0, 0, 0, big-endian length) and that many bytes, stdout and stderr interleaved,
     until the engine closes the connection. `body` is the response's file object
-    (urllib3's), read through its buffer."""
-
-    def exactly(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = body.read(count - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    output = bytearray()
-    while len(header := exactly(8)) == 8:
+    (urllib3's), read through its buffer, a bounded piece at a time: a frame that
+    would pass the output cap is refused on its header (base.py, "Output")."""
+    output = Output()
+    while len(header := _read_exactly(body, 8)) == 8:
         _, length = struct.unpack(">BxxxL", header)
-        payload = exactly(length)
-        output += payload
-        if len(payload) < length:
-            break  # cut short: what came is the output
-    return bytes(output)
+        output.expect(length)
+        while length:
+            chunk = body.read(min(length, READ_SIZE))
+            if not chunk:
+                return output  # cut short: what came is the output
+            output.add(chunk)
+            length -= len(chunk)
+    return output
+
+
+def _read_exactly(body: Any, count: int) -> bytes:
+    """`count` bytes of `body`, or fewer when it ends first."""
+    data = b""
+    while len(data) < count:
+        chunk = body.read(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def split_image(image: str) -> tuple[str, str | None]:

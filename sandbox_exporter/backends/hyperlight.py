@@ -9,7 +9,9 @@ start  = the micro-VM initialised by a first trivial run (`pass`).
 exec   = the configured `code` run in the guest: `ExecResult(exit_code, stdout + stderr)`,
          checked against the target's `expect_output` as for every backend. The target's
          `command` means nothing to this backend: the guest runs Python source, not a
-         process, so `code` takes its place.
+         process, so `code` takes its place. Output past the cap (base.py) fails it: the
+         SDK hands a run's output over whole, so the worker holds it, but it goes no
+         further.
 stop   = the Sandbox released (the exporter's last reference dropped, which frees the
          micro-VM), confirmed by its being collected.
 remove = whatever is left for that name released; nothing there is not an error.
@@ -63,6 +65,7 @@ from sandbox_exporter.backends.base import (
     Images,
     ManagedSandbox,
     NotFound,
+    Output,
     SandboxRef,
     SandboxSpec,
 )
@@ -175,7 +178,10 @@ class HyperlightBackend:
     def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
         """`command` is not used: the guest runs the configured `code`."""
         result = self._run(self._get(sandbox.name), self.options.code, "exec")
-        return ExecResult(int(result.exit_code), f"{result.stdout or ''}{result.stderr or ''}")
+        output = Output()
+        for text in (result.stdout, result.stderr):
+            output.add((text or "").encode(errors="replace"))
+        return ExecResult(int(result.exit_code), output.text())
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         self._release(sandbox.name)

@@ -5,7 +5,8 @@ start  = watch the Pod from the create's resourceVersion until it is Running
          with its container started; a pull error, an unschedulable Pod or a
          crash ends the wait with the cluster's own words;
 exec   = exec over the websocket channel protocol (v4.channel.k8s.io); output
-         from stdout/stderr, exit status from the status channel;
+         from stdout/stderr as it comes (up to the cap, base.py), exit status from
+         the status channel;
 stop   = DELETE with the grace period, then watch until the Pod is gone;
 remove = delete what else was made (NetworkPolicy), delete the Pod if it is
          still there, and confirm nothing of this run is left.
@@ -60,6 +61,7 @@ from sandbox_exporter.backends.base import (
     ExecResult,
     Images,
     ManagedSandbox,
+    Output,
     SandboxRef,
     SandboxSpec,
 )
@@ -233,7 +235,7 @@ class KubernetesBackend:
         raise BackendError(f"pod {name} was not running when the watch ended")
 
     def exec(self, sandbox: PodHandle, command: Sequence[str], deadline: Deadline) -> ExecResult:
-        chunks: dict[int, bytes] = {STDOUT: b"", STDERR: b"", STATUS: b""}
+        output, status = Output(), b""
         with self._exec_socket(sandbox.name, command, deadline) as ws:
             import websocket
 
@@ -247,10 +249,11 @@ class KubernetesBackend:
                     raise _api_error(exc, "exec", self._address()) from exc
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     break
-                if data and data[0] in chunks:
-                    chunks[data[0]] += data[1:]
-        output = (chunks[STDOUT] + chunks[STDERR]).decode(errors="replace")
-        return ExecResult(_exit_code(chunks[STATUS]), output)
+                if data and data[0] in (STDOUT, STDERR):
+                    output.add(data[1:])
+                elif data and data[0] == STATUS:
+                    status += data[1:]
+        return ExecResult(_exit_code(status), output.text())
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         name = sandbox.name

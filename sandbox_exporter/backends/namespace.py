@@ -5,7 +5,8 @@ The floor every other backend is read against: what the kernel alone costs.
 create = a private directory for the sandbox (its /tmp) and its record;
 start  = `unshare` into new pid, mount, uts, ipc and network namespaces (and a
          user namespace when not root), until the init inside prints `ready`;
-exec   = `nsenter` into those namespaces and run the command;
+exec   = `nsenter` into those namespaces and run the command (its output read up
+         to the cap, base.py);
 stop   = SIGTERM to the init, until it exits (SIGKILL after the grace period);
 remove = kill whatever is left, delete the directory.
 
@@ -45,8 +46,10 @@ from sandbox_exporter.backends.base import (
     Images,
     ManagedSandbox,
     NotFound,
+    Output,
     SandboxRef,
     SandboxSpec,
+    read_output,
 )
 from sandbox_exporter.backends.state import StateDirectory, default_root, proc_stat
 from sandbox_exporter.config.settings import Timeouts
@@ -181,15 +184,19 @@ class NamespaceBackend:
         if self.user_namespace:
             enter += ["-U", "--preserve-credentials"]
         child = self._spawn(sandbox.name, [*enter, "--", *command], stderr=subprocess.STDOUT)
+        assert child.stdout is not None
+        output = Output()
         try:
-            output, _ = child.communicate(timeout=deadline.remaining())
-        except subprocess.TimeoutExpired as exc:
-            child.kill()
-            child.communicate()
-            raise BackendError(f"nsenter did not finish within the deadline: {exc}") from exc
+            if not read_output(child.stdout, deadline, output) or not _waited(child, deadline):
+                raise BackendError("nsenter did not finish within the deadline")
+        except BackendError:
+            _kill_group(child)  # nsenter and the command it forked into the namespaces
+            child.wait()
+            raise
         finally:
+            child.stdout.close()
             self._forget(sandbox.name, child)
-        return ExecResult(child.returncode, output.decode(errors="replace"))
+        return ExecResult(child.returncode, output.text())
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         with self._lock:
@@ -228,12 +235,12 @@ class NamespaceBackend:
         return self.state.managed(target)
 
     def kill(self, sandbox: SandboxRef) -> None:
-        """SIGKILL the `unshare` or `nsenter` a call on this sandbox is waiting for."""
+        """SIGKILL the `unshare` or `nsenter` a call on this sandbox is waiting for,
+        with the command `nsenter` forked (its process group)."""
         with self._lock:
             children = list(self._children.get(sandbox.name, ()))
         for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.kill()
+            _kill_group(child)
 
     def close(self) -> None:
         with self._lock:
@@ -277,6 +284,21 @@ class NamespaceBackend:
         if running is None:
             raise BackendError(f"sandbox {name} is not running")
         return running
+
+
+def _waited(child: subprocess.Popen[bytes], deadline: Deadline) -> bool:
+    """`child` exited within the deadline."""
+    try:
+        child.wait(timeout=deadline.remaining())
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child of its own session and what it started there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
 
 
 def _read_line(stream: Any, deadline: Deadline) -> bytes | None:

@@ -10,7 +10,8 @@ start  = a blocking query on that evaluation until the scheduler is done with it
          that cannot be pulled) or an allocation that ends fails the phase with the
          task event's own message;
 exec   = `/v1/client/allocation/<alloc>/exec` over a websocket: stdin closed at
-         once, stdout/stderr frames collected, the exit code from the `exited`
+         once, stdout/stderr frames collected (up to the output cap, base.py), the
+         exit code from the `exited`
          frame; a close 1008/1011 is Nomad's error (its reason is the message);
 stop   = deregister the job (no purge), then a blocking query on the job's
          allocations until every one is terminal (kill_timeout = stop_grace);
@@ -80,6 +81,7 @@ from sandbox_exporter.backends.base import (
     ExecResult,
     Images,
     ManagedSandbox,
+    Output,
     SandboxRef,
     SandboxSpec,
     is_managed,
@@ -266,7 +268,7 @@ class NomadBackend:
     def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
         import websocket
 
-        out: list[bytes] = []
+        output = Output()
         exit_code: int | None = None
         with self._exec_socket(sandbox.name, command, deadline) as ws:
             last_sent = time.monotonic()
@@ -302,12 +304,12 @@ class NomadBackend:
                 for stream in ("stdout", "stderr"):
                     chunk = (frame.get(stream) or {}).get("data")
                     if chunk:
-                        out.append(base64.b64decode(chunk))
+                        output.add(base64.b64decode(chunk))
                 if frame.get("exited"):
                     exit_code = int((frame.get("result") or {}).get("exit_code") or 0)
         if exit_code is None:
             raise BackendError("exec: Nomad closed the stream without an exit code")
-        return ExecResult(exit_code, b"".join(out).decode(errors="replace"))
+        return ExecResult(exit_code, output.text())
 
     def stop(self, sandbox: SandboxRef, grace_seconds: float, deadline: Deadline) -> None:
         name = sandbox.name

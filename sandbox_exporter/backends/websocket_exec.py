@@ -5,7 +5,8 @@ Both APIs run a command over a websocket; their clients (the kubernetes client's
 `stream()`, python-nomad, which has none) cannot bound the connect or each read by
 a deadline, so both backends open it with websocket-client themselves, the library
 `stream()` uses. Each backend builds its URL, headers and TLS options, and says in
-its own words what a refused handshake and an unreachable server mean.
+its own words what a refused handshake and an unreachable server mean. An exec that
+fails while reading (its output past the cap, say) drops the connection at once.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ExecSockets:
             except (websocket.WebSocketException, OSError) as exc:
                 raise unreachable(exc) from exc
             yield ws
+        except BaseException:
+            # dropped at once: no closing handshake behind what is still coming (a flood)
+            ws.shutdown()  # type: ignore[no-untyped-call]
+            raise
         finally:
             with self._lock:
                 self._open.pop(name, None)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from sandbox_exporter.backends.base import Deadline, SandboxSpec
-from sandbox_exporter.backends.docker import split_image
+from sandbox_exporter.backends.docker import api_version, split_image
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import PhaseTimeout
@@ -241,6 +241,13 @@ def test_orphans_of_this_instance_and_target_only_are_removed(engine: Engine) ->
             "not-ours-at-all",
         ):
             engine.client.containers.get(name).remove(force=True)
+
+
+def test_the_api_version_is_the_one_the_engines_ping_names(engine: Engine) -> None:
+    """As the Docker CLI negotiates it: `/_ping`'s `Api-Version`, not `GET /version`
+    (half a second on Podman); anything but a Unix socket is left to the SDK."""
+    assert api_version(engine.url, 5) == engine.client.version()["ApiVersion"]
+    assert api_version("tcp://127.0.0.1:2375", 5) == "auto"
 
 
 def test_image_references_split_into_repository_and_tag() -> None:

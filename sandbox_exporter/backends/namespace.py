@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,11 +102,21 @@ def find_here() -> Found | NotFound:
 
 
 def _children(parent: int) -> list[int]:
+    return _processes(lambda fields: fields[1] == str(parent))
+
+
+def _group(leader: int) -> list[int]:
+    """The processes of `leader`'s process group but `leader`."""
+    return _processes(lambda fields: fields[2] == str(leader) and fields[0] != "Z", leader)
+
+
+def _processes(wanted: Callable[[list[str]], bool], but: int = 0) -> list[int]:
+    """The pids whose /proc/PID/stat fields (from the state on) are `wanted`."""
     out = []
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != but:
             fields = proc_stat(int(entry.name))
-            if fields and fields[1] == str(parent):
+            if fields and wanted(fields):
                 out.append(int(entry.name))
     return out
 
@@ -190,8 +200,12 @@ class NamespaceBackend:
             if not read_output(child.stdout, deadline, output) or not _waited(child, deadline):
                 raise BackendError("nsenter did not finish within the deadline")
         except BackendError:
-            _kill_group(child)  # nsenter and the command it forked into the namespaces
-            child.wait()
+            _kill_group(child)  # the command nsenter forked into the namespaces; nsenter ends
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
             raise
         finally:
             child.stdout.close()
@@ -296,9 +310,15 @@ def _waited(child: subprocess.Popen[bytes], deadline: Deadline) -> bool:
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a child of its own session and what it started there."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signal.SIGKILL)
+    """SIGKILL what a child of its own session (`nsenter`, `unshare`) started there, and
+    let the child, which waits for it, reap it and exit; the child itself only when it
+    started nothing yet. Killed first, `nsenter` would leave the command it forked to
+    PID 1 (of the pid namespace the exporter runs in) to reap, and until that reaps it
+    the sandbox's pid namespace cannot end: its init's exit waits (1.3 to 2 s here,
+    under a PID 1 that reaps now and then; for good under one that never does)."""
+    for pid in _group(child.pid) or [child.pid]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _read_line(stream: Any, deadline: Deadline) -> bytes | None:

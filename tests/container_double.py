@@ -9,9 +9,10 @@ CLI's API server does, and logs each call's arguments beside it. Switches
 - CONTAINER_DOUBLE_FAIL=image: `create` of any image fails as an unknown image;
 - CONTAINER_DOUBLE_FAIL=apiserver: `system status` says the API server is not
   running, every other command fails with the XPC error;
-- CONTAINER_DOUBLE_FAIL=exec: `exec` prints `boom` and exits 7;
-- CONTAINER_DOUBLE_HANG=<command>: that command starts a `sleep` and hangs, writing its own
-  pid and the sleep's to `hang.pids` beside the state file.
+
+`exec` runs its command for real, on this host, its output streamed as it comes (the
+CLI's own stdout and stderr are the command's), and appends the command's pid to
+`exec.pids` beside the state file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 STATE = Path(os.environ["CONTAINER_DOUBLE_STATE"])
@@ -47,10 +47,6 @@ def main(args: list[str]) -> None:
     if args == ["--version"]:
         print("container CLI version 1.2.2 (build: release, commit: 1a2b3c4)")
         return
-    if args and args[0] == os.environ.get("CONTAINER_DOUBLE_HANG"):
-        sleeper = subprocess.Popen(["sleep", "300"])
-        (STATE.parent / "hang.pids").write_text(f"{os.getpid()} {sleeper.pid}\n")
-        time.sleep(300)
     if args[:2] == ["system", "status"]:
         if FAIL == "apiserver":
             fail("apiserver is not running and not registered with launchd")
@@ -63,6 +59,15 @@ def main(args: list[str]) -> None:
         containers = json.loads(STATE.read_text()) if STATE.exists() else {}
         command(args, containers)
         STATE.write_text(json.dumps(containers))
+    if args[0] == "exec":  # checked under the lock; run without it, as long as it takes
+        run(args[2:])
+
+
+def run(argv: list[str]) -> None:
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with (STATE.parent / "exec.pids").open("a") as pids:
+        pids.write(f"{child.pid}\n")
+    sys.exit(child.wait())
 
 
 def command(args: list[str], containers: dict[str, dict]) -> None:  # type: ignore[type-arg]
@@ -109,18 +114,11 @@ def command(args: list[str], containers: dict[str, dict]) -> None:  # type: igno
         containers[rest[0]]["state"] = "running"
         print(rest[0])
     elif verb == "exec":
-        ident, *argv = rest
+        ident = rest[0]
         if ident not in containers:
             not_found(ident)
         if containers[ident]["state"] != "running":
             fail(f'Error: invalidState: "container {ident} is not running"')
-        if FAIL == "exec":
-            print("boom")
-            sys.exit(7)
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        sys.stdout.write(done.stdout + done.stderr)
-        sys.stdout.flush()
-        sys.exit(done.returncode)
     elif verb == "stop":
         ident = rest[-1]
         if ident not in containers:

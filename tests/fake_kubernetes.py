@@ -4,7 +4,9 @@ It speaks, on loopback, the real paths and JSON shapes of the calls the backend
 makes: version; namespaces get/create; pods create/get/list/watch/delete;
 networkpolicies create/delete/list; and pod exec over a websocket with the
 v4.channel.k8s.io protocol (stdout on channel 1, stderr on 2, the status on 3,
-its exit code in details.causes as the client parses it).
+its exit code in details.causes as the client parses it). The command runs for real,
+on this host (loopback_app.Commands), its output sent as it comes; what is still
+running when the pod is deleted goes with it.
 
 Pods move Pending -> (PodScheduled) -> ContainerCreating -> Running with
 realistic conditions and containerStatuses, each change a watch event with a
@@ -29,6 +31,7 @@ from aiohttp import web
 from tests.loopback_app import LoopbackApp
 
 STEP = 0.02  # seconds between a pod's status changes
+CHANNELS = {"stdout": b"\x01", "stderr": b"\x02"}  # v4.channel.k8s.io
 
 
 def _now() -> str:
@@ -340,6 +343,7 @@ class FakeKubernetes(LoopbackApp):
 
         async def finish() -> None:
             await asyncio.sleep(STEP)  # the keep-alive exits at once on SIGTERM
+            await self.commands.end(f"{ns}/{name}")  # and what an exec left running with it
             if self.pods.pop((ns, name), None) is not None:
                 await self._emit(ns, "DELETED", pod)
 
@@ -366,14 +370,14 @@ class FakeKubernetes(LoopbackApp):
             return _status(400, "BadRequest", f"container probe is not valid for pod {name}")
         ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
         await ws.prepare(request)
-        if command[:1] == ["echo"]:
-            code, out = 0, " ".join(command[1:]) + "\n"
-        elif command[:2] == ["sh", "-c"] and command[2].startswith("exit "):
-            code, out = int(command[2].split()[1]), ""
-        else:
-            code, out = 127, f"{command[0]}: not found\n"
-        if out:
-            await ws.send_bytes(b"\x01" + out.encode())
+
+        async def send(stream: str, data: bytes) -> None:
+            await ws.send_bytes(CHANNELS[stream] + data)
+
+        try:
+            code = await self.commands.run(f"{ns}/{name}", command, send)
+        except ConnectionError:  # the client went away; the command goes on (`Commands`)
+            return ws
         if code == 0:
             status = {"metadata": {}, "status": "Success"}
         else:

@@ -19,13 +19,15 @@ Killing, Killed). The exec websocket takes the client's JSON text frames (stdin
 data/close, tty_size, `{}` heartbeats), answers base64 stdout frames and
 `{"exited":true,"result":{...}}` (exit code 0 as `{}`), then closes 1000; errors
 after the upgrade are a close frame 1008 (or 1011 for a 500) with the error text.
+The command runs for real, on this host (loopback_app.Commands), its output sent as
+it comes; what is still running when the task is killed goes with it.
 
 With a token, ACLs are on: a request without it is a 403, and `capabilities` (a
 set of namespace capabilities the token's policy grants) makes each endpoint check
 the one Nomad checks. `faults` makes it misbehave: forbid (a set of "register", "exec": 403 /
 close 1008 "Permission denied"), placement ("constraint" or "memory"),
 driver_failure, exec_error (the text of a 500 inside the exec: close 1011),
-slow_placement (seconds), exec_no_exit (never sends `exited`),
+slow_placement (seconds),
 down_during ("start": the agent goes away while start's blocking query waits);
 `stop()` takes the agent down (connections refused), `restart()` brings it back on
 the same port.
@@ -134,7 +136,7 @@ class FakeNomad(LoopbackApp):
 
     def add_job(self, job: dict[str, Any]) -> None:
         """A job someone else registered (an orphan), from any thread."""
-        asyncio.run_coroutine_threadsafe(self._register(job), self._loop).result(10)
+        self._on_loop(self._register(job))
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -393,6 +395,7 @@ class FakeNomad(LoopbackApp):
 
     async def _killed(self, alloc: dict[str, Any]) -> None:
         await asyncio.sleep(STEP)
+        await self.commands.end(alloc["ID"])  # what an exec left running goes with the task
         await self._event(
             alloc, "Killed", "Task successfully killed", state="dead", client_status="complete"
         )
@@ -537,23 +540,20 @@ class FakeNomad(LoopbackApp):
         if "exec_error" in self.faults:  # the task driver failed the exec: a 500 -> 1011
             await ws.close(code=1011, message=self.faults["exec_error"].encode())
             return ws
-        if command[:1] == ["echo"]:
-            code, out = 0, " ".join(command[1:]) + "\n"
-        elif command[:2] == ["sh", "-c"] and command[2].startswith("exit "):
-            code, out = int(command[2].split()[1]), ""
-        else:
-            code, out = 127, f"{command[0]}: not found\n"
-        with contextlib.suppress(TimeoutError):  # the client closes stdin first
-            first = await ws.receive(timeout=1)
-            if first.type == WSMsgType.TEXT:
-                self.exec_frames.append(json.loads(first.data))
-        if out:
-            data = base64.b64encode(out.encode()).decode()
-            await ws.send_str(json.dumps({"stdout": {"data": data}}))
-        await ws.send_str(json.dumps({"stdout": {"close": True}}))
-        if self.faults.get("exec_no_exit"):
-            await self._read_frames(ws)  # the command never ends: until the client goes away
+        reading = asyncio.ensure_future(self._read_frames(ws))  # stdin close, heartbeats
+
+        async def send(stream: str, data: bytes) -> None:
+            await ws.send_str(json.dumps({stream: {"data": base64.b64encode(data).decode()}}))
+
+        try:
+            code = await self.commands.run(alloc["ID"], command, send)
+        except ConnectionError:  # the client went away; the command goes on (`Commands`)
             return ws
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+        await ws.send_str(json.dumps({"stdout": {"close": True}}))
         result: dict[str, Any] = {"exit_code": code} if code else {}  # omitempty, as the proto
         await ws.send_str(json.dumps({"exited": True, "result": result}))
         await ws.close(code=1000)

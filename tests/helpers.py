@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox_exporter.backends.base import BackendUnavailable, Deadline
+from sandbox_exporter.backends.state import proc_stat
 from sandbox_exporter.config import Config, Target, parse_config
 
 
@@ -54,6 +55,15 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def children(pid: int) -> set[int]:
+    """The pids of the processes whose parent is `pid` (zombies too)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (proc_stat(int(entry.name)) or ["", ""])[1] == str(pid):
+            found.add(int(entry.name))
+    return found
 
 
 def namespaces_missing() -> str | None:
@@ -102,3 +112,18 @@ def unreachable_message(target: dict[str, Any]) -> str:
     finally:
         backend.close()
     return str(caught.value)
+
+
+def install_container_double(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The double of Apple's `container` CLI (container_double.py) first on PATH, its
+    state under `root` (`state.json`, `calls.log`, `exec.pids`), no switch set."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "container"
+    double = Path(__file__).parent / "container_double.py"
+    exe.write_text(f"#!{sys.executable}\n" + double.read_text())
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CONTAINER_DOUBLE_STATE", str(root / "state.json"))
+    for switch in ("CONTAINER_DOUBLE_FAIL", "CONTAINER_DOUBLE_SHAPE"):
+        monkeypatch.delenv(switch, raising=False)

@@ -57,11 +57,6 @@ class GuestError(Sandbox):
         return Result("", "Traceback (most recent call last):\nValueError: boom\n", 1)
 
 
-class WrongOutput(Sandbox):
-    def guest(self, code: str) -> Result:
-        return Result("goodbye\n", "", 0)
-
-
 class NoHypervisor(Sandbox):
     def guest(self, code: str) -> Result:
         raise RuntimeError(
@@ -83,3 +78,10 @@ class Held(Sandbox):
         if code != TRIVIAL:
             ctypes.PyDLL(None).sleep(60)
         return Result("hello\n", "", 0)
+
+
+class Flood(Sandbox):
+    """The configured code prints 8 MiB (the SDK hands a run's output over whole)."""
+
+    def guest(self, code: str) -> Result:
+        return Result("" if code == TRIVIAL else "x" * (8 << 20), "", 0)

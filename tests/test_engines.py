@@ -1,4 +1,7 @@
-"""The Docker and Podman backends against the real engines scripts/test.sh starts.
+"""The Docker and Podman backends against the real engines scripts/test.sh starts: what
+is theirs alone (hardening, images, runtimes, the exec stream). What every backend
+does (a lifecycle, a wrong answer, an engine out of reach, orphans, a deadline, the
+output cap) is in test_backend_contract.py.
 
 Every test here runs once per engine present (the `engine` fixture).
 """
@@ -8,26 +11,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from sandbox_exporter.backends.base import Deadline, SandboxSpec
 from sandbox_exporter.backends.docker import api_version, split_image
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.calls import PhaseTimeout
-from sandbox_exporter.probing.lifecycle import LifecycleRunner
-from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.conftest import TEST_IMAGE, Engine
 from tests.engine_proxy import CoalescingProxy
-from tests.fakes import thread_calls
 from tests.helpers import make_config, scraped, wait_for
 from tests.test_server import call
 
@@ -57,23 +51,6 @@ def run_once(engine: Engine, **settings: Any) -> tuple[Daemon, ProbeResult]:
         d.shutdown()
     assert result is not None
     return d, result
-
-
-def test_a_full_lifecycle_lands_in_metrics(engine: Engine) -> None:
-    d, result = run_once(engine)
-    assert result.success, result.failure
-    assert result.output is not None
-    assert result.output.strip() == "hello"
-    text = call(d.app, "/metrics")[2].decode()
-    for phase in ("create", "start", "exec", "stop", "remove"):
-        count = scraped(text, "sandbox_phase_duration_seconds_count", phase=phase, **labels(engine))
-        assert count == 1, phase
-    assert scraped(text, "sandbox_probes_total", result="success", **labels(engine)) == 1
-    assert scraped(text, "sandbox_backend_up", **labels(engine)) == 1
-    assert (
-        d.registry.get_sample_value("sandbox_lifecycle_duration_seconds_count", labels(engine)) == 1
-    )
-    assert not engine.client.containers.list(all=True, filters={"name": result.sandbox})
 
 
 def test_the_container_is_hardened_and_labelled(engine: Engine) -> None:
@@ -180,69 +157,6 @@ def test_image_build_makes_a_probe_image_with_no_registry(engine: Engine) -> Non
         engine.client.images.remove(tag, force=True)
 
 
-def test_unknown_runtime_is_a_failure_with_the_engine_message(engine: Engine) -> None:
-    _, result = run_once(engine, options={"runtime": "no-such-runtime"})
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.ERROR)
-    assert "runtime" in result.failure.message
-    assert not engine.client.containers.list(all=True, filters={"name": result.sandbox})
-
-
-@pytest.mark.parametrize("backend", ["docker", "podman"])
-def test_unreachable_engine_sets_backend_down(tmp_path: Any, backend: str) -> None:
-    nowhere = Engine(backend, f"unix://{tmp_path}/no.sock", None)
-    d, result = run_once(nowhere, timeouts={"create": "5s"})
-    assert result.failure is not None
-    assert result.failure.reason == Reason.UNAVAILABLE
-    assert d.registry.get_sample_value("sandbox_backend_up", labels(nowhere)) == 0
-
-
-def test_orphans_of_this_instance_and_target_only_are_removed(engine: Engine) -> None:
-    def leave(name: str, **extra: str) -> None:
-        engine.client.containers.create(
-            TEST_IMAGE,
-            ["true"],
-            name=name,
-            labels={
-                "sandbox-exporter.io/managed": "true",
-                "sandbox-exporter.io/target": "probe",
-                "sandbox-exporter.io/instance": "test-instance",
-                "sandbox-exporter.io/created-at": str(int(time.time()) - 3600),
-                **extra,
-            },
-        )
-
-    leave("sandbox-exporter-probe-orphan1")
-    leave("sandbox-exporter-probe-orphan2")
-    leave("sandbox-exporter-other-instance", **{"sandbox-exporter.io/instance": "someone-else"})
-    leave("sandbox-exporter-other-target", **{"sandbox-exporter.io/target": "other"})
-    engine.client.containers.create(TEST_IMAGE, ["true"], name="not-ours-at-all")
-    try:
-        target = make_config(engine_target(engine)).targets[0]
-        registry = CollectorRegistry()
-        prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-        result = prober.run()
-        prober.close()
-        assert result is not None
-        assert result.success
-        names = {c.name for c in engine.client.containers.list(all=True)}
-        assert "sandbox-exporter-probe-orphan1" not in names
-        assert "sandbox-exporter-probe-orphan2" not in names
-        assert {
-            "sandbox-exporter-other-instance",
-            "sandbox-exporter-other-target",
-            "not-ours-at-all",
-        } <= names
-        assert registry.get_sample_value("sandbox_orphans_removed_total", labels(engine)) == 2
-    finally:
-        for name in (
-            "sandbox-exporter-other-instance",
-            "sandbox-exporter-other-target",
-            "not-ours-at-all",
-        ):
-            engine.client.containers.get(name).remove(force=True)
-
-
 def test_the_api_version_is_the_one_the_engines_ping_names(engine: Engine) -> None:
     """As the Docker CLI negotiates it: `/_ping`'s `Api-Version`, not `GET /version`
     (half a second on Podman); anything but a Unix socket is left to the SDK."""
@@ -273,6 +187,7 @@ def test_an_unknown_runtime_fails_that_target_and_the_exporter_keeps_going(engin
         assert bad is not None
         assert bad.failure is not None
         assert (bad.failure.phase, bad.failure.reason) == (Phase.CREATE, Reason.ERROR)
+        assert "runtime" in bad.failure.message, "the engine's words"
         assert d.ready()
         text = call(d.app, "/metrics")[2].decode()
         failed = {"phase": "create", "reason": "error", **labels(engine, "bad")}
@@ -280,28 +195,7 @@ def test_an_unknown_runtime_fails_that_target_and_the_exporter_keeps_going(engin
         assert scraped(text, "sandbox_probe_success", **labels(engine, "good")) == 1
     finally:
         d.shutdown()
-
-
-def test_an_exec_past_its_deadline_ends_and_its_thread_with_it(engine: Engine) -> None:
-    """The SDK waits for an exec's output with no timeout: at the deadline the stream is
-    shut down, so the thread that waits ends then, not when the command does."""
-    target = make_config(engine_target(engine, command=["sleep", "60"])).targets[0]
-    backend = target.kind.build(target.options, target.timeouts)
-    runner = LifecycleRunner(thread_calls(backend), target, "test-instance")
-    sandbox = backend.create(runner.spec("sandbox-exporter-probe-slow-exec"), Deadline.after(30))
-    try:
-        backend.start(sandbox, Deadline.after(30))
-        before = set(threading.enumerate())
-        with pytest.raises(PhaseTimeout):
-            thread_calls(backend).exec(sandbox, ["sleep", "60"], timeout=1)
-
-        def left() -> list[str]:
-            return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-
-        wait_for(lambda: not left(), timeout=10, what="the exec's thread to end")
-    finally:
-        backend.remove(sandbox, Deadline.after(30))
-        backend.close()
+    assert not engine.managed(**{"sandbox-exporter.io/target": "bad"}), "nothing left"
 
 
 def test_output_that_comes_with_the_exec_answers_headers_is_read(

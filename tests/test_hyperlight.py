@@ -1,7 +1,8 @@
 """The Hyperlight backend: its logic on doubles of the SDK's Sandbox (tests/hyperlight_double.py,
 named through the `sandbox_class` option so the worker process builds them too), and
 the real SDK's failure paths on this machine (kvm-pvm: the VCPU exit; /dev/kvm hidden
-under `unshare -m`: no hypervisor), and a real guest where a hypervisor runs one."""
+under `unshare -m`: no hypervisor), and a real guest where a hypervisor runs one. What
+every backend does is in test_backend_contract.py."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from sandbox_exporter.backends.base import (
 from sandbox_exporter.backends.hyperlight import HyperlightBackend, HyperlightOptions
 from sandbox_exporter.config.settings import Timeouts
 from sandbox_exporter.daemon import Daemon
-from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, Reason
-from tests.helpers import alive, make_config, wait_for
+from sandbox_exporter.results import Phase, ProbeResult, Reason
+from tests.helpers import make_config, wait_for
 from tests.test_server import call
 
 ROOT = Path(__file__).parent.parent
@@ -93,15 +94,12 @@ def direct(double: str, **options: Any) -> HyperlightBackend:
 # -- the backend's logic on doubles ------------------------------------------------------
 
 
-def test_a_guest_that_prints_hello_passes_every_phase_in_a_worker(record: Path) -> None:
+def test_each_phase_is_its_sdk_call_in_a_worker(record: Path) -> None:
+    """Which SDK call each phase makes, in which process (the lifecycle itself, its
+    metrics and failures: test_backend_contract.py)."""
     d, result = probe_once(hl_target("Sandbox", heap_size="64Mi"))
-    try:
-        assert result.success, result.failure
-        assert set(result.durations) == set(LIFECYCLE)
-        assert result.output == "hello\n"
-        assert d.registry.get_sample_value("sandbox_backend_up", LABELS) == 1
-    finally:
-        d.shutdown()
+    d.shutdown()
+    assert result.success, result.failure
     calls = recorded(record)
     assert [c for c, _ in calls] == [
         "built:python_guest.path",
@@ -127,39 +125,15 @@ def test_restore_mode_times_restore_of_the_set_up_snapshot_as_start(record: Path
     ]
 
 
-@pytest.mark.parametrize(
-    ("double", "words"),
-    [
-        ("GuestError", "exit code 1, expected 0; output 'Traceback"),
-        ("WrongOutput", "output 'goodbye\\n', expected 'hello'"),
-    ],
-)
-def test_a_guest_error_or_wrong_output_is_an_exec_mismatch(
-    record: Path, double: str, words: str
-) -> None:
-    d, result = probe_once(hl_target(double))
-    d.shutdown()
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.EXEC, Reason.EXEC_MISMATCH)
-    assert words in result.failure.message
-
-
-def test_no_hypervisor_at_the_first_run_is_unavailable(record: Path) -> None:
+def test_no_hypervisor_is_unavailable_at_the_first_run_of_a_guest() -> None:
+    """Building touches no hypervisor; running does. (Through the runner, the ping's
+    trial run says so before any sandbox is made: test_backend_contract.py.)"""
     backend = direct("NoHypervisor")
-    sandbox = backend.create(spec(), Deadline.after(5))  # construction touches no hypervisor
+    sandbox = backend.create(spec(), Deadline.after(5))
     with pytest.raises(BackendUnavailable, match=f"cannot run a guest here: .*{NO_HYPERVISOR}"):
         backend.start(sandbox, Deadline.after(5))
     backend.remove(sandbox, Deadline.after(5))
     backend.remove(SandboxRef("never-made"), Deadline.after(5))  # not there: not an error
-    # through the runner: the ping's trial run says so before any sandbox is made
-    d, result = probe_once(hl_target("NoHypervisor"))
-    try:
-        assert result.failure is not None
-        assert (result.failure.phase, result.failure.reason) == (Phase.CREATE, Reason.UNAVAILABLE)
-        assert NO_HYPERVISOR in result.failure.message
-        assert d.registry.get_sample_value("sandbox_backend_up", LABELS) == 0
-    finally:
-        d.shutdown()
 
 
 def test_any_other_native_error_is_an_error_with_the_sdks_words() -> None:
@@ -182,9 +156,11 @@ def test_stop_releases_the_sandbox_and_confirms_it() -> None:
         backend.exec(sandbox, ["ignored"], Deadline.after(5))
 
 
-def test_a_run_holding_the_interpreter_ends_at_the_deadline_and_metrics_answer(
+def test_a_run_holding_the_workers_interpreter_leaves_the_exporters_free(
     record: Path,
 ) -> None:
+    """While the worker's native call holds its interpreter, /metrics answers (that the
+    call then ends at its deadline, worker and all: test_backend_contract.py)."""
     target = hl_target("Held")
     target["timeouts"]["exec"] = "1s"
     d = Daemon(make_config(target), listen_address=None)
@@ -197,10 +173,7 @@ def test_a_run_holding_the_interpreter_ends_at_the_deadline_and_metrics_answer(
         status, _, body = call(d.app, "/metrics")
         assert status.startswith("200"), "the exporter's interpreter is free meanwhile"
         assert b'sandbox_probe_in_progress{backend="hyperlight",target="hl"} 1.0' in body
-        result = wait_for(lambda: prober.last_result, timeout=15, what="the run to end")
-        assert result.failure is not None
-        assert (result.failure.phase, result.failure.reason) == (Phase.EXEC, Reason.TIMEOUT)
-        assert not alive(worker), "the worker holding the lock was killed"
+        wait_for(lambda: prober.last_result, timeout=15, what="the run to end")
     finally:
         d.shutdown()
 

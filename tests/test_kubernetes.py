@@ -1,5 +1,7 @@
 """The Kubernetes backend, driving the real `kubernetes` client against the API-server
-double in fake_kubernetes.py; and against a real cluster when KUBECONFIG points at one."""
+double in fake_kubernetes.py; and against a real cluster when KUBECONFIG points at one.
+What is Kubernetes' alone is here (the Pod, watches, the cluster's refusals); what
+every backend does is in test_backend_contract.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from structlog.testing import capture_logs
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.prober import Prober
-from sandbox_exporter.results import LIFECYCLE, Phase, ProbeResult, Reason
+from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.fake_kubernetes import FakeKubernetes
 from tests.helpers import unreachable_message, wait_for
 
@@ -77,15 +79,14 @@ def kubeconfig(fake: FakeKubernetes, tmp_path: Path) -> str:
     return fake.kubeconfig(str(tmp_path / "kubeconfig"))
 
 
-def test_a_full_lifecycle_on_the_api_server_double(fake: FakeKubernetes, kubeconfig: str) -> None:
-    registry = CollectorRegistry()
-    result = run(prober(kubeconfig, registry, options={"runtime_class": "gvisor"}))
+def test_start_and_stop_watch_and_remove_deletes_the_policy(
+    fake: FakeKubernetes, kubeconfig: str
+) -> None:
+    """How a lifecycle goes on the API server (the lifecycle itself, its metrics and
+    what it leaves: test_backend_contract.py)."""
+    result = run(prober(kubeconfig, options={"runtime_class": "gvisor"}))
     assert result.success, result.failure
-    assert set(result.durations) == set(LIFECYCLE)
-    assert result.output == "hello\n"
     assert fake.exec_commands == [["echo", "hello"]]
-    labels = {"target": "k8s", "backend": "kubernetes"}
-    assert registry.get_sample_value("sandbox_probes_total", {**labels, "result": "success"}) == 1
     assert fake.pods == {}, "the pod is gone"
     assert fake.policies == {}, "and its NetworkPolicy"
     methods = [m for m, p in fake.requests if "/pods" in p or "networkpolicies" in p]
@@ -191,25 +192,6 @@ def test_a_missing_namespace_and_creating_it(fake: FakeKubernetes, kubeconfig: s
     assert "elsewhere" in fake.namespaces
 
 
-def test_a_wrong_exit_code_is_an_exec_mismatch(fake: FakeKubernetes, kubeconfig: str) -> None:
-    result = run(prober(kubeconfig, command=["sh", "-c", "exit 3"], expect_output=None))
-    assert result.failure is not None
-    assert (result.failure.phase, result.failure.reason) == (Phase.EXEC, Reason.EXEC_MISMATCH)
-    assert "exit code 3" in result.failure.message
-
-
-def test_an_unreachable_api_server(fake: FakeKubernetes, kubeconfig: str) -> None:
-    fake.stop()
-    registry = CollectorRegistry()
-    result = run(prober(kubeconfig, registry))
-    assert result.failure is not None
-    assert result.failure.reason == Reason.UNAVAILABLE
-    assert (
-        registry.get_sample_value("sandbox_backend_up", {"target": "k8s", "backend": "kubernetes"})
-        == 0
-    )
-
-
 @pytest.mark.parametrize(
     ("status", "words"),
     [(400, "container probe is not valid"), (403, 'cannot create resource "pods/exec"')],
@@ -278,34 +260,6 @@ def test_a_policy_left_without_its_pod_is_collected(fake: FakeKubernetes, kubeco
     )
     assert run(prober(kubeconfig)).success
     assert fake.policies == {}
-
-
-def test_orphans_of_this_instance_are_removed(fake: FakeKubernetes, kubeconfig: str) -> None:
-    from kubernetes import client, config
-
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    for name, instance in (("sandbox-exporter-k8s-old", "k8s-test"), ("theirs", "another")):
-        api.create_namespaced_pod(
-            "sandbox-exporter-probes",
-            {  # type: ignore[arg-type]
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        "sandbox-exporter.io/managed": "true",
-                        "sandbox-exporter.io/instance": instance,
-                        "sandbox-exporter.io/target": "k8s",
-                        "sandbox-exporter.io/created-at": "1",
-                    },
-                },
-                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
-            },
-        )
-    registry = CollectorRegistry()
-    result = run(prober(kubeconfig, registry))
-    assert result.success
-    assert [name for _, name in fake.pods] == ["theirs"]
-    labels = {"target": "k8s", "backend": "kubernetes"}
-    assert registry.get_sample_value("sandbox_orphans_removed_total", labels) == 1
 
 
 @pytest.mark.skipif(

@@ -1,4 +1,6 @@
-"""The namespace backend, for real: unshare and nsenter on this kernel."""
+"""The namespace backend, for real: unshare and nsenter on this kernel: what is its
+alone (isolation, an unprivileged user, its start and its memory). What every backend
+does is in test_backend_contract.py."""
 
 from __future__ import annotations
 
@@ -8,20 +10,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from sandbox_exporter.backends.base import Deadline, SandboxRef, SandboxSpec
+from sandbox_exporter.backends.base import Deadline, SandboxSpec
 from sandbox_exporter.backends.namespace import NamespaceBackend, NamespaceOptions
 from sandbox_exporter.config import Target
-from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.calls import PhaseTimeout
 from sandbox_exporter.probing.lifecycle import LifecycleRunner
-from sandbox_exporter.probing.prober import Prober
-from sandbox_exporter.results import LIFECYCLE
 from tests.fakes import thread_calls
 from tests.helpers import alive, make_target, namespaces_missing, wait_for
 
@@ -62,21 +59,6 @@ def soon() -> Deadline:
     return Deadline.after(10)
 
 
-def test_a_full_lifecycle_is_recorded(tmp_path: Path) -> None:
-    target = make_target(namespace={"state_dir": str(tmp_path)})
-    registry = CollectorRegistry()
-    prober = Prober(target, "test-instance", Metrics(registry), stopping=threading.Event())
-    result = prober.run()
-    prober.close()
-    assert result is not None
-    assert result.success, result.failure
-    assert set(result.durations) == set(LIFECYCLE)
-    labels = {"target": "fake", "backend": "namespace"}
-    assert registry.get_sample_value("sandbox_probes_total", {**labels, "result": "success"}) == 1
-    assert registry.get_sample_value("sandbox_time_to_exec_seconds_count", labels) == 1
-    assert list(tmp_path.iterdir()) == [], "nothing left in the state directory"
-
-
 def test_the_command_runs_inside_new_namespaces(tmp_path: Path) -> None:
     backend = backend_for(make_target(namespace={"state_dir": str(tmp_path)}))
     name = "sandbox-exporter-fake-isolation"
@@ -100,31 +82,6 @@ def test_the_command_runs_inside_new_namespaces(tmp_path: Path) -> None:
         "no network but loopback"
     )
     assert not Path(f"/proc/{init_pid}").exists(), "the init exited on SIGTERM"
-    assert not (tmp_path / name).exists()
-
-
-def test_exec_mismatch_is_caught(tmp_path: Path) -> None:
-    target = make_target(namespace={"state_dir": str(tmp_path)}, command=["sh", "-c", "echo bye"])
-    result = LifecycleRunner(thread_calls(backend_for(target)), target, "test-instance").run()
-    assert result.failure is not None
-    assert result.failure.reason == "exec_mismatch"
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_sandbox_left_by_a_killed_exporter_is_found_and_removed(tmp_path: Path) -> None:
-    target = make_target(namespace={"state_dir": str(tmp_path)})
-    earlier = backend_for(target)
-    name = "sandbox-exporter-fake-orphan"
-    earlier.start(earlier.create(spec(name), soon()), soon())
-    init_pid = earlier._get(name).init_pid
-    # a new process of the exporter knows nothing of `earlier`'s state
-    later = backend_for(target)
-    orphans = later.list_managed("fake", soon())
-    assert [(o.name, o.instance) for o in orphans] == [(name, "test-instance")]
-    assert later.list_managed("another-target", soon()) == []
-    later.remove(SandboxRef(name), soon())
-    earlier._running[name].unshare.wait(timeout=10)
-    wait_for(lambda: not alive(init_pid), what="the init killed")
     assert not (tmp_path / name).exists()
 
 

@@ -201,7 +201,7 @@ def test_an_exec_past_its_deadline_is_ended_with_its_thread_or_process(
     threads = set(threading.enumerate())
     processes = children(os.getpid())
     settings = harness.behave(Behaviour.HANG)
-    with probing(harness, timeouts={"exec": "300ms"}, **settings) as (prober, registry):
+    with probing(harness, timeouts={"exec": "200ms"}, **settings) as (prober, registry):
         result = run(prober)
         calls = prober.backend_calls()
         serving = calls.worker_pid if isinstance(calls, ProcessCalls) else None

@@ -9,7 +9,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from sandbox_exporter.backends.base import BackendError, BackendTimeout, Deadline, ExecResult
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendTimeout,
+    Deadline,
+    ExecResult,
+    Output,
+)
 from sandbox_exporter.backends.firecracker.host import log_tail
 from sandbox_exporter.backends.firecracker.options import FirecrackerOptions
 from sandbox_exporter.backends.firecracker.vm import (
@@ -19,8 +25,6 @@ from sandbox_exporter.backends.firecracker.vm import (
     check_peer,
     for_reporting,
 )
-
-MAX_OUTPUT = 1 << 20  # bytes of command output read (docs/firecracker-guest.md)
 
 
 class Stream:
@@ -63,25 +67,25 @@ def run_request(command: Sequence[str]) -> bytes:
 
 
 def read_response(stream: Stream, deadline: Deadline) -> ExecResult:
-    """`OUT` frames then `EXIT`; BackendError on anything else."""
-    output = bytearray()
+    """`OUT` frames then `EXIT`; BackendError on anything else, and on output past
+    the contract's cap (base.MAX_OUTPUT), refused on the frame's header."""
+    output = Output()
     while True:
         line = stream.line(deadline)
         if line is None:
             raise BackendError(
                 "the guest closed the connection before EXIT; output so far: "
-                f"{output.decode(errors='replace')[-500:]!r}"
+                f"{output.text()[-500:]!r}"
             )
         word, _, value = line.decode(errors="replace").partition(" ")
         if word == "OUT" and value.isdigit():
-            if len(output) + int(value) > MAX_OUTPUT:
-                raise BackendError(f"output too large (over {MAX_OUTPUT} bytes)")
+            output.expect(int(value))
             data = stream.exactly(int(value), deadline)
             if data is None:
                 raise BackendError("the guest closed the connection inside an OUT frame")
-            output += data
+            output.add(data)
         elif word == "EXIT" and value.isdigit():
-            return ExecResult(int(value), output.decode(errors="replace"))
+            return ExecResult(int(value), output.text())
         elif word == "ERR":
             raise BackendError(f"the guest's listener refused the request: {value}")
         else:

@@ -102,8 +102,8 @@ def _ping_head(path: str, timeout: float) -> bytes:
 def api_version(base_url: str, timeout: float) -> str:
     """The API version to speak to the engine at `base_url`: the one its `/_ping` names
     (`Api-Version`), as the Docker CLI negotiates it, on a Unix socket; else "auto": the
-    SDK asks `GET /version`, which Podman 4.3 took half a second to answer here, against
-    a few milliseconds for `/_ping`."""
+    SDK asks `GET /version`, which Podman answers far more slowly than `/_ping`
+    (BENCHMARKS.md, "Costs the code relies on")."""
     if base_url.startswith("unix://"):
         try:
             head = _ping_head(base_url.removeprefix("unix://"), timeout)

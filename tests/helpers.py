@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sandbox_exporter.backends.base import BackendUnavailable, Deadline
+from sandbox_exporter.backends.base import BackendUnavailable, Deadline, SandboxSpec
 from sandbox_exporter.backends.state import proc_stat
 from sandbox_exporter.config import Config, Target, parse_config
 
@@ -127,3 +127,20 @@ def install_container_double(root: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CONTAINER_DOUBLE_STATE", str(root / "state.json"))
     for switch in ("CONTAINER_DOUBLE_FAIL", "CONTAINER_DOUBLE_SHAPE"):
         monkeypatch.delenv(switch, raising=False)
+
+
+def imageless_spec(
+    name: str, labels: dict[str, str] | None = None, *, memory_mb: int = 64, stop_grace: float = 1
+) -> SandboxSpec:
+    """A sandbox spec for a backend that takes no image (namespace, micro-VMs): 1 CPU,
+    64 pids, as a backend is handed it by the runner."""
+    return SandboxSpec(
+        name=name,
+        labels=labels or {},
+        image="",
+        pull_policy="never",
+        cpus=1,
+        memory_mb=memory_mb,
+        pids_limit=64,
+        stop_grace=stop_grace,
+    )

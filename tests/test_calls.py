@@ -18,7 +18,7 @@ from sandbox_exporter.probing.calls import Interrupt, Interrupted, PhaseTimeout
 from sandbox_exporter.probing.worker import ProcessCalls
 from sandbox_exporter.results import Phase, Reason
 from tests.fakes import FakeBackend, thread_calls
-from tests.helpers import alive, make_config, make_target, wait_for
+from tests.helpers import alive, imageless_spec, make_config, make_target, wait_for
 from tests.test_server import call
 
 
@@ -145,18 +145,7 @@ def test_an_interrupt_cuts_a_thread_call_short_and_the_run_cleans_up() -> None:
 
 
 def _spec(name: str) -> Any:
-    from sandbox_exporter.backends.base import SandboxSpec
-
-    return SandboxSpec(
-        name=name,
-        labels={},
-        image="",
-        pull_policy="never",
-        cpus=1,
-        memory_mb=64,
-        pids_limit=64,
-        stop_grace=1,
-    )
+    return imageless_spec(name)
 
 
 def _pid(directory: Path) -> int:

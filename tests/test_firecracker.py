@@ -44,7 +44,7 @@ from sandbox_exporter.results import Phase, ProbeResult
 from tests.conftest import FirecrackerBinaries
 from tests.fakes import thread_calls
 from tests.firecracker_double import double_binary
-from tests.helpers import alive, make_config, make_target, wait_for
+from tests.helpers import alive, imageless_spec, make_config, make_target, wait_for
 from tests.test_firecracker_guest import compile_listener, start_listener, stop_listener
 from tests.tiny_guest import tiny_guest_image
 
@@ -58,16 +58,7 @@ METRIC_LABELS = {"target": "fc", "backend": "firecracker"}
 
 
 def spec(name: str = "sandbox-exporter-fc-12345678") -> SandboxSpec:
-    return SandboxSpec(
-        name=name,
-        labels=LABELS,
-        image="",
-        pull_policy="never",
-        cpus=1,
-        memory_mb=128,
-        pids_limit=64,
-        stop_grace=2,
-    )
+    return imageless_spec(name, LABELS, memory_mb=128, stop_grace=2)
 
 
 def soon(seconds: float = 10) -> Deadline:

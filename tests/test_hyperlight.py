@@ -29,7 +29,7 @@ from sandbox_exporter.backends.hyperlight import HyperlightBackend, HyperlightOp
 from sandbox_exporter.config.settings import Timeouts
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.results import Phase, ProbeResult, Reason
-from tests.helpers import make_config, wait_for
+from tests.helpers import imageless_spec, make_config, wait_for
 from tests.test_server import call
 
 ROOT = Path(__file__).parent.parent
@@ -73,16 +73,7 @@ def recorded(path: Path) -> list[tuple[str, int]]:
 
 
 def spec(name: str = "sandbox-exporter-hl-x") -> SandboxSpec:
-    return SandboxSpec(
-        name=name,
-        labels={},
-        image="",
-        pull_policy="never",
-        cpus=1,
-        memory_mb=64,
-        pids_limit=64,
-        stop_grace=1,
-    )
+    return imageless_spec(name)
 
 
 def direct(double: str, **options: Any) -> HyperlightBackend:

@@ -20,7 +20,7 @@ from sandbox_exporter.config import Target
 from sandbox_exporter.probing.calls import PhaseTimeout
 from sandbox_exporter.probing.lifecycle import LifecycleRunner
 from tests.fakes import thread_calls
-from tests.helpers import alive, make_target, namespaces_missing, wait_for
+from tests.helpers import alive, imageless_spec, make_target, namespaces_missing, wait_for
 
 pytestmark = pytest.mark.namespace
 
@@ -33,21 +33,13 @@ def _needs_namespaces(tmp_path: Path) -> None:
 
 
 def spec(name: str) -> SandboxSpec:
-    return SandboxSpec(
-        name=name,
-        labels={
-            "sandbox-exporter.io/managed": "true",
-            "sandbox-exporter.io/target": "fake",
-            "sandbox-exporter.io/instance": "test-instance",
-            "sandbox-exporter.io/created-at": "1",
-        },
-        image="",
-        pull_policy="never",
-        cpus=1,
-        memory_mb=64,
-        pids_limit=64,
-        stop_grace=5,
-    )
+    labels = {
+        "sandbox-exporter.io/managed": "true",
+        "sandbox-exporter.io/target": "fake",
+        "sandbox-exporter.io/instance": "test-instance",
+        "sandbox-exporter.io/created-at": "1",
+    }
+    return imageless_spec(name, labels, stop_grace=5)
 
 
 def backend_for(target: Target) -> NamespaceBackend:

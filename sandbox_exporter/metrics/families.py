@@ -186,15 +186,7 @@ class Metrics:
             self.probes.labels(*labels, result)
         for phase, reason in failure_modes():
             self.failures.labels(*labels, str(phase), str(reason))
-        for metric in (
-            self.success,
-            self.last_run,
-            self.last_success,
-            self.in_progress,
-            self.skipped_runs,
-            self.backend_up,
-            self.orphans_removed,
-        ):
+        for metric in self._per_target():
             metric.labels(*labels)
         self.interval.labels(*labels).set(target.interval)
         self.burst.add_target(target)
@@ -205,6 +197,18 @@ class Metrics:
                 "pull_policy": target.pull_policy if target.uses_image else "",
                 "interval_seconds": f"{target.interval:g}",
             }
+        )
+
+    def _per_target(self) -> tuple[Any, ...]:
+        """The counters and gauges with one series per target, labelled (target, backend)."""
+        return (
+            self.success,
+            self.last_run,
+            self.last_success,
+            self.in_progress,
+            self.skipped_runs,
+            self.backend_up,
+            self.orphans_removed,
         )
 
     def remove_target(self, target: Target) -> None:
@@ -219,17 +223,7 @@ class Metrics:
             *((self.failures, (*labels, str(p), str(r))) for p, r in failure_modes()),
             *(
                 (metric, labels)
-                for metric in (
-                    self.success,
-                    self.last_run,
-                    self.last_success,
-                    self.in_progress,
-                    self.skipped_runs,
-                    self.backend_up,
-                    self.orphans_removed,
-                    self.target_info,
-                    self.interval,
-                )
+                for metric in (*self._per_target(), self.target_info, self.interval)
             ),
         ]
         for metric, values in combos:

@@ -361,7 +361,11 @@ def soak(
         config,
         launcher=launcher,
         env=env,
-        keep=lambda e: e.get("level") in ("warning", "error") or e.get("event") in KEPT_EVENTS,
+        keep=lambda e: (
+            e.get("level") in ("warning", "error")
+            or e.get("event") in KEPT_EVENTS
+            or e.get("event") == "unparsed"
+        ),
     )
     began = time.monotonic()
     offset = process.started - began  # the traced exporter's clock starts about then
@@ -488,6 +492,10 @@ def soak(
         for e in process.logs
         if e.get("level") in ("warning", "error")
     )
+    unparsed = [e["line"] for e in process.logs if e.get("event") == "unparsed"]
+    if unparsed:
+        mangled = sum(1 for line in unparsed if "config reloaded" in line)
+        print(f"lines not JSON on the exporter's stderr: {len(unparsed)} ({mangled} hold a reload)")
     if troubles:
         print(
             "warnings and errors logged: "

@@ -100,7 +100,11 @@ class Daemon:
     # -- what the HTTP pages ask -------------------------------------------------
 
     def exposition(self, fmt: str = "text") -> bytes:
-        return self.metrics.exposition("openmetrics" if fmt == "openmetrics" else "text")
+        if fmt == "openmetrics":
+            return self.metrics.exposition("openmetrics")
+        if fmt == "protobuf":
+            return self.metrics.exposition("protobuf")
+        return self.metrics.exposition("text")
 
     def current_probers(self) -> list[Prober]:
         return list(self.fleet.probers)

@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(docker.io podman runsc prometheus busybox-static util-linux hostname curl ca-certificates python3-venv
-          chromium chromium-driver debootstrap gcc libc6-dev e2fsprogs kmod)
+          chromium chromium-driver debootstrap gcc libc6-dev e2fsprogs kmod
+          protobuf-compiler golang-github-prometheus-client-model-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -65,5 +66,5 @@ echo "== lint, types, generated dashboard"
 .venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc
 .venv/bin/pytest "$@"

@@ -3,6 +3,8 @@ when it dies, gone when the exporter is, and rationed where it reaches the expor
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import signal
 import socket
@@ -188,6 +190,29 @@ def test_the_web_process_serves_openmetrics_when_asked(daemon: Daemon) -> None:
     status, headers, body = get(daemon, "/metrics")
     assert headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
     assert b"# EOF" not in body
+
+
+def test_the_web_process_serves_protobuf_when_prometheus_wants_native_histograms(
+    daemon: Daemon,
+) -> None:
+    from google.protobuf import proto
+
+    from sandbox_exporter.metrics.proto import metrics_pb2 as pb
+
+    wait_for(lambda: daemon.probers[0].last_result, what="a run")
+    accept = (
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
+        "encoding=delimited,text/plain;version=0.0.4;q=0.5"
+    )
+    status, headers, body = get(daemon, "/metrics", Accept=accept)
+    assert status == 200
+    assert headers["Content-Type"] == responses.CONTENT_TYPES["protobuf"]
+    stream, names = io.BytesIO(body), set()
+    while stream.tell() < len(body):
+        names.add(proto.parse_length_prefixed(pb.MetricFamily, stream).name)
+    assert {"sandbox_probes_total", "sandbox_time_to_exec_seconds"} <= names
+    status, headers, gzipped = get(daemon, "/metrics", Accept=accept, **{"Accept-Encoding": "gzip"})
+    assert gzip.decompress(gzipped) == body  # the same rendering, from the format's cache
 
 
 def test_a_port_in_use_fails_at_start_up() -> None:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sandbox_exporter.config.targets import Target
 from sandbox_exporter.metrics.histograms import HistogramFamily
+from sandbox_exporter.metrics.native import NativeLayout
 from sandbox_exporter.results import LIFECYCLE, BurstResult, Phase, failure_modes
 
 TB = ("target", "backend")
@@ -101,10 +102,11 @@ class BurstMetrics:
         if target.burst is None:
             return
         labels = (target.name, target.backend)
+        native = NativeLayout.of(target.histograms)
         for phase in LIFECYCLE:
-            self.phase_duration.add((*labels, str(phase)), target.buckets)
+            self.phase_duration.add((*labels, str(phase)), target.buckets, native)
         for family in self.histograms[1:]:
-            family.add(labels, target.buckets)
+            family.add(labels, target.buckets, native)
         for result in RESULTS:
             self.bursts.labels(*labels, result)
             self.sandboxes.labels(*labels, result)

@@ -31,12 +31,14 @@ from prometheus_client.registry import Collector
 
 from sandbox_exporter import __version__
 from sandbox_exporter.config.targets import Target
+from sandbox_exporter.metrics import protobuf
 from sandbox_exporter.metrics.burst_families import BurstMetrics
 from sandbox_exporter.metrics.histograms import HistogramFamily
+from sandbox_exporter.metrics.native import NativeLayout
 from sandbox_exporter.results import LIFECYCLE, BurstResult, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
-Format = Literal["text", "openmetrics"]
+Format = Literal["text", "openmetrics", "protobuf"]
 
 
 class _One(Collector):
@@ -150,16 +152,21 @@ class Metrics:
         )
 
     def exposition(self, fmt: Format = "text") -> bytes:
-        """The registry in the Prometheus text format (0.0.4) or in OpenMetrics (with the
-        exemplars): prometheus_client's exposition of each family it collects, in its
-        order, but for the duration histograms' samples, whose lines (the library's,
-        to the byte) come from their cache (histograms.py says why)."""
+        """The registry in the Prometheus text format (0.0.4), in OpenMetrics (with the
+        exemplars) or in protobuf (with the native histograms, protobuf.py).
+        The text formats are prometheus_client's exposition of each family it collects,
+        in its order, but for the duration histograms' samples, whose lines (the
+        library's, to the byte) come from their cache (histograms.py says why)."""
         openmetrics = fmt == "openmetrics"
         ours = {family.name: family for family in self._histograms}
         with contextlib.ExitStack() as placeholders:
             for family in self._histograms:
                 placeholders.enter_context(family.placeholder())
             collected = list(self.registry.collect())
+        if fmt == "protobuf":
+            return protobuf.exposition(
+                collected, {name: family.protobuf() for name, family in ours.items()}
+            )
         parts: list[bytes] = []
         for metric in collected:
             page = _encode(metric, openmetrics)
@@ -178,10 +185,11 @@ class Metrics:
     def add_target(self, target: Target) -> None:
         """Pre-create every series this target implies, all at zero."""
         labels = (target.name, target.backend)
+        native = NativeLayout.of(target.histograms)
         for phase in LIFECYCLE:
-            self.phase_duration.add((*labels, str(phase)), target.buckets)
+            self.phase_duration.add((*labels, str(phase)), target.buckets, native)
         for family in (self.lifecycle_duration, self.time_to_exec, self.image_pull_duration):
-            family.add(labels, target.buckets)
+            family.add(labels, target.buckets, native)
         for result in ("success", "failure"):
             self.probes.labels(*labels, result)
         for phase, reason in failure_modes():

@@ -87,10 +87,11 @@ class Fleet:
                 scheduler.add(prober)
                 changes["added"].append(target.name)
             else:
-                relabelled = (previous.target.backend, previous.target.buckets) != (
-                    target.backend,
-                    target.buckets,
-                )
+                relabelled = (
+                    previous.target.backend,
+                    previous.target.buckets,
+                    previous.target.histograms,
+                ) != (target.backend, target.buckets, target.histograms)
                 self._retire(previous, drop_series=relabelled)
                 # the page's recent figures go on as the histograms do: unless relabelled
                 recent = None if relabelled else previous.recent

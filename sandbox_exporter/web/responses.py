@@ -1,5 +1,5 @@
-"""WSGI responses both HTTP sides send: plain text, /metrics (OpenMetrics or the text
-format, gzip when asked), and the cache that lets a flood of scrapes cost one
+"""WSGI responses both HTTP sides send: plain text, /metrics (OpenMetrics, the text
+format or protobuf, gzip when asked), and the cache that lets a flood of scrapes cost one
 rendering a second per format.
 
 Light on purpose: the web process imports it, and nothing of the probing side.
@@ -18,29 +18,55 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
-# prometheus_client's (a test checks they agree), written out so that the web process
-# does not import prometheus_client
+# prometheus_client's and metrics/protobuf.py's (tests check they agree), written out so
+# that the web process imports neither prometheus_client nor protobuf
 CONTENT_TYPES = {
     "text": "text/plain; version=0.0.4; charset=utf-8",
     "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    "protobuf": "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; "
+    "encoding=delimited",
 }
+PROTOBUF_PARAMETERS = {"proto": "io.prometheus.client.MetricFamily", "encoding": "delimited"}
 
 
-def metrics_format(accept: str) -> str:
-    """ "openmetrics" when the scraper asks for it (`application/openmetrics-text`, of
-    version 1.0.0 or later, or none given), else "text"; as prometheus_client's
-    `choose_encoder` decides, which a test checks."""
-    for item in accept.split(","):
-        media, *params = (part.strip() for part in item.split(";"))
-        if media != "application/openmetrics-text":
-            continue
-        version = next((p.partition("=")[2] for p in params if p.startswith("version=")), "")
+def _offered(media: str, params: dict[str, str]) -> str | None:
+    """The format an item of Accept asks for, if it is one this exporter writes."""
+    if media == "application/vnd.google.protobuf":
+        wanted = all(params.get(k) == v for k, v in PROTOBUF_PARAMETERS.items())
+        return "protobuf" if wanted else None
+    if media == "application/openmetrics-text":
+        version = params.get("version", "")
         try:
             if not version or tuple(int(n) for n in version.split(".")) >= (1, 0, 0):
                 return "openmetrics"
         except ValueError:
+            return None
+        return None
+    return "text" if media in ("text/plain", "*/*", "text/*") else None
+
+
+def metrics_format(accept: str) -> str:
+    """The format of the highest `q` the scraper accepts (the first listed, on a tie):
+    "protobuf" (`application/vnd.google.protobuf`, delimited `MetricFamily`
+    messages: what Prometheus asks for when it wants native histograms),
+    "openmetrics" (version 1.0.0 or later, or none given) or "text", which is also
+    the answer when nothing listed is known. Without `q` values it decides as
+    prometheus_client's `choose_encoder` does, which a test checks."""
+    best, best_q = "text", -1.0
+    for item in accept.split(","):
+        media, *rest = (part.strip() for part in item.split(";"))
+        params = {}
+        for part in rest:
+            key, _, value = part.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
             continue
-    return "text"
+        fmt = _offered(media.lower(), params)
+        if fmt is not None and q > best_q and q > 0:
+            best, best_q = fmt, q
+    return best
 
 
 class Rendered:

@@ -90,11 +90,30 @@ def panel(
 def raw_quantile(
     q: float, metric: str, by: str, selector: str, window: str = "$__rate_interval"
 ) -> str:
-    """The same quantile from the histogram's buckets, where the exemplars are."""
+    """The same quantile from the histogram itself, where the exemplars are: the native
+    histogram's, or else the classic buckets' (a Prometheus keeps one or the other,
+    or both; docs/native-histograms.md)."""
     return (
-        f"histogram_quantile({q}, sum by (le, {by}) "
+        f"histogram_quantile({q}, sum by ({by}) (rate({metric}{{{selector}}}[{window}])))"
+        f" or histogram_quantile({q}, sum by (le, {by}) "
         f"(rate({metric}_bucket{{{selector}}}[{window}])))"
     )
+
+
+def histogram_increase(metric: str, by: str, selector: str, window: str) -> str:
+    """How many observations a histogram counted in `window`, native or classic."""
+    return (
+        f"histogram_count(sum by ({by}) (increase({metric}{{{selector}}}[{window}])))"
+        f" or sum by ({by}) (increase({metric}_count{{{selector}}}[{window}]))"
+    )
+
+
+def distribution(metric: str, selector: str) -> str:
+    """A heatmap's query: the native histogram, else the classic buckets by `le` (one or
+    the other: their label sets differ, so `or` alone would draw both)."""
+    native = f"sum(increase({metric}{{{selector}}}[$__rate_interval]))"
+    classic = f"sum by (le) (increase({metric}_bucket{{{selector}}}[$__rate_interval]))"
+    return f"{native} or ({classic} unless on () {native})"
 
 
 def row(title: str) -> dict[str, Any]:
@@ -126,7 +145,7 @@ def quantile_panel(q: str, title: str) -> dict[str, Any]:
                 raw_quantile(
                     int(q[1:]) / 100, "sandbox_phase_duration_seconds", "target, phase", SEL_PHASE
                 ),
-                "{{target}} {{phase}} (from the buckets)",
+                "{{target}} {{phase}} (from the histogram)",
             )
         ],
     )
@@ -151,7 +170,7 @@ def burst_ready_panel(which: str, description: str) -> dict[str, Any]:
         exemplars=[
             (
                 raw_quantile(0.95, metric, "target", SEL, window="1h"),
-                "{{target}} p95 (from the buckets)",
+                "{{target}} p95 (from the histogram)",
             )
         ],
     )
@@ -197,7 +216,7 @@ def burst_panels() -> list[dict[str, Any]]:
                         SEL_PHASE,
                         window="1h",
                     ),
-                    "{{target}} {{phase}} (from the buckets)",
+                    "{{target}} {{phase}} (from the histogram)",
                 )
             ],
         ),
@@ -302,7 +321,7 @@ def panels() -> list[dict[str, Any]]:
             exemplars=[
                 (
                     raw_quantile(0.95, "sandbox_time_to_exec_seconds", "target", SEL),
-                    "{{target}} p95 (from the buckets)",
+                    "{{target}} p95 (from the histogram)",
                 )
             ],
         ),
@@ -319,7 +338,7 @@ def panels() -> list[dict[str, Any]]:
             exemplars=[
                 (
                     raw_quantile(0.95, "sandbox_lifecycle_duration_seconds", "target", SEL),
-                    "{{target}} p95 (from the buckets)",
+                    "{{target}} p95 (from the histogram)",
                 )
             ],
         ),
@@ -329,8 +348,7 @@ def panels() -> list[dict[str, Any]]:
             "buckets: a second mode or a lengthening tail shows before the p95 moves.",
             [
                 (
-                    f"sum by (le) (increase(sandbox_phase_duration_seconds_bucket{{{SEL_PHASE}}}"
-                    "[$__rate_interval]))",
+                    distribution("sandbox_phase_duration_seconds", SEL_PHASE),
                     "{{le}}",
                 )
             ],
@@ -423,13 +441,13 @@ def panels() -> list[dict[str, Any]]:
             "duration. Pulls should be rare: each one is a missing image on the engine.",
             [
                 (
-                    f"sum by (target) (increase(sandbox_image_pull_duration_seconds_count{{{SEL}}}"
-                    "[$__rate_interval]))",
+                    histogram_increase(
+                        "sandbox_image_pull_duration_seconds", "target", SEL, "$__rate_interval"
+                    ),
                     "{{target}} pulls",
                 ),
                 (
-                    "histogram_quantile(0.95, sum by (le, target) (rate("
-                    f"sandbox_image_pull_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+                    raw_quantile(0.95, "sandbox_image_pull_duration_seconds", "target", SEL),
                     "{{target}} p95",
                 ),
             ],

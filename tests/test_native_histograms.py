@@ -130,3 +130,23 @@ def test_a_bad_histograms_block_is_refused_naming_the_field(
     with pytest.raises(ConfigError) as caught:
         make_config({"name": "a", "backend": "namespace", "histograms": histograms})
     assert field in str(caught.value)
+
+
+def test_a_series_that_outgrows_the_cap_logs_its_new_schema_once_per_reduction() -> None:
+    from structlog.testing import capture_logs
+
+    from sandbox_exporter.metrics.histograms import HistogramFamily
+
+    family = HistogramFamily("sandbox_x_seconds", "x", ("target",))
+    family.add(("a",), [1.0], NativeLayout(schema=4, max_buckets=4))
+    with capture_logs() as logs:
+        for value in (0.001, 0.01, 0.1, 1.0, 10.0):
+            family.observe(("a",), value)
+    events = [e for e in logs if e["event"] == "native histogram schema reduced"]
+    assert events
+    last = events[-1]
+    assert last["metric"] == "sandbox_x_seconds"
+    assert last["target"] == "a"
+    assert last["schema"] < 4
+    assert last["worst_case_error"] == round(worst_case_error(last["schema"]), 4)
+    assert last["log_level"] == "warning"

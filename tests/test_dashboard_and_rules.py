@@ -173,7 +173,8 @@ NATIVE_TESTS = sorted((RULES / "tests").glob("*.native.test.yml"))
 def native_promtool() -> str:
     """promtool 2.53 (scripts/fetch-promtool.sh): 2.42's cannot write native histograms
     in a test's input series."""
-    path = Path(os.environ.get("SANDBOX_EXPORTER_PROMTOOL_NATIVE", ROOT / ".cache/promtool"))
+    # the script prints its folder relative to the repository, which the test leaves
+    path = ROOT / os.environ.get("SANDBOX_EXPORTER_PROMTOOL_NATIVE", ".cache/promtool")
     if not (path / "promtool").exists():
         unavailable("promtool-native", f"no promtool in {path} (bash scripts/fetch-promtool.sh)")
     return str(path / "promtool")

@@ -60,7 +60,10 @@ def classic_samples(body: bytes) -> dict[Key, float]:
     out: dict[Key, float] = {}
     for family in families(body):
         for metric in family.metric:
-            if family.type == pb.HISTOGRAM:
+            if family.type == pb.SUMMARY:
+                out[(f"{family.name}_count", labels_of(metric))] = metric.summary.sample_count
+                out[(f"{family.name}_sum", labels_of(metric))] = metric.summary.sample_sum
+            elif family.type == pb.HISTOGRAM:
                 h = metric.histogram
                 for bucket in h.bucket:
                     le = "+Inf" if math.isinf(bucket.upper_bound) else repr(bucket.upper_bound)
@@ -149,6 +152,25 @@ def test_a_protobuf_scrape_makes_the_same_series_as_the_text_format(recorded: Me
             assert ours[key] == pytest.approx(value), key
     names = {name for name, _ in ours}
     assert {"sandbox_probes_total", "sandbox_target_info", "sandbox_burst_concurrency"} <= names
+
+
+def test_a_collector_of_the_librarys_own_on_the_registry_comes_through_too(
+    metrics: Metrics,
+) -> None:
+    """What families.py does not write itself (a prometheus_client Histogram or Summary
+    someone registers beside ours) is converted with the same series as its text."""
+    from prometheus_client import Histogram, Summary
+
+    histogram = Histogram("extra_seconds", "x", ["k"], buckets=[0.1, 1], registry=metrics.registry)
+    histogram.labels("a").observe(0.5)
+    summary = Summary("extra_size_bytes", "y", registry=metrics.registry)
+    summary.observe(3)
+    ours = classic_samples(metrics.exposition("protobuf"))
+    theirs = text_samples(metrics.exposition("text").decode())
+    for name in ("extra_seconds_bucket", "extra_seconds_count", "extra_size_bytes_sum"):
+        keys = {key for key in theirs if key[0] == name}
+        assert keys
+        assert {key: ours[key] for key in keys} == {key: theirs[key] for key in keys}
 
 
 def test_each_family_says_its_type_and_help_once(recorded: Metrics) -> None:

@@ -60,49 +60,41 @@ def exemplar(mark: Exemplar) -> pb.Exemplar:
 Labels = tuple[tuple[str, str], ...]
 
 
-def _by_series(samples: Iterable[Sample], skip: str) -> dict[Labels, list[Sample]]:
-    """A histogram's or summary's samples grouped by their labels (`skip` apart)."""
-    grouped: dict[Labels, list[Sample]] = {}
-    for sample in samples:
+def _by_series(metric: Metric, skip: str) -> dict[Labels, dict[str, list[Sample]]]:
+    """A histogram's or summary's samples by series (their labels, `skip` apart), and
+    in each by what follows the family's name (`_bucket`, `_count`, `_sum`, ...)."""
+    grouped: dict[Labels, dict[str, list[Sample]]] = {}
+    for sample in metric.samples:
         key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != skip))
-        grouped.setdefault(key, []).append(sample)
+        suffix = sample.name.removeprefix(metric.name).removeprefix("_g")  # gauge histograms
+        grouped.setdefault(key, {}).setdefault(suffix.lstrip("_"), []).append(sample)
     return grouped
 
 
-def _histograms(metric: Metric) -> list[pb.Metric]:
-    out = []
-    for labels, samples in _by_series(metric.samples, "le").items():
-        histogram = pb.Histogram()
-        for sample in samples:
-            suffix = sample.name.removeprefix(metric.name)
-            if suffix == "_bucket":
-                bucket = histogram.bucket.add(
-                    cumulative_count=int(sample.value), upper_bound=float(sample.labels["le"])
-                )
-                if sample.exemplar is not None:
-                    bucket.exemplar.CopyFrom(exemplar(sample.exemplar))
-            elif suffix in ("_count", "_gcount"):
-                histogram.sample_count = int(sample.value)
-            elif suffix in ("_sum", "_gsum"):
-                histogram.sample_sum = sample.value
-        out.append(pb.Metric(label=label_pairs(labels), histogram=histogram))
-    return out
+def _total(samples: dict[str, list[Sample]], suffix: str) -> float:
+    return samples[suffix][0].value if suffix in samples else 0.0
 
 
-def _summaries(metric: Metric) -> list[pb.Metric]:
-    out = []
-    for labels, samples in _by_series(metric.samples, "quantile").items():
-        summary = pb.Summary()
-        for sample in samples:
-            suffix = sample.name.removeprefix(metric.name)
-            if suffix == "_count":
-                summary.sample_count = int(sample.value)
-            elif suffix == "_sum":
-                summary.sample_sum = sample.value
-            elif "quantile" in sample.labels:
-                summary.quantile.add(quantile=float(sample.labels["quantile"]), value=sample.value)
-        out.append(pb.Metric(label=label_pairs(labels), summary=summary))
-    return out
+def _histogram(samples: dict[str, list[Sample]]) -> pb.Histogram:
+    histogram = pb.Histogram(
+        sample_count=int(_total(samples, "count")), sample_sum=_total(samples, "sum")
+    )
+    for sample in samples.get("bucket", []):
+        bucket = histogram.bucket.add(
+            cumulative_count=int(sample.value), upper_bound=float(sample.labels["le"])
+        )
+        if sample.exemplar is not None:
+            bucket.exemplar.CopyFrom(exemplar(sample.exemplar))
+    return histogram
+
+
+def _summary(samples: dict[str, list[Sample]]) -> pb.Summary:
+    summary = pb.Summary(
+        sample_count=int(_total(samples, "count")), sample_sum=_total(samples, "sum")
+    )
+    for sample in samples.get("", []):
+        summary.quantile.add(quantile=float(sample.labels["quantile"]), value=sample.value)
+    return summary
 
 
 def family(metric: Metric) -> pb.MetricFamily:
@@ -112,24 +104,26 @@ def family(metric: Metric) -> pb.MetricFamily:
     kind_of = _TYPES.get(kind, pb.UNTYPED)
     message = pb.MetricFamily(name=name, help=metric.documentation, type=kind_of)
     if kind in ("histogram", "gaugehistogram"):
-        message.metric.extend(_histograms(metric))
+        for labels, samples in _by_series(metric, "le").items():
+            message.metric.add(label=label_pairs(labels), histogram=_histogram(samples))
         return message
     if kind == "summary":
-        message.metric.extend(_summaries(metric))
+        for labels, samples in _by_series(metric, "quantile").items():
+            message.metric.add(label=label_pairs(labels), summary=_summary(samples))
         return message
     for sample in metric.samples:
         if sample.name != name:
             continue  # `_created`: prometheus_client's, switched off (families.py)
-        labels = label_pairs(sorted(sample.labels.items()))
+        pairs = label_pairs(sorted(sample.labels.items()))
         if kind == "counter":
             value = pb.Counter(value=sample.value)
             if sample.exemplar is not None:
                 value.exemplar.CopyFrom(exemplar(sample.exemplar))
-            message.metric.add(label=labels, counter=value)
+            message.metric.add(label=pairs, counter=value)
         elif message.type == pb.GAUGE:
-            message.metric.add(label=labels, gauge=pb.Gauge(value=sample.value))
+            message.metric.add(label=pairs, gauge=pb.Gauge(value=sample.value))
         else:
-            message.metric.add(label=labels, untyped=pb.Untyped(value=sample.value))
+            message.metric.add(label=pairs, untyped=pb.Untyped(value=sample.value))
     return message
 
 

@@ -176,6 +176,89 @@ def burst_ready_panel(which: str, description: str) -> dict[str, Any]:
     )
 
 
+# the SRE Workbook's alert windows (alerts.rules.yml, sandbox-exporter.slo): the long
+# window, the short one, the burn rate above which both must be, and what it opens
+BURN_ALERTS = (("1h", "5m", 14.4, "page"), ("6h", "30m", 6, "page"), ("1d", "2h", 3, "ticket"),
+               ("3d", "6h", 1, "ticket"))  # fmt: skip
+BUDGET_THRESHOLDS = {
+    "mode": "absolute",
+    "steps": [
+        {"color": "red", "value": None},
+        {"color": "orange", "value": 0},
+        {"color": "green", "value": 0.25},
+    ],
+}
+
+
+def burn_rate_panel(long: str, short: str, rate: float, opens: str) -> dict[str, Any]:
+    return panel(
+        f"Burn rate, {long} and {short} (a {opens} above {rate:g}x)",
+        f"How fast each target spends its error budget over the last {long} and {short}: "
+        "1 spends it exactly over the SLO's window. The alert SandboxSLOBudgetBurn"
+        f"{long} opens a {opens} while both lines are above {rate:g}x (the line).",
+        [
+            (f"target:sandbox_slo_burn_rate:rate{long}{{{SEL}}}", f"{{{{target}}}} {long}"),
+            (f"target:sandbox_slo_burn_rate:rate{short}{{{SEL}}}", f"{{{{target}}}} {short}"),
+        ],
+        unit="x",
+        width=6,
+        thresholds={
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "red", "value": rate}],
+        },
+    )
+
+
+def slo_panels() -> list[dict[str, Any]]:
+    """The SLO row: targets with an `slo` block (docs/slo.md)."""
+    return [
+        row("SLO"),
+        panel(
+            "SLI over the SLO window",
+            "The share of each target's probes that were good (succeeded and reached exec "
+            "within the target's threshold) over its SLO window (slo.window), against its "
+            "objective (dashed).",
+            [
+                (f"1 - target:sandbox_slo_error_ratio:ratio_window{{{SEL}}}", "{{target}}"),
+                (f"max by (target) (sandbox_slo_objective_ratio{{{SEL}}})", "{{target}} objective"),
+            ],
+            unit="percentunit",
+        ),
+        panel(
+            "Error budget remaining",
+            "The share of each target's error budget (1 - objective, over its window) not "
+            "yet spent: 100% untouched, 0% spent, below 0 the objective is missed.",
+            [(f"target:sandbox_slo_error_budget_remaining:ratio{{{SEL}}}", "{{target}}")],
+            kind="stat",
+            unit="percentunit",
+            thresholds=BUDGET_THRESHOLDS,
+        ),
+        panel(
+            "What spent the budget",
+            "The probes that were not good, per interval: failures by phase and reason, and "
+            "slow runs (succeeded, but reached exec later than the threshold). Dots are "
+            "exemplars: hover one for the run_id of a failed or slow run, then find its log "
+            "lines.",
+            [
+                (
+                    "sum by (target, phase, reason) (increase(sandbox_probe_failures_total"
+                    f"{{{SEL}}}[$__rate_interval]) and on (target, backend) "
+                    "sandbox_slo_objective_ratio)",
+                    "{{target}} {{phase}} {{reason}}",
+                ),
+                (
+                    "sum by (target) (increase(sandbox_slo_probes_total"
+                    f'{{{SEL}, outcome="slow"}}[$__rate_interval]))',
+                    "{{target}} slow",
+                ),
+            ],
+            unit="short",
+            exemplars=[(f'sandbox_slo_probes_total{{{SEL}, outcome!="good"}}', "{{outcome}}")],
+        ),
+        *(burn_rate_panel(*alert) for alert in BURN_ALERTS),
+    ]
+
+
 def burst_panels() -> list[dict[str, Any]]:
     """The Bursts row: targets with a `burst` block (N sandboxes launched together)."""
     return [
@@ -357,6 +440,7 @@ def panels() -> list[dict[str, Any]]:
             fmt="heatmap",
             options={"calculate": False, "yAxis": {"unit": "s"}, "cellGap": 1},
         ),
+        *slo_panels(),
         row("Reliability"),
         panel(
             "Success ratio",

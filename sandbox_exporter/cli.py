@@ -252,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {target.name}: backend {target.backend}, every {target.interval:g}s"
                 f"{bursts}{mine}"
             )
+            if target.slo is not None:
+                print(f"    slo: {target.slo.describe()}")
         return 0
     if args.command == "probe":
         from sandbox_exporter.commands.probe import probe_once

@@ -102,7 +102,12 @@ def test_every_panel_says_what_it_shows_and_in_which_unit() -> None:
 def test_every_metric_the_dashboard_and_rules_use_exists() -> None:
     config = make_config(
         {"name": "a", "backend": "docker"},
-        {"name": "b", "backend": "namespace", "burst": {"concurrency": 2}},
+        {
+            "name": "b",
+            "backend": "namespace",
+            "burst": {"concurrency": 2},
+            "slo": {"objective": "99%", "time_to_exec": "1s"},
+        },
     )
     d = Daemon(
         config, listen_address=None, backends=by_name({"a": FakeBackend(), "b": FakeBackend()})
@@ -190,7 +195,9 @@ def test_promtool_unit_tests_of_every_alert() -> None:
         cwd=RULES / "tests",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    tested = set(re.findall(r"alertname: (\w+)", "".join(t.read_text() for t in tests)))
+    # by name in alert_rule_test, or as a label of ALERTS in promql_expr_test
+    text = "".join(t.read_text() for t in tests)
+    tested = set(re.findall(r'alertname(?:: |=")(\w+)', text))
     assert tested == {r["alert"] for r in rules() if "alert" in r}, "every alert has a test"
 
 
@@ -235,8 +242,9 @@ class Prometheus:
         workdir.mkdir(exist_ok=True)
         rules_dir = workdir / "rules"
         rules_dir.mkdir()
-        for f in RULE_FILES:  # the same rules, evaluated every second instead of every 30
-            (rules_dir / f.name).write_text(f.read_text().replace("interval: 30s", "interval: 1s"))
+        for f in RULE_FILES:  # the same rules, every group evaluated every second
+            text = re.sub(r"(?m)^(\s+interval:) \w+$", r"\1 1s", f.read_text())
+            (rules_dir / f.name).write_text(text)
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in sorted(rules_dir.iterdir())],
@@ -384,6 +392,7 @@ def check_native_quantiles(
 
 
 BURSTS = 10  # bursts of ns-burst before the queries: its quantiles rest on them
+FLAKY = "n=$(od -An -N1 -tu1 /dev/urandom); [ $((n % 3)) -ne 0 ] && echo hello"
 
 
 @pytest.fixture
@@ -402,6 +411,18 @@ def running(
             "interval": "300ms",
             "jitter": "0s",
             "namespace": state,
+            # a threshold some runs miss (they are slow, not failed), at a 99% objective
+            "slo": {"objective": "99%", "time_to_exec": "50ms", "window": "7d"},
+        },
+        # fails about one run in three (a random byte divisible by 3), at 99.5%
+        {
+            "name": "ns-flaky",
+            "backend": "namespace",
+            "interval": "300ms",
+            "jitter": "0s",
+            "namespace": state,
+            "command": ["sh", "-c", FLAKY],
+            "slo": {"objective": "99.5%", "time_to_exec": "1s"},
         },
         {
             "name": "ns-bad",
@@ -635,3 +656,71 @@ def test_every_dashboard_query_returns_data_and_quantiles_match_the_raw_duration
                 assert float(exemplar["value"]) == pytest.approx(logged[key])
                 seen += 1
         assert seen >= 10, f"{query}: only {seen} exemplars came back"
+
+    for prometheus in servers:
+        check_slos(prometheus, d, logs)
+
+
+def logged_error_ratio(logs: list[Any], target: str, threshold: float) -> tuple[float, int]:
+    """(share of runs not good, runs) from the lifecycle log lines, as the exporter
+    counts them: failed, or reaching exec later than the threshold."""
+    runs = [
+        e
+        for e in logs
+        if e.get("event") == "lifecycle"
+        and e.get("target") == target
+        and not (e.get("cancelled") and e.get("success") is None)
+    ]
+    bad = [e for e in runs if not e["success"] or e["time_to_exec_seconds"] > threshold]
+    return len(bad) / len(runs), len(runs)
+
+
+def check_slos(prometheus: Prometheus, d: Daemon, logs: list[Any]) -> None:
+    """Two targets with different objectives: the burn rates the recording rules give
+    are each target's logged error ratio over its own budget, and the flaky target's
+    fast-burn page is raised. Over a window longer than the run, and with every counter
+    first scraped at zero, Prometheus's rate() scales the bad and the total alike, so
+    the recorded ratio is the logged one, to the float."""
+    for target, threshold, objective in (("ns", 0.050, 0.99), ("ns-flaky", 1.0, 0.995)):
+        ratio, runs = logged_error_ratio(logs, target, threshold)
+        assert runs >= 30, (target, runs)
+        counted = {
+            outcome: d.registry.get_sample_value(
+                "sandbox_slo_probes_total",
+                {"target": target, "backend": "namespace", "outcome": outcome},
+            )
+            for outcome in ("good", "slow", "failed")
+        }
+        assert sum(v or 0 for v in counted.values()) == runs, (target, counted, runs)
+
+        def recorded(rule: str, target: str = target) -> float | None:
+            answer = prometheus.try_query(f'{rule}{{target="{target}"}}')
+            return float(answer[0]["value"][1]) if answer else None
+
+        def settled(expected: float = ratio, target: str = target) -> bool:
+            rule = "target:sandbox_slo_error_ratio:ratio_rate1d"
+            return recorded(rule, target) == pytest.approx(expected)
+
+        wait_for(
+            settled,
+            timeout=30,
+            what=f"{target}: the recorded error ratio at the logged {ratio:.4f}",
+        )
+        burn = recorded("target:sandbox_slo_burn_rate:rate1d")
+        assert burn == pytest.approx(ratio / (1 - objective)), (target, burn, ratio)
+        remaining = recorded("target:sandbox_slo_error_budget_remaining:ratio")
+        assert remaining is not None, target
+        kind = "native" if prometheus.native else "classic"
+        print(
+            f"  SLO {target} ({kind}): {runs} runs, {ratio:.2%} not good against a "
+            f"{1 - objective:.1%} budget: burn rate {burn:.2f}x, budget left {remaining:.2f}"
+        )
+    alerts = prometheus.api("alerts")["data"]["alerts"]
+    fast = [
+        a
+        for a in alerts
+        if a["labels"]["alertname"] == "SandboxSLOBudgetBurn1h"
+        and a["labels"]["target"] == "ns-flaky"
+    ]
+    # the page has no `for` (alerts.rules.yml): it goes to firing at once, past pending
+    assert [a["state"] for a in fast] == ["firing"], alerts

@@ -32,6 +32,12 @@ defaults:
   interval: 60s          # between the starts of two probes of a target
   jitter: 10%            # random delay added to each run
   timeouts: {{create: 30s, start: 60s, exec: 30s, stop: 30s, remove: 30s, pull: 5m}}
+  # An objective for start-up, with burn-rate alerts and an error-budget row on the
+  # dashboard (docs/slo.md); uncomment to give every target one, or set it per target.
+  # slo:
+  #   objective: 99.5%     # the share of probes that must be good
+  #   time_to_exec: 1s     # good: the probe succeeded and reached exec within this
+  #   window: 28d          # the error budget's window: 7d, 14d, 28d or 30d
 """
 
 

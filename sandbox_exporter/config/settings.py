@@ -158,6 +158,57 @@ class Histograms(StrictModel):
     native_schema: int = Field(DEFAULT_SCHEMA, ge=MIN_SCHEMA, le=MAX_SCHEMA, alias="schema")
 
 
+# the SLO windows the shipped rules compute an error budget over (a rule's range is
+# fixed in PromQL, so the window is one of these, not any duration)
+SLO_WINDOWS = {"7d": 7 * 86400.0, "14d": 14 * 86400.0, "28d": 28 * 86400.0, "30d": 30 * 86400.0}
+
+
+def _objective(value: object) -> float:
+    """`99.5%` or 0.995: the share of probes that must be good, below 100%."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"expected a percentage such as 99.5%, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a percentage such as 99.5%, got {value!r}")
+    if not 0 < value < 1:
+        hint = f" (for {value:g} percent, write {value:g}%)" if 1 < value < 100 else ""
+        raise ValueError(
+            f"must be above 0% and below 100% (100% leaves no error budget), got {value!r}{hint}"
+        )
+    return float(value)
+
+
+def _slo_window(value: object) -> str:
+    text = value.strip() if isinstance(value, str) else value
+    if text not in SLO_WINDOWS:
+        raise ValueError(
+            f"one of {', '.join(SLO_WINDOWS)} (the windows the rules compute), got {value!r}"
+        )
+    return str(text)
+
+
+class Slo(StrictModel):
+    """A target's objective for start-up: `objective` of its probes must be good,
+    a probe being good when it succeeds and reaches exec within `time_to_exec`;
+    the error budget is counted over `window` (docs/slo.md)."""
+
+    objective: Annotated[float, BeforeValidator(_objective)]
+    time_to_exec: PhaseDuration
+    window: Annotated[str, BeforeValidator(_slo_window)] = "28d"
+
+    @property
+    def window_seconds(self) -> float:
+        return SLO_WINDOWS[self.window]
+
+    def describe(self) -> str:
+        return (
+            f"{self.objective * 100:g}% of probes reach exec within "
+            f"{format_duration(self.time_to_exec)}, over {self.window}"
+        )
+
+
 class Settings(StrictModel):
     """What `defaults:` holds; each target may override any of it."""
 
@@ -174,6 +225,7 @@ class Settings(StrictModel):
     timeouts: Timeouts = Timeouts()
     buckets: Annotated[tuple[float, ...], AfterValidator(_buckets)] = DEFAULT_BUCKETS
     histograms: Histograms = Histograms()
+    slo: Slo | None = None
 
     @field_validator("command")
     @classmethod

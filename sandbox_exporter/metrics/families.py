@@ -35,6 +35,7 @@ from sandbox_exporter.metrics import protobuf
 from sandbox_exporter.metrics.burst_families import BurstMetrics
 from sandbox_exporter.metrics.histograms import HistogramFamily
 from sandbox_exporter.metrics.native import NativeLayout
+from sandbox_exporter.metrics.slo_families import SloMetrics
 from sandbox_exporter.results import LIFECYCLE, BurstResult, Phase, ProbeResult, failure_modes
 
 TB = ("target", "backend")
@@ -86,6 +87,7 @@ class Metrics:
             TB,
         )
         self.burst = BurstMetrics(registry)
+        self.slo = SloMetrics(registry)
         self._histograms = (
             self.phase_duration,
             self.lifecycle_duration,
@@ -198,6 +200,7 @@ class Metrics:
             metric.labels(*labels)
         self.interval.labels(*labels).set(target.interval)
         self.burst.add_target(target)
+        self.slo.add_target(target)
         self.target_info.labels(*labels).info(
             {
                 "image": target.image if target.uses_image else "",
@@ -223,6 +226,7 @@ class Metrics:
         """Drop every series of `target` (a reload removed or relabelled it)."""
         labels = (target.name, target.backend)
         self.burst.remove_target(target)
+        self.slo.remove_target(target)
         for family in self._histograms:
             family.remove_where("target", target.name)
         combos: list[tuple[Any, tuple[str, ...]]] = [
@@ -272,6 +276,7 @@ class Metrics:
             failure = result.failure
             self.failures.labels(*labels, str(failure.phase), str(failure.reason)).inc()
         self.probes.labels(*labels, "success" if result.success else "failure").inc()
+        self.slo.record(result)
         self.success.labels(*labels).set(1 if result.success else 0)
         self.last_run.labels(*labels).set(result.finished_at)
         if result.success:

@@ -217,7 +217,7 @@ def slo_panels() -> list[dict[str, Any]]:
             "SLI over the SLO window",
             "The share of each target's probes that were good (succeeded and reached exec "
             "within the target's threshold) over its SLO window (slo.window), against its "
-            "objective (dashed).",
+            "objective.",
             [
                 (f"1 - target:sandbox_slo_error_ratio:ratio_window{{{SEL}}}", "{{target}}"),
                 (f"max by (target) (sandbox_slo_objective_ratio{{{SEL}}})", "{{target}} objective"),

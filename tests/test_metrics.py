@@ -229,3 +229,20 @@ def test_the_default_buckets_keep_quantiles_within_a_quarter_from_1ms_to_60s() -
         low, high = edges[max(index - 1, 0)], edges[index]
         worst = max(worst, (high - true) / true, (true - low) / true)
     assert worst <= 0.25, worst
+
+
+def test_a_reload_that_drops_a_targets_burst_drops_its_burst_series(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    """The fleet adds a changed target again without removing it when its labels stay."""
+    bursting = make_config(
+        {"name": "gamma", "backend": "namespace", "burst": {"concurrency": 2}}
+    ).targets[0]
+    metrics.add_target(bursting)
+    labels = {"target": "gamma", "backend": "namespace"}
+    assert value(registry, "sandbox_burst_concurrency", **labels) == 2
+    metrics.add_target(make_config({"name": "gamma", "backend": "namespace"}).targets[0])
+    assert value(registry, "sandbox_burst_concurrency", **labels) is None
+    assert value(registry, "sandbox_bursts_total", **labels, result="success") is None
+    assert value(registry, "sandbox_burst_time_to_all_ready_seconds_count", **labels) is None
+    assert value(registry, "sandbox_probes_total", **labels, result="success") == 0

@@ -171,15 +171,28 @@ def test_slow_and_failed_probes_carry_their_run_id_as_an_exemplar(metrics: Metri
 
 
 def test_a_reload_that_drops_the_slo_drops_its_series(metrics: Metrics) -> None:
-    old = make_config(
-        {"name": "a", "backend": "namespace", "slo": {"objective": "99%", "time_to_exec": "1s"}}
-    ).targets[0]
-    metrics.remove_target(old)
+    # as the fleet reloads a changed target whose labels stay: its series are kept and
+    # it is added again
     metrics.add_target(make_config({"name": "a", "backend": "namespace"}).targets[0])
     assert value(metrics, "sandbox_slo_objective_ratio", **TB) is None
     assert value(metrics, "sandbox_slo_probes_total", **TB, outcome="good") is None
     metrics.record(run("r1", 0.1))  # no SLO now: nothing counted, nothing raised
     assert value(metrics, "sandbox_slo_probes_total", **TB, outcome="good") is None
+
+
+def test_a_reload_that_changes_the_slo_keeps_the_counts_and_takes_the_new_threshold(
+    metrics: Metrics,
+) -> None:
+    metrics.record(run("r1", 0.4))
+    changed = {"objective": "99%", "time_to_exec": "300ms", "window": "7d"}
+    metrics.add_target(
+        make_config({"name": "a", "backend": "namespace", "slo": changed}).targets[0]
+    )
+    assert value(metrics, "sandbox_slo_objective_ratio", **TB) == 0.99
+    assert value(metrics, "sandbox_slo_window_seconds", **TB) == 7 * 86400
+    metrics.record(run("r2", 0.4))  # good before, slow now
+    assert value(metrics, "sandbox_slo_probes_total", **TB, outcome="good") == 1
+    assert value(metrics, "sandbox_slo_probes_total", **TB, outcome="slow") == 1
 
 
 def test_check_config_prints_each_targets_slo(tmp_path: Path) -> None:

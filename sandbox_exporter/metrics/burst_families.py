@@ -100,6 +100,8 @@ class BurstMetrics:
 
     def add_target(self, target: Target) -> None:
         if target.burst is None:
+            # a reload that dropped the `burst` block but kept the labels: its series go
+            self.remove_target(target)
             return
         labels = (target.name, target.backend)
         native = NativeLayout.of(target.histograms)

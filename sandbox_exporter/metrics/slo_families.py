@@ -54,7 +54,11 @@ class SloMetrics:
         self._slos: dict[str, Slo] = {}
 
     def add_target(self, target: Target) -> None:
+        """The target's SLO series; a reload that dropped its `slo` (and kept its
+        labels, so the target's series stay) drops them."""
         if target.slo is None:
+            if target.name in self._slos:
+                self.remove_target(target)
             return
         labels = (target.name, target.backend)
         self._slos[target.name] = target.slo

@@ -185,8 +185,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --concurrency: launch the burst's sandboxes this far apart, e.g. 200ms",
     )
     bench.add_argument("--image", help="image to probe (default: the config's, else busybox:1.36)")
-    bench.add_argument("--json", action="store_true", help="every sample and the summaries as JSON")
+    bench.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="every sample and the summaries as JSON (machine, settings and versions too): "
+        "on stdout, or into FILE (then the table, or the comparison, on stdout)",
+    )
     bench.add_argument("--output", help="write the table (or JSON) to this file instead of stdout")
+    bench.add_argument(
+        "--baseline",
+        metavar="OLD.json",
+        help="then compare this run with an earlier `bench --json` report: a verdict per "
+        "backend and series, exit 3 when something is slower or fails more often "
+        "(needs the bench extra: scipy). `bench compare OLD.json NEW.json` compares two "
+        "saved reports without running anything",
+    )
+    bench.add_argument(
+        "--ab",
+        metavar="A,B",
+        help="two targets (of the config, or backends) measured in alternating blocks in "
+        "one run, so that the machine's drift meets both alike; B is then compared with A "
+        "as by --baseline (exit 3 when B is slower or fails more often)",
+    )
+    bench.add_argument(
+        "--block",
+        type=_count(1),
+        default=5,
+        help="with --ab: iterations of one side before switching to the other (default: 5)",
+    )
+    _comparison_options(bench)
+    return parser
+
+
+def _comparison_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        default="10%",
+        help="slower only when the median's 95%% interval lies wholly above this (default: 10%%)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "markdown", "json"),
+        default="table",
+        help="the comparison as a table, Markdown (for a pull request) or JSON",
+    )
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandbox-exporter bench compare",
+        description="Compares two `bench --json` reports without running anything: per "
+        "backend and series, the medians, the p95s, the median's change with its 95% "
+        "interval and a verdict (faster, same, slower), and the failure rates. Exit "
+        "status 0, or 3 when something is slower or fails more often; 2 for bad input.",
+    )
+    parser.add_argument("old", metavar="OLD.json")
+    parser.add_argument("new", metavar="NEW.json")
+    _comparison_options(parser)
     return parser
 
 
@@ -209,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
     ):
         args_list.insert(0, "run")
+    if args_list[:2] == ["bench", "compare"]:
+        from sandbox_exporter.commands.bench_gate import compare_files
+
+        return compare_files(build_compare_parser().parse_args(args_list[2:]))
     args = build_parser().parse_args(args_list)
     quiet = args.command in ("bench", "probe", "image", "init")  # their report is the output
     configure_logging(

@@ -113,10 +113,11 @@ class BackendRun:
     skipped: str | None = None
     results: list[ProbeResult] = field(default_factory=list)
     warmup_failures: int = 0
+    clock: Callable[[], float] = time.monotonic  # what times the phases (tests: a fake)
 
     def measure(self, calls: Calls, instance: str, cancel: threading.Event) -> Outcome:
         """One iteration: a lifecycle, by the daemon's runner."""
-        return LifecycleRunner(calls, self.target, instance).run(cancel=cancel)
+        return LifecycleRunner(calls, self.target, instance, clock=self.clock).run(cancel=cancel)
 
     def add(self, outcome: Outcome) -> None:
         """Keep a measured (not warm-up, not cancelled) iteration."""
@@ -154,6 +155,7 @@ class BenchReport:
     started_at: float
     finished_at: float = 0.0
     interrupted: bool = False
+    config_digest: str | None = None  # sha256 of the config file, when one was given
 
 
 Progress = Callable[[str, int, int], None]

@@ -16,10 +16,24 @@ from sandbox_exporter.results import LIFECYCLE, ProbeResult
 COLUMNS = [*(str(p) for p in LIFECYCLE), "total"]
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as the kernel reports it (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict[str, Any]:
+    """Where a run ran: `bench compare` lists any difference between two runs'."""
     return {
         "system": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "exporter": __version__,
@@ -125,7 +139,8 @@ def backend_json(run: BackendRun) -> dict[str, Any]:
     return {
         "target": run.target.name,
         "backend": run.target.backend,
-        "image": run.target.image,
+        "image": run.target.image if run.target.uses_image else None,
+        "runtime": run.target.options.runtime_name(),
         "skipped": run.skipped,
         "iterations": len(run.results),
         "failures": len(run.failures),
@@ -144,10 +159,14 @@ def report_json(report: BenchReport) -> dict[str, Any]:
         "iterations": report.iterations,
         "warmup": report.warmup,
         "interrupted": report.interrupted,
+        "config_digest": report.config_digest,
         "percentiles": "nearest-rank over successful iterations",
     }
 
 
+def full_json(report: BenchReport) -> dict[str, Any]:
+    return {**report_json(report), "backends": [backend_json(run) for run in report.runs]}
+
+
 def render_json(report: BenchReport) -> str:
-    backends = [backend_json(run) for run in report.runs]
-    return json.dumps({**report_json(report), "backends": backends}, indent=2)
+    return json.dumps(full_json(report), indent=2)

@@ -330,6 +330,11 @@ def test_ab_on_docker_finds_gvisors_start_slower_than_runcs(
     saved = load_report(report)
     assert [b["target"] for b in saved["backends"]] == ["runc", "runsc"]
     assert [b["runtime"] for b in saved["backends"]] == [None, "runsc"]
+    engines = [b["engine"] for b in saved["backends"]]
+    assert [e["runtime_in_use"] for e in engines] == ["runc", "runsc"]
+    assert engines[0]["engine_version"] == engines[1]["engine_version"] != ""
+    assert engines[0]["image_id"].startswith("sha256:")
+    assert "runc runtime_in_use: runc -> runsc" in done.stdout
     mine = {"label": "sandbox-exporter.io/instance=bench-ab"}
     assert docker_engine.client.containers.list(all=True, filters=mine) == [], "none left"
 

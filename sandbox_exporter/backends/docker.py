@@ -218,6 +218,24 @@ class DockerBackend:
         with self._within(deadline) as api:
             api.ping()
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the engine: its version, API and runtimes,
+        and the image's id (a digest of its content), for `bench compare`."""
+        with self._within(deadline) as api:
+            version = api.version()
+            info = api.info()
+            found = {
+                "engine_version": f"{version.get('Version')} (API {version.get('ApiVersion')})",
+                "engine_runtimes": ", ".join(sorted(info.get("Runtimes") or {})),
+                "runtime_in_use": self.options.runtime or str(info.get("DefaultRuntime") or ""),
+            }
+            if image is not None:
+                try:
+                    found["image_id"] = str(api.inspect_image(image).get("Id"))
+                except self._errors.ImageNotFound:
+                    found["image_id"] = "(not present)"
+        return found
+
     def image_present(self, image: str, deadline: Deadline) -> bool:
         with self._within(deadline) as api:
             try:

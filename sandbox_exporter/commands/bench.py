@@ -114,6 +114,22 @@ class BackendRun:
     results: list[ProbeResult] = field(default_factory=list)
     warmup_failures: int = 0
     clock: Callable[[], float] = time.monotonic  # what times the phases (tests: a fake)
+    engine: dict[str, str] = field(default_factory=dict)  # what the backend says of itself
+
+    def open(self, injected: Backend[Any] | None) -> Calls:
+        """The target's calls, its backend pinged and described; skipped (and None
+        returned) when it does not answer."""
+        target = self.target
+        calls = calls_for(target, injected)
+        try:
+            calls.ping(timeout=target.timeouts.create)
+        except BaseException:
+            calls.close()
+            raise
+        self.engine = calls.describe(
+            target.image if target.uses_image else None, timeout=target.timeouts.create
+        )
+        return calls
 
     def measure(self, calls: Calls, instance: str, cancel: threading.Event) -> Outcome:
         """One iteration: a lifecycle, by the daemon's runner."""
@@ -186,14 +202,10 @@ def run_bench(
         if cancel.is_set():
             run.skipped = "interrupted"
             continue
-        calls: Calls | None = None
         try:
-            calls = calls_for(target, (injected or {}).get(target.name))
-            calls.ping(timeout=target.timeouts.create)
+            calls = run.open((injected or {}).get(target.name))
         except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
             run.skipped = error_message(exc)
-            if calls is not None:
-                calls.close()
             continue
         try:
             for index in range(warmup + iterations):

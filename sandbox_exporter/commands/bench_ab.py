@@ -19,7 +19,6 @@ from sandbox_exporter.backends.base import Backend
 from sandbox_exporter.commands.bench import BackendRun, BenchError, BenchReport, Progress
 from sandbox_exporter.config import Target
 from sandbox_exporter.probing.calls import Calls
-from sandbox_exporter.probing.prober import calls_for
 from sandbox_exporter.results import error_message
 
 
@@ -59,9 +58,7 @@ def run_ab(
     try:
         for run in runs:
             try:
-                opened = calls_for(run.target, (injected or {}).get(run.target.name))
-                calls.append(opened)
-                opened.ping(timeout=run.target.timeouts.create)
+                calls.append(run.open((injected or {}).get(run.target.name)))
             except Exception as exc:  # noqa: BLE001 - an absent backend is reported, not raised
                 run.skipped = error_message(exc)
         if any(run.skipped for run in runs):

@@ -141,6 +141,7 @@ def backend_json(run: BackendRun) -> dict[str, Any]:
         "backend": run.target.backend,
         "image": run.target.image if run.target.uses_image else None,
         "runtime": run.target.options.runtime_name(),
+        "engine": run.engine,
         "skipped": run.skipped,
         "iterations": len(run.results),
         "failures": len(run.failures),

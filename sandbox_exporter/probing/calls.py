@@ -149,6 +149,19 @@ class Calls(ABC):
     ) -> None:
         self._dispatch("prepare", (spec,), timeout=timeout, sandbox=sandbox, interrupt=interrupt)
 
+    def describe(self, image: str | None, *, timeout: float) -> dict[str, str]:
+        """What the backend says of its engine and of `image` (versions, digests), for
+        `bench --json`; empty when it says nothing (the method is optional)."""
+        try:
+            found = self._dispatch(
+                "describe", (image,), timeout=timeout, sandbox=None, interrupt=None
+            )
+        except Exception:  # noqa: BLE001 - optional, and only a report's detail
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {str(k): str(v) for k, v in found.items()}
+
     def image_present(
         self,
         image: str,

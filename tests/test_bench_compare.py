@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -278,7 +279,9 @@ def test_bench_baseline_runs_compares_and_writes_the_new_report(tmp_path: Path) 
     done = bench("-b", "namespace", "-i", "5", "--baseline", str(old), "--json", str(new))
     assert done.returncode in (0, 3), done.stderr
     assert "bench compare:" in done.stdout
-    assert load_report(new)["backends"][0]["iterations"] == 5
+    saved = load_report(new)["backends"][0]
+    assert saved["iterations"] == 5
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", saved["engine"]["util_linux"]), saved["engine"]
     assert bench("-b", "namespace", "--baseline", str(old), "--json").returncode == 2
     assert bench("-b", "namespace", "--baseline", str(tmp_path / "x.json")).returncode == 2
 

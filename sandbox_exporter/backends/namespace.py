@@ -149,6 +149,21 @@ class NamespaceBackend:
             raise BackendUnavailable(f"util-linux tools not found on PATH: {', '.join(missing)}")
         self.state.ensure()
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of this backend: the util-linux that makes the
+        namespaces (the kernel is in the report's machine)."""
+        try:
+            done = subprocess.run(
+                ["unshare", "--version"],
+                capture_output=True,
+                text=True,
+                timeout=max(deadline.remaining(), 0.001),
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BackendError(f"unshare --version: {exc}") from exc
+        return {"util_linux": done.stdout.strip().rsplit(" ", 1)[-1]}
+
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         home = self.state.create(spec.name, spec.labels)
         try:

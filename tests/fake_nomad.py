@@ -112,6 +112,7 @@ class FakeNomad(LoopbackApp):
         app = web.Application()
         r = app.router
         r.add_get("/v1/status/leader", self.leader)
+        r.add_get("/v1/agent/self", self.agent_self)
         r.add_put("/v1/job/{id}", self.register)
         r.add_post("/v1/job/{id}", self.register)
         r.add_get("/v1/job/{id}", self.read_job)
@@ -211,6 +212,14 @@ class FakeNomad(LoopbackApp):
 
     async def leader(self, request: web.Request) -> web.Response:
         return web.json_response("127.0.0.1:4647")
+
+    async def agent_self(self, request: web.Request) -> web.Response:
+        """The agent's own description, as command/agent/agent_endpoint.go writes it
+        (trimmed to what a client reads: its version, and the member's build tag)."""
+        version = {"Version": "1.7.7", "VersionPrerelease": "", "VersionMetadata": ""}
+        return web.json_response(
+            {"config": {"Version": version}, "member": {"Tags": {"build": "1.7.7"}}}
+        )
 
     async def register(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -214,3 +214,15 @@ def test_the_real_cli_runs_a_lifecycle() -> None:
         pytest.skip(why.reason)
     result, _ = probe()
     assert result.success, result.failure
+
+
+def test_bench_reports_the_clis_version(double: Double) -> None:
+    from sandbox_exporter.probing.prober import calls_for
+
+    calls = calls_for(_target())
+    try:
+        assert calls.describe(None, timeout=10) == {
+            "container_version": "container CLI version 1.2.2 (build: release, commit: 1a2b3c4)"
+        }
+    finally:
+        calls.close()

@@ -921,3 +921,12 @@ def test_an_api_socket_swapped_for_a_link_to_another_service_is_refused(
         other.server_close()
         backend.remove(sandbox, soon())
     nothing_left(state)
+
+
+def test_bench_reports_the_vmms_version(
+    firecracker_binaries: FirecrackerBinaries, files: dict[str, Path], state: Path
+) -> None:
+    described = thread_calls(
+        backend_for(fc_target(firecracker_binaries.firecracker, files, state))
+    ).describe(None, timeout=10)
+    assert described == {"firecracker_version": "Firecracker v1.12.1", "start_mode": "boot"}

@@ -315,3 +315,13 @@ def test_bench_skips_hyperlight_here_with_the_reason_or_measures_it(
         assert status == 1
         assert "hyperlight                skipped: hyperlight cannot run a guest here:" in out
         assert why.split(": ", 1)[-1][-60:] in out
+
+
+def test_bench_reports_the_sandbox_librarys_version() -> None:
+    from importlib import metadata
+
+    from sandbox_exporter.backends.base import Deadline
+
+    described = direct("Sandbox").describe(None, Deadline.after(5))
+    assert described == {"hyperlight_sandbox": metadata.version("hyperlight-sandbox")}
+    assert described["hyperlight_sandbox"] == "0.8.0"

@@ -304,3 +304,13 @@ def test_cannot_reach_names_the_cluster_config_or_the_api_server(tmp_path: Path)
         "cannot reach the Kubernetes API server at http://127.0.0.1:1: "
         "connection refused (nothing listens there)"
     )
+
+
+def test_bench_reports_the_api_servers_version(fake: FakeKubernetes, kubeconfig: str) -> None:
+    from sandbox_exporter.probing.prober import calls_for
+
+    calls = calls_for(prober(kubeconfig).target)
+    try:
+        assert calls.describe(None, timeout=5) == {"kubernetes_version": "v1.30.0-fake"}
+    finally:
+        calls.close()

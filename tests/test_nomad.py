@@ -527,3 +527,13 @@ def test_a_real_agent() -> None:
         )
     )
     assert result.success, result.failure
+
+
+def test_bench_reports_the_agents_version(fake: FakeNomad) -> None:
+    from sandbox_exporter.probing.prober import calls_for
+
+    calls = calls_for(prober(fake.url).target)
+    try:
+        assert calls.describe(None, timeout=5) == {"nomad_version": "1.7.7"}
+    finally:
+        calls.close()

@@ -138,6 +138,10 @@ class AppleBackend:
 
     # -- protocol ----------------------------------------------------------------
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the engine: the CLI's own version line."""
+        return {"container_version": self._call("", ["--version"], deadline).stdout.strip()}
+
     def ping(self, deadline: Deadline) -> None:
         if shutil.which(self.options.binary) is None:
             raise BackendUnavailable(not_on_path(self.options.binary))

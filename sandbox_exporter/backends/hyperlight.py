@@ -145,6 +145,15 @@ class HyperlightBackend:
 
     # -- protocol ----------------------------------------------------------------
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the sandbox library: its version."""
+        from importlib import metadata
+
+        try:
+            return {"hyperlight_sandbox": metadata.version("hyperlight-sandbox")}
+        except metadata.PackageNotFoundError:
+            return {}
+
     def ping(self, deadline: Deadline) -> None:
         """Unavailable unless the packages and a hypervisor device are here and, until
         one has once run in this worker, a trivial guest runs (the restore mode's set-up)."""

@@ -201,6 +201,13 @@ class KubernetesBackend:
     def ping(self, deadline: Deadline) -> None:
         self._call("version", self._k8s.VersionApi(self._client()).get_code, deadline=deadline)
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the cluster: the API server's version."""
+        code = self._call(
+            "version", self._k8s.VersionApi(self._client()).get_code, deadline=deadline
+        )
+        return {"kubernetes_version": str(code.git_version)}
+
     def create(self, spec: SandboxSpec, deadline: Deadline) -> PodHandle:
         if self.options.create_namespace:
             self._ensure_namespace(deadline)

@@ -224,6 +224,13 @@ class NomadBackend:
     def ping(self, deadline: Deadline) -> None:
         self._call("status", self._api(deadline).status.leader.get_leader)
 
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the agent: its version."""
+        agent = self._call("agent self", self._api(deadline).agent.get_agent) or {}
+        version = (agent.get("config") or {}).get("Version") or {}
+        found = version.get("Version") or (agent.get("member") or {}).get("Tags", {}).get("build")
+        return {"nomad_version": str(found or "")}
+
     def create(self, spec: SandboxSpec, deadline: Deadline) -> JobHandle:
         registered = self._call(
             "register job",
@@ -449,6 +456,7 @@ _ENDPOINTS = {
     "allocation": "Allocation",
     "evaluation": "Evaluation",
     "status": "Status",
+    "agent": "Agent",
 }
 
 

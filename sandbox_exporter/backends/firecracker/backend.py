@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -58,6 +59,23 @@ class FirecrackerBackend:
         check_kvm()
         self.state.ensure()
         self._snapshots.remove_stale()
+
+    def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
+        """What `bench --json` records of the VMM: its version (`firecracker --version`)
+        and how sandboxes start."""
+        binary = resolve_binary(self.options.binary)
+        try:
+            done = subprocess.run(
+                [binary, "--version"],
+                capture_output=True,
+                text=True,
+                timeout=max(deadline.remaining(), 0.001),
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BackendError(f"firecracker --version: {exc}") from exc
+        first = (done.stdout.strip().splitlines() or [""])[0]
+        return {"firecracker_version": first, "start_mode": self.options.start_mode}
 
     def prepare(self, spec: SandboxSpec, deadline: Deadline) -> None:
         """`start_mode: snapshot`: the snapshot of a VM of `spec`'s shape, made once."""

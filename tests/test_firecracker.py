@@ -4,6 +4,7 @@ side, which needs a Linux guest that kvm-pvm cannot boot."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -929,4 +930,9 @@ def test_bench_reports_the_vmms_version(
     described = thread_calls(
         backend_for(fc_target(firecracker_binaries.firecracker, files, state))
     ).describe(None, timeout=10)
-    assert described == {"firecracker_version": "Firecracker v1.12.1", "start_mode": "boot"}
+    assert described == {
+        "firecracker_version": "Firecracker v1.12.1",
+        "start_mode": "boot",
+        "kernel_sha256": hashlib.sha256(files["kernel"].read_bytes()).hexdigest(),
+        "rootfs_sha256": hashlib.sha256(files["rootfs"].read_bytes()).hexdigest(),
+    }

@@ -4,6 +4,7 @@ modules beside it."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -75,7 +76,10 @@ class FirecrackerBackend:
         except (OSError, subprocess.SubprocessError) as exc:
             raise BackendError(f"firecracker --version: {exc}") from exc
         first = (done.stdout.strip().splitlines() or [""])[0]
-        return {"firecracker_version": first, "start_mode": self.options.start_mode}
+        found = {"firecracker_version": first, "start_mode": self.options.start_mode}
+        for name in ("kernel", "rootfs"):  # the guest's "image": a new one at the same path
+            found[f"{name}_sha256"] = _digest(getattr(self.options, name))
+        return found
 
     def prepare(self, spec: SandboxSpec, deadline: Deadline) -> None:
         """`start_mode: snapshot`: the snapshot of a VM of `spec`'s shape, made once."""
@@ -245,3 +249,15 @@ class FirecrackerBackend:
         if vm is None:
             raise BackendError(f"firecracker: no VM {name!r} here")
         return vm
+
+
+def _digest(path: str) -> str:
+    """The sha256 of a file, or why there is none."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror})"
+    return digest.hexdigest()

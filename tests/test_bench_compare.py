@@ -238,6 +238,8 @@ def test_compare_lists_what_differs_besides_the_runs(tmp_path: Path) -> None:
     as_json = json.loads(render(result, "json", "a", "b"))
     assert as_json["differences"] == result.differences
     assert set(as_json["backends"][0]["series"]) == set(SERIES)
+    start = as_json["backends"][0]["series"]["start"]
+    assert start["p95_change"] == pytest.approx(start["new_p95"] / start["old_p95"] - 1)
 
 
 def test_bench_compare_exit_statuses(tmp_path: Path) -> None:

@@ -138,7 +138,10 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
                 "old_target": b.old_target,
                 "new_target": b.new_target,
                 "regressed": b.regressed,
-                "series": {name: asdict(change) for name, change in b.changes.items()},
+                "series": {
+                    name: {**asdict(change), "p95_change": change.p95_change}
+                    for name, change in b.changes.items()
+                },
                 "missing": b.missing,
                 "failures": None
                 if b.failures is None

@@ -61,6 +61,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,6 +240,22 @@ class Output:
 
     def text(self) -> str:
         return self._data.decode(errors="replace")
+
+
+def version_line(command: Sequence[str], deadline: Deadline) -> str:
+    """The first line a `--version` command prints, by `deadline` (a backend's
+    `describe`); BackendError when it cannot run or fails."""
+    try:
+        done = subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=max(deadline.remaining(), 0.001),
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BackendError(f"{' '.join(command)}: {exc}") from exc
+    return (done.stdout.strip().splitlines() or [""])[0]
 
 
 def read_output(stream: IO[bytes], deadline: Deadline, output: Output) -> bool:

@@ -50,6 +50,7 @@ from sandbox_exporter.backends.base import (
     SandboxRef,
     SandboxSpec,
     read_output,
+    version_line,
 )
 from sandbox_exporter.backends.state import StateDirectory, default_root, proc_stat
 from sandbox_exporter.config.settings import Timeouts
@@ -152,17 +153,8 @@ class NamespaceBackend:
     def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
         """What `bench --json` records of this backend: the util-linux that makes the
         namespaces (the kernel is in the report's machine)."""
-        try:
-            done = subprocess.run(
-                ["unshare", "--version"],
-                capture_output=True,
-                text=True,
-                timeout=max(deadline.remaining(), 0.001),
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise BackendError(f"unshare --version: {exc}") from exc
-        return {"util_linux": done.stdout.strip().rsplit(" ", 1)[-1]}
+        line = version_line(["unshare", "--version"], deadline)
+        return {"util_linux": line.rsplit(" ", 1)[-1]}
 
     def create(self, spec: SandboxSpec, deadline: Deadline) -> SandboxRef:
         home = self.state.create(spec.name, spec.labels)

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from sandbox_exporter.backends.base import (
     ManagedSandbox,
     SandboxRef,
     SandboxSpec,
+    version_line,
 )
 from sandbox_exporter.backends.firecracker.api import call, configure, open_client, wait_for_api
 from sandbox_exporter.backends.firecracker.guest import run, wait_for_guest
@@ -64,19 +64,8 @@ class FirecrackerBackend:
     def describe(self, image: str | None, deadline: Deadline) -> dict[str, str]:
         """What `bench --json` records of the VMM: its version (`firecracker --version`)
         and how sandboxes start."""
-        binary = resolve_binary(self.options.binary)
-        try:
-            done = subprocess.run(
-                [binary, "--version"],
-                capture_output=True,
-                text=True,
-                timeout=max(deadline.remaining(), 0.001),
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise BackendError(f"firecracker --version: {exc}") from exc
-        first = (done.stdout.strip().splitlines() or [""])[0]
-        found = {"firecracker_version": first, "start_mode": self.options.start_mode}
+        version = version_line([resolve_binary(self.options.binary), "--version"], deadline)
+        found = {"firecracker_version": version, "start_mode": self.options.start_mode}
         for name in ("kernel", "rootfs"):  # the guest's "image": a new one at the same path
             found[f"{name}_sha256"] = _digest(getattr(self.options, name))
         return found

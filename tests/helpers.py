@@ -144,3 +144,28 @@ def imageless_spec(
         pids_limit=64,
         stop_grace=stop_grace,
     )
+
+
+def interrupted_bench(
+    *args: str, once: Callable[[], Any], what: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`sandbox-exporter bench ARGS` as a process, sent Ctrl-C (SIGINT) as soon as
+    `once()` holds (say, its sandboxes run); its exit status and what it printed."""
+    import signal
+
+    command = [sys.executable, "-m", "sandbox_exporter", "bench", *args]
+    proc = subprocess.Popen(
+        command,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(once, timeout=30, what=what)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

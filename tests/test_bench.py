@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from sandbox_exporter.commands.bench_report import render_json, render_table
 from sandbox_exporter.probing.percentiles import nearest_rank
 from tests.conftest import TEST_IMAGE
 from tests.fakes import FakeBackend, FakeClock, failing
-from tests.helpers import make_config, wait_for
+from tests.helpers import interrupted_bench, make_config
 
 ROOT = Path(__file__).parent.parent
 
@@ -183,33 +180,17 @@ targets:
   - {{name: docker, backend: docker, docker: {{base_url: "{docker_base_url}"}}}}
 """
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_exporter",
-            "bench",
-            "--config.file",
-            str(config),
-            "-i",
-            "50",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     mine = {"label": "sandbox-exporter.io/instance=bench-interrupt"}
-    try:
-        wait_for(lambda: docker_client.containers.list(filters=mine), timeout=30, what="a sandbox")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted" in out, err
-    assert "interrupted" in out
+    done = interrupted_bench(
+        "--config.file",
+        str(config),
+        "-i",
+        "50",
+        once=lambda: docker_client.containers.list(filters=mine),
+        what="a sandbox",
+    )
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stdout, done.stderr
     assert docker_client.containers.list(all=True, filters=mine) == []
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -22,7 +19,7 @@ from sandbox_exporter.commands.bench_burst_report import render_burst_json, rend
 from sandbox_exporter.config.settings import Burst
 from sandbox_exporter.results import BurstResult
 from tests.fakes import FakeBackend, failing
-from tests.helpers import make_config, namespaces_missing, wait_for
+from tests.helpers import interrupted_bench, make_config, namespaces_missing
 
 ROOT = Path(__file__).parent.parent
 BURST_COLUMNS = ("First p50", "First p95", "All p50", "All p95", "Skew p50", "Skew max")
@@ -193,35 +190,21 @@ def test_staggered_burst_json_on_the_namespace_backend(
 @pytest.mark.usefixtures("namespaces")
 def test_ctrl_c_removes_every_sandbox_of_the_burst(tmp_path: Path) -> None:
     config = _config_file(tmp_path, "bench-burst-interrupt", command="sleep 1; echo hello")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox_exporter",
-            "bench",
-            "--config.file",
-            str(config),
-            "--concurrency",
-            "3",
-            "-i",
-            "5",
-            "--warmup",
-            "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     state = tmp_path / "state"
-    try:
-        wait_for(lambda: len(list(state.glob("sandbox-exporter-*"))) == 3, what="3 sandboxes")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted: removing the sandboxes in flight" in err
-    assert "interrupted: 0 burst(s)" in out, out
+    done = interrupted_bench(
+        "--config.file",
+        str(config),
+        "--concurrency",
+        "3",
+        "-i",
+        "5",
+        "--warmup",
+        "0",
+        once=lambda: len(list(state.glob("sandbox-exporter-*"))) == 3,
+        what="3 sandboxes",
+        timeout=30,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "interrupted: removing the sandboxes in flight" in done.stderr
+    assert "interrupted: 0 burst(s)" in done.stdout, done.stdout
     assert list(state.iterdir()) == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from sandbox_exporter.commands.bench_report import full_json
 from sandbox_exporter.commands.bench_stats import compare, failure_change, median_change
 from tests.conftest import TEST_IMAGE, Engine, unavailable
 from tests.fakes import FakeBackend, FakeClock
-from tests.helpers import make_config, wait_for
+from tests.helpers import interrupted_bench, make_config
 
 POOL = json.loads((Path(__file__).parent / "data" / "bench_samples.json").read_text())
 
@@ -384,22 +383,16 @@ def test_ctrl_c_during_ab_removes_the_sandbox_in_flight(
             }
         )
     )
-    command = ["bench", "--config.file", str(config), "--ab", "one,two", "-i", "50"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_exporter", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     mine = {"label": "sandbox-exporter.io/instance=bench-ab-interrupt"}
-    try:
-        wait_for(
-            lambda: docker_engine.client.containers.list(filters=mine), timeout=30, what="a sandbox"
-        )
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    done = interrupted_bench(
+        "--config.file",
+        str(config),
+        "--ab",
+        "one,two",
+        "-i",
+        "50",
+        once=lambda: docker_engine.client.containers.list(filters=mine),
+        what="a sandbox",
+    )
+    assert done.returncode == 130, done.stderr
     assert docker_engine.client.containers.list(all=True, filters=mine) == []

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.backends.base import BackendUnavailable, Deadline, SandboxSpec
 from sandbox_exporter.backends.state import proc_stat
 from sandbox_exporter.config import Config, Target, parse_config
+from sandbox_exporter.metrics.families import Metrics
+from sandbox_exporter.probing.prober import Prober
 
 
 def make_config(*targets: dict[str, Any], defaults: dict[str, Any] | None = None) -> Config:
@@ -169,3 +172,37 @@ def interrupted_bench(
         if proc.poll() is None:
             proc.kill()
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+# short enough that a test against a double of a remote control plane fails fast
+QUICK_TIMEOUTS = {"create": "5s", "start": "5s", "exec": "5s", "stop": "5s", "remove": "5s"}
+
+
+def double_prober(
+    name: str,
+    backend: str,
+    block: str,
+    options: dict[str, Any],
+    *,
+    instance: str,
+    registry: CollectorRegistry | None = None,
+    **settings: Any,
+) -> Prober:
+    """A Prober of one target `name` of `backend` against a test double: busybox, quick
+    timeouts, a 1 s stop grace, `options` as its `block`; `settings` override any."""
+    target = {
+        "name": name,
+        "backend": backend,
+        "image": "busybox:1.36",
+        "timeouts": QUICK_TIMEOUTS,
+        "stop_grace": "1s",
+        block: options,
+        **settings,
+    }
+    config = parse_config({"instance": instance, "targets": [target]})
+    return Prober(
+        config.targets[0],
+        instance,
+        Metrics(registry or CollectorRegistry()),
+        stopping=threading.Event(),
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,14 +29,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from sandbox_exporter.cli import ENV_PREFIX, build_parser
 from sandbox_exporter.config import parse_config
 from sandbox_exporter.config.sharding import Shard
-from sandbox_exporter.metrics.families import Metrics
-from sandbox_exporter.probing.prober import Prober
 from tests.fake_kubernetes import FakeKubernetes
+from tests.helpers import double_prober
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "sandbox-exporter"
@@ -525,29 +522,8 @@ def test_the_role_is_what_the_backend_asks_of_a_real_client(
         kubeconfig = fake.kubeconfig(str(tmp_path / "kubeconfig"))
         orphan(kubeconfig, "sandbox-exporter-k8s-orphan", instance="rbac")
         del fake.requests[:]  # from here on, the exporter's requests only
-        config = parse_config(
-            {
-                "instance": "rbac",
-                "targets": [
-                    {
-                        "name": "k8s",
-                        "backend": "kubernetes",
-                        "stop_grace": "1s",
-                        "timeouts": {
-                            "create": "5s",
-                            "start": "5s",
-                            "exec": "5s",
-                            "stop": "5s",
-                            "remove": "5s",
-                        },
-                        "kubernetes": {"kubeconfig": kubeconfig, "network_policy": network_policy},
-                    }
-                ],
-            }
-        )
-        prober = Prober(
-            config.targets[0], "rbac", Metrics(CollectorRegistry()), stopping=threading.Event()
-        )
+        options = {"kubeconfig": kubeconfig, "network_policy": network_policy}
+        prober = double_prober("k8s", "kubernetes", "kubernetes", options, instance="rbac")
         try:
             for _ in range(2):
                 result = prober.run()

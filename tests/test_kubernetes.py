@@ -16,12 +16,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from sandbox_exporter.config import parse_config
-from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.fake_kubernetes import FakeKubernetes
-from tests.helpers import unreachable_message, wait_for
+from tests.helpers import double_prober, unreachable_message, wait_for
 
 pytest.importorskip("kubernetes")
 
@@ -35,33 +33,8 @@ def fake() -> Iterator[FakeKubernetes]:
 
 def prober(kubeconfig: str, registry: CollectorRegistry | None = None, **settings: Any) -> Prober:
     options = {"kubeconfig": kubeconfig, "network_policy": True, **settings.pop("options", {})}
-    config = parse_config(
-        {
-            "instance": "k8s-test",
-            "targets": [
-                {
-                    "name": "k8s",
-                    "backend": "k8s",
-                    "image": "busybox:1.36",
-                    "timeouts": {
-                        "create": "5s",
-                        "start": "5s",
-                        "exec": "5s",
-                        "stop": "5s",
-                        "remove": "5s",
-                    },
-                    "stop_grace": "1s",
-                    "kubernetes": options,
-                    **settings,
-                }
-            ],
-        }
-    )
-    return Prober(
-        config.targets[0],
-        "k8s-test",
-        Metrics(registry or CollectorRegistry()),
-        stopping=threading.Event(),
+    return double_prober(
+        "k8s", "k8s", "kubernetes", options, instance="k8s-test", registry=registry, **settings
     )
 
 

@@ -18,11 +18,10 @@ from structlog.testing import capture_logs
 
 from sandbox_exporter.cli import main
 from sandbox_exporter.config import parse_config
-from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.prober import Prober
 from sandbox_exporter.results import Phase, ProbeResult, Reason
 from tests.fake_nomad import FakeNomad
-from tests.helpers import make_config, unreachable_message, wait_for
+from tests.helpers import double_prober, make_config, unreachable_message, wait_for
 
 pytest.importorskip("nomad")
 
@@ -49,33 +48,8 @@ def prober(url: str, registry: CollectorRegistry | None = None, **settings: Any)
         "datacenters": ["dc1"],
         **settings.pop("options", {}),
     }
-    config = parse_config(
-        {
-            "instance": "nomad-test",
-            "targets": [
-                {
-                    "name": "nomad",
-                    "backend": "nomad",
-                    "image": "busybox:1.36",
-                    "timeouts": {
-                        "create": "5s",
-                        "start": "5s",
-                        "exec": "5s",
-                        "stop": "5s",
-                        "remove": "5s",
-                    },
-                    "stop_grace": "1s",
-                    "nomad": options,
-                    **settings,
-                }
-            ],
-        }
-    )
-    return Prober(
-        config.targets[0],
-        "nomad-test",
-        Metrics(registry or CollectorRegistry()),
-        stopping=threading.Event(),
+    return double_prober(
+        "nomad", "nomad", "nomad", options, instance="nomad-test", registry=registry, **settings
     )
 
 

@@ -5,7 +5,7 @@ scraped every second by three real Prometheus servers at once:
   classic  Debian bookworm's 2.42, as installed (no native histograms)
   native   the same with --enable-feature=native-histograms (protobuf, no _bucket series)
   both     Debian trixie's 2.53 with the flag and scrape_classic_histograms: true
-           (2.42 cannot keep both; its .deb is fetched from Debian's archive, checked)
+           (2.42 cannot keep both; scripts/fetch-prometheus-2.53.sh fetches it)
 Each server's own prometheus_tsdb_head_series is read from its /metrics, and the
 sandbox_* series it holds are counted by target.
 
@@ -15,7 +15,6 @@ python benchmarks/native_series.py [--seconds 40]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,25 +34,19 @@ from benchmarks.common import machine_line
 from benchmarks.exporter_process import ExporterProcess
 
 ROOT = Path(__file__).parent.parent
-TRIXIE_DEB = "prometheus_2.53.3+ds1-2_amd64.deb"
-TRIXIE_SHA256 = "58c3e6a86c56cb3bfd71032fa48d65945d526441a212f5815dfe5ed9cb787ecc"
 
 
-def trixie_prometheus(cache: Path) -> Path:
-    binary = cache / "prometheus"
-    if binary.exists():
-        return binary
-    cache.mkdir(parents=True, exist_ok=True)
-    url = f"http://deb.debian.org/debian/pool/main/p/prometheus/{TRIXIE_DEB}"
-    with tempfile.TemporaryDirectory() as work:
-        deb = Path(work) / TRIXIE_DEB
-        with urllib.request.urlopen(url, timeout=300) as answer:
-            deb.write_bytes(answer.read())
-        if hashlib.sha256(deb.read_bytes()).hexdigest() != TRIXIE_SHA256:
-            raise SystemExit(f"{TRIXIE_DEB} does not have sha256 {TRIXIE_SHA256}")
-        subprocess.run(["dpkg-deb", "-x", str(deb), f"{work}/root"], check=True)
-        shutil.copy2(f"{work}/root/usr/bin/prometheus", binary)
-    return binary
+def trixie_prometheus() -> Path:
+    """Trixie's prometheus 2.53, fetched and checked by the script the tests' promtool
+    comes from."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "fetch-prometheus-2.53.sh"), "prometheus"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return ROOT / done.stdout.strip() / "prometheus"
 
 
 def free_port() -> int:
@@ -110,12 +103,11 @@ class Server:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=40)
-    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "prometheus-2.53")
     args = parser.parse_args()
     bookworm = shutil.which("prometheus")
     if bookworm is None:
         raise SystemExit("Debian's prometheus is not installed (apt-get install prometheus)")
-    trixie = trixie_prometheus(args.cache)
+    trixie = trixie_prometheus()
     state = tempfile.mkdtemp()
     config = {
         "targets": [

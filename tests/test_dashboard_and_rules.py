@@ -176,12 +176,12 @@ NATIVE_TESTS = sorted((RULES / "tests").glob("*.native.test.yml"))
 
 
 def native_promtool() -> str:
-    """promtool 2.53 (scripts/fetch-promtool.sh): 2.42's cannot write native histograms
+    """promtool 2.53 (scripts/fetch-prometheus-2.53.sh): 2.42's cannot write native histograms
     in a test's input series."""
     # the script prints its folder relative to the repository, which the test leaves
     path = ROOT / os.environ.get("SANDBOX_EXPORTER_PROMTOOL_NATIVE", ".cache/promtool")
     if not (path / "promtool").exists():
-        unavailable("promtool-native", f"no promtool in {path} (bash scripts/fetch-promtool.sh)")
+        unavailable("promtool-native", f"no promtool in {path} (bash scripts/fetch-prometheus-2.53.sh)")
     return str(path / "promtool")
 
 

@@ -181,7 +181,9 @@ def native_promtool() -> str:
     # the script prints its folder relative to the repository, which the test leaves
     path = ROOT / os.environ.get("SANDBOX_EXPORTER_PROMTOOL_NATIVE", ".cache/promtool")
     if not (path / "promtool").exists():
-        unavailable("promtool-native", f"no promtool in {path} (bash scripts/fetch-prometheus-2.53.sh)")
+        unavailable(
+            "promtool-native", f"no promtool in {path} (bash scripts/fetch-prometheus-2.53.sh)"
+        )
     return str(path / "promtool")
 
 

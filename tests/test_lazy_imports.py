@@ -15,6 +15,7 @@ SDKS = (
     "nomad",
     "hyperlight_sandbox",
     "python_guest",
+    "google.protobuf",  # only a scrape that asks for protobuf needs it
 )
 SCRIPT = """
 import sys

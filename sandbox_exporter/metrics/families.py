@@ -31,7 +31,6 @@ from prometheus_client.registry import Collector
 
 from sandbox_exporter import __version__
 from sandbox_exporter.config.targets import Target
-from sandbox_exporter.metrics import protobuf
 from sandbox_exporter.metrics.burst_families import BurstMetrics
 from sandbox_exporter.metrics.histograms import HistogramFamily
 from sandbox_exporter.metrics.native import NativeLayout
@@ -166,6 +165,9 @@ class Metrics:
                 placeholders.enter_context(family.placeholder())
             collected = list(self.registry.collect())
         if fmt == "protobuf":
+            # the protobuf runtime loads here, at the first scrape that asks for it
+            from sandbox_exporter.metrics import protobuf
+
             return protobuf.exposition(
                 collected, {name: family.protobuf() for name, family in ours.items()}
             )

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -33,14 +34,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _go_float
 
-from sandbox_exporter.metrics import protobuf
 from sandbox_exporter.metrics.native import (
     NativeBuckets,
     NativeLayout,
     spans_and_deltas,
     worst_case_error,
 )
-from sandbox_exporter.metrics.proto import metrics_pb2 as pb
+
+if TYPE_CHECKING:  # the protobuf runtime loads at the first protobuf scrape, not before
+    from sandbox_exporter.metrics.proto import metrics_pb2 as pb
 
 _log = structlog.get_logger("sandbox_exporter")
 
@@ -108,6 +110,9 @@ class _Series:
         their exemplars) and, when kept, the native ones, in one message."""
         if self.message is not None:
             return self.message
+        from sandbox_exporter.metrics import protobuf
+        from sandbox_exporter.metrics.proto import metrics_pb2 as pb
+
         histogram = pb.Histogram(sample_count=sum(self.counts), sample_sum=self.total)
         running = 0
         for bound, count, exemplar in zip(self.bounds, self.counts, self.exemplars, strict=True):

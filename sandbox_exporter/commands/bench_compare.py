@@ -97,9 +97,10 @@ class Comparison:
         return any(b.regressed for b in self.backends)
 
 
-def _pairs(
-    old: dict[str, Any], new: dict[str, Any]
-) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
+Pair = tuple[dict[str, Any], dict[str, Any]]  # a backend's report in the old run and the new
+
+
+def _pairs(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[Pair], list[str]]:
     """Backends paired by target name; two single-backend reports pair as they are
     (the runs of `--ab`, or one target renamed)."""
     measured = [
@@ -118,7 +119,7 @@ def _shown(value: object) -> str:
     return "(none)" if value is None else str(value)
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any], pairs: list[Pair]) -> list[str]:
     """What differs between two runs besides their durations: the machine, the
     exporter, and each paired backend's engine settings."""
     out = []
@@ -130,7 +131,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append(
             f"config: {_shown(old.get('config_digest'))} -> {_shown(new.get('config_digest'))}"
         )
-    for a, b in _pairs(old, new)[0]:
+    for a, b in pairs:
         for key in BACKEND_KEYS:
             if a.get(key) != b.get(key):
                 out.append(f"{a['target']} {key}: {_shown(a.get(key))} -> {_shown(b.get(key))}")
@@ -160,7 +161,7 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], threshold: float) 
             else None
         )
         compared.append(BackendComparison(a["target"], b["target"], changes, failures, missing))
-    return Comparison(threshold, compared, differences(old, new), unmatched)
+    return Comparison(threshold, compared, differences(old, new, pairs), unmatched)
 
 
 def parse_threshold(text: str) -> float:

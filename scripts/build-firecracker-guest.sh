@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build a bootable Firecracker guest that meets docs/firecracker-guest.md, from Debian
+# Build a bootable Firecracker guest that meets docs/backends/firecracker-guest.md, from Debian
 # packages only, as root on Debian:
 #   OUTDIR/vmlinux       the uncompressed ELF kernel out of Debian's current linux-image-*-amd64
 #   OUTDIR/initrd.cpio   newc initramfs: static busybox, the kernel's modules for the root

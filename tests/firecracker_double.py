@@ -18,7 +18,7 @@ with the real binary). What it copies from the real one, measured on v1.12.1:
   ends the process with exit code 1, ...);
 - the vsock device's Unix socket (created at `PUT /vsock`, relative to the working
   directory; connections hang until the guest is up; `CONNECT <port>\\n` →
-  `OK <hostport>\\n` or a close) and the guest of docs/firecracker-guest.md, which runs
+  `OK <hostport>\\n` or a close) and the guest of docs/backends/firecracker-guest.md, which runs
   each `RUN` request's command on the host;
 - Ctrl-Alt-Del: the guest reboots and the VMM exits with code 0, leaving its socket
   files behind; an i8042 buffer of four Ctrl-Alt-Del sequences when the guest ignores it.
@@ -44,7 +44,7 @@ UFFD memory (only its socket is connected to), metrics content (`FlushMetrics` w
 nothing), `--help` text, `--config-file`, `--no-api` and the other flags it takes but
 ignores; an ELF kernel is any file of 64 bytes or more starting with `\\x7fELF`; the
 snapshot files are the double's state as JSON, not Firecracker's format. The guest is
-modelled from docs/firecracker-guest.md and Firecracker's source, not measured (the
+modelled from docs/backends/firecracker-guest.md and Firecracker's source, not measured (the
 tiny guest has no vsock driver): a Ctrl-Alt-Del sent before the guest is up reboots it
 once it is, and a paused guest holds vsock connections until it is resumed.
 """
@@ -1983,7 +1983,7 @@ class Vmm:
 
 
 class Guest:
-    """The guest of docs/firecracker-guest.md: up `boot_delay` after InstanceStart, runs
+    """The guest of docs/backends/firecracker-guest.md: up `boot_delay` after InstanceStart, runs
     RUN requests' commands on the host, reboots on Ctrl-Alt-Del."""
 
     def __init__(self, vmm: Vmm) -> None:
@@ -2179,7 +2179,7 @@ def go_with_the_vmm() -> None:
 
 
 class GuestSession:
-    """One connection to the guest's listener (docs/firecracker-guest.md)."""
+    """One connection to the guest's listener (docs/backends/firecracker-guest.md)."""
 
     def __init__(self, vmm: Vmm, conn: socket.socket) -> None:
         self.vmm = vmm

@@ -1,6 +1,6 @@
 """The Firecracker double (tests/firecracker_double.py) against the real Firecracker v1.12.1,
 and the double's guest side (its vsock device, the guest contract of
-docs/firecracker-guest.md, its knobs).
+docs/backends/firecracker-guest.md, its knobs).
 
 The parity tests send the same requests to both and compare what comes back: status
 codes, fault messages, bodies, headers, exit codes and log lines. The real binary boots

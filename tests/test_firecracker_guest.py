@@ -1,4 +1,4 @@
-"""The Firecracker guest: its listener driven byte for byte per docs/firecracker-guest.md
+"""The Firecracker guest: its listener driven byte for byte per docs/backends/firecracker-guest.md
 (over a Unix socket, where the bytes from RUN on are the same as over vsock), its init run as
 PID 1 of a PID namespace, and the image scripts/build-firecracker-guest.sh makes."""
 

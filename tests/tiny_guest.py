@@ -13,7 +13,7 @@ Two variants help measure what the VMM does when its guest reboots:
   keyboard controller (command 0xFE to port 0x64), as Linux does with `reboot=k`;
 - `reboot="ctrl-alt-del"`: after the byte, poll the i8042 status port until a key
   byte is waiting (Firecracker's `SendCtrlAltDel` puts the key sequence there), then
-  reset as above: the init of docs/firecracker-guest.md in a dozen bytes. It spins
+  reset as above: the init of docs/backends/firecracker-guest.md in a dozen bytes. It spins
   (every poll is a VM exit) until Ctrl-Alt-Del comes, so use it only briefly.
 """
 

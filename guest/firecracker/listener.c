@@ -1,6 +1,6 @@
 /* sandbox-guest: the listener inside a Firecracker guest.
  *
- * Implements the contract in docs/firecracker-guest.md: accept connections on a
+ * Implements the contract in docs/backends/firecracker-guest.md: accept connections on a
  * vsock port (any CID), one child per connection; read `RUN <argc>\n` and the
  * length-prefixed arguments, run them with stdout and stderr in one pipe, stream
  * `OUT <n>\n<bytes>` frames, end with `EXIT <status>\n`. A request it cannot read

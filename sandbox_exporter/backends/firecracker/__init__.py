@@ -9,7 +9,7 @@ create = the VM's work directory (its record, the root drive), the VMM spawned
          machine-config, vsock;
 start  = `InstanceStart`, then until the guest's listener accepts on the vsock port
          (`CONNECT <port>` answered `OK`);
-exec   = the command through the guest's listener (docs/firecracker-guest.md: the
+exec   = the command through the guest's listener (docs/backends/firecracker-guest.md: the
          exact bytes), its output and exit status;
 stop   = `SendCtrlAltDel`, until the VMM process exits; SIGKILL after the grace
          period (logged: a guest that ignores Ctrl-Alt-Del is a broken guest);

@@ -1,4 +1,4 @@
-"""The guest's side, over vsock (docs/firecracker-guest.md): the `CONNECT` handshake
+"""The guest's side, over vsock (docs/backends/firecracker-guest.md): the `CONNECT` handshake
 through the VMM's vsock socket, the wait until the guest's listener answers, and a
 command run as `RUN`, answered with `OUT` frames and `EXIT`."""
 

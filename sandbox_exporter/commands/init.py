@@ -27,7 +27,7 @@ HEADER = """\
 # sandbox-exporter starter config, written by `sandbox-exporter init` on {host}.
 # Check it:  sandbox-exporter check-config --config.file {file}
 # Run it:    sandbox-exporter run --config.file {file}   (then open http://localhost:9878/)
-# Every key, with its default: the README's "Configuration" section.
+# Every key, with its default: docs/reference/configuration.md.
 defaults:
   interval: 60s          # between the starts of two probes of a target
   jitter: 10%            # random delay added to each run

@@ -130,9 +130,12 @@ class Daemon:
                     "config reload failed; the running config is kept", problems=exc.problems
                 )
                 return exc.problems
+            before = self.config.not_found
             changes = self.fleet.apply(new, self.scheduler)
             self.metrics.config_loaded(True, time.time())
             self.log.info("config reloaded", config=new.source, **changes)
+            if new.not_found != before:  # what the landing page now shows, the log says
+                self._log_not_found()
             return []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -165,7 +168,11 @@ class Daemon:
                 "no target hashes to this shard; it probes nothing",
                 shard="shard {} of {}".format(*self.config.shard),
             )
-        for backend, why in self.config.not_found.items():  # targets: auto
+        self._log_not_found()
+
+    def _log_not_found(self) -> None:
+        """Each backend `targets: auto` did not find, and why: the landing page's words."""
+        for backend, why in self.config.not_found.items():
             self.log.info("backend not found", backend=backend, reason=why)
 
     def shutdown_bound(self) -> float:

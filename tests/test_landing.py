@@ -1,24 +1,37 @@
 """The landing page, rendered by the app without a socket: the recent figures (nearest-rank
 p50/p95 over a bounded ring), how long since the last success, the failure in the
-engine's words, escaping, and what is there without JavaScript."""
+engine's words, escaping, what is there without JavaScript, the sparkline, the backends
+`targets: auto` did not find and the last burst."""
 
 from __future__ import annotations
 
+import html
 import random
 import re
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import time_machine
+from structlog.testing import capture_logs
 
 import sandbox_exporter
-from sandbox_exporter.config import load_config
+from sandbox_exporter.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    Deadline,
+    ExecResult,
+    SandboxRef,
+)
+from sandbox_exporter.config import Config, load_config, parse_config
 from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.probing.recent import RecentRuns
 from sandbox_exporter.results import LIFECYCLE, Failure, Phase, ProbeResult, Reason
+from sandbox_exporter.web.humanize import duration
+from sandbox_exporter.web.sparkline import HEIGHT, PAD, WIDTH, sparkline
 from tests.fakes import FakeBackend, by_name
 from tests.helpers import make_config, wait_for
 from tests.test_server import call
@@ -315,3 +328,208 @@ def test_the_page_is_served_through_the_web_process() -> None:
         assert d.started_at <= time.time()
     finally:
         d.shutdown()
+
+
+# -- the sparkline ---------------------------------------------------------------------
+
+
+def svg_points(svg: str) -> list[tuple[float, float]]:
+    found = re.search(r'<polyline class="trend" points="([^"]*)"', svg)
+    if not found:
+        return []
+    return [(float(x), float(y)) for x, y in (p.split(",") for p in found.group(1).split())]
+
+
+def failure_marks(svg: str) -> list[tuple[float, float]]:
+    return [
+        (float(x), float(y))
+        for x, y in re.findall(r'<circle class="failed" cx="([^"]+)" cy="([^"]+)"', svg)
+    ]
+
+
+def test_the_sparkline_scales_the_runs_to_their_own_range_newest_at_the_right() -> None:
+    svg = sparkline([0.010, 0.030, 0.020])
+    assert svg.startswith('<svg class="spark" width="120" height="24" viewBox="0 0 120 24" ')
+    assert 'role="img"' in svg
+    # evenly spaced from PAD to WIDTH - PAD; the slowest at the top, the fastest at the bottom
+    assert svg_points(svg) == [(PAD, HEIGHT - PAD), (WIDTH / 2, PAD), (WIDTH - PAD, HEIGHT / 2)]
+    label = "time to exec over the last 3 runs, oldest first: 10.0 ms to 30.0 ms"
+    assert f'aria-label="{label}"' in svg
+    assert f"<title>{label}</title>" in svg
+    assert failure_marks(svg) == []
+    assert svg.endswith("</svg>")
+
+
+def test_a_failed_run_is_a_red_mark_on_the_baseline_at_its_place() -> None:
+    svg = sparkline([0.010, None, 0.030, 0.020, None])
+    step = (WIDTH - 2 * PAD) / 4
+    assert [x for x, _ in svg_points(svg)] == [PAD, PAD + 2 * step, PAD + 3 * step]
+    assert failure_marks(svg) == [(PAD + step, HEIGHT - PAD), (WIDTH - PAD, HEIGHT - PAD)]
+    assert 'fill="#b3261e"' in svg
+    assert 'data-runs="5" data-failed="2"' in svg
+    assert "10.0 ms to 30.0 ms; 2 failed (red)</title>" in svg
+
+
+def test_equal_times_are_a_flat_line_across_the_middle() -> None:
+    svg = sparkline([0.005] * 4)
+    assert [y for _, y in svg_points(svg)] == [HEIGHT / 2] * 4
+    assert "<title>time to exec over the last 4 runs, oldest first: 5.0 ms</title>" in svg
+
+
+def test_a_sparkline_needs_two_runs_and_draws_what_there_is() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([0.010]) == ""
+    assert sparkline([None]) == ""
+    every_one_failed = sparkline([None, None, None])
+    assert "<polyline" not in every_one_failed
+    assert len(failure_marks(every_one_failed)) == 3
+    assert "all 3 failed</title>" in every_one_failed
+    one_success = sparkline([None, 0.010])
+    assert "<polyline" not in one_success, "a line needs two points"
+    assert '<circle class="point" cx="118.0" cy="12.0"' in one_success
+    assert failure_marks(one_success) == [(PAD, HEIGHT - PAD)]
+
+
+def test_the_targets_table_has_each_targets_sparkline() -> None:
+    d = daemon()
+    ring = d.probers[0].recent
+    failed = Failure(Phase.EXEC, Reason.ERROR, "no")
+    for i in range(6):
+        ring.add(
+            run(durations={} if i in (1, 4) else None, failure=failed if i in (1, 4) else None)
+        )
+    ring.add(run(durations={Phase.CREATE: MS}, cancelled=True))  # shutdown: not a failure
+    good = section(row(page(d), "targets", "good"), '<td class="trend">', "</td>")
+    assert 'data-runs="6" data-failed="2"' in good
+    assert len(svg_points(good)) == 4
+    assert len(failure_marks(good)) == 2
+    assert section(row(page(d), "targets", "bad"), '<td class="trend">', "</td>") == (
+        '<span class="muted">&ndash;</span>'
+    ), "no runs: a dash, not an empty picture"
+
+
+# -- backends not found --------------------------------------------------------------
+
+
+def auto_config(not_found: dict[str, str], **burst: object) -> Config:
+    """A `targets: auto` config that found one namespace target, and what it did not find."""
+    found = {"name": "found", "backend": "namespace", **({"burst": burst} if burst else {})}
+    return parse_config({"targets": "auto"}, discover=lambda: [found]).model_copy(
+        update={"not_found": not_found}
+    )
+
+
+def not_found_items(markup: str) -> list[tuple[str, str]]:
+    listing = section(markup, '<ul id="not-found">', "</ul>")
+    return re.findall(
+        r'<li data-backend="[^"]*"><b class="backend">(.*?)</b>: '
+        r'<span class="why message">(.*?)</span></li>',
+        listing,
+    )
+
+
+def test_the_backends_auto_did_not_find_are_listed_in_the_logs_words() -> None:
+    why = {
+        "docker": "the Docker engine does not answer at unix:///run/<x>&y/docker.sock: "
+        "no such socket (is the service running?)",
+        "<script>alert(1)</script>": 'an odd name & an odd "reason" <img src=x>',
+    }
+    d = Daemon(auto_config(why), listen_address=None, backends=lambda target: FakeBackend())
+    with capture_logs() as logs:
+        d.start()
+        d.shutdown()
+    logged = {e["backend"]: e["reason"] for e in logs if e["event"] == "backend not found"}
+    assert logged == why
+    markup = page(d)
+    assert "<h2>Backends not found</h2>" in markup
+    assert [(html.unescape(n), html.unescape(m)) for n, m in not_found_items(markup)] == list(
+        logged.items()
+    ), "the same words as the log, in its order"
+    assert "unix:///run/&lt;x&gt;&amp;y/docker.sock" in markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
+    assert markup.count("<script") == 1, "only the page's own script"
+    assert "<img" not in markup
+
+
+def test_with_targets_named_in_the_config_there_is_no_not_found_section() -> None:
+    markup = page(daemon())
+    assert "Backends not found" not in markup
+    assert 'id="not-found"' not in markup
+
+
+def test_a_reload_shows_what_auto_does_not_find_now() -> None:
+    found_now = {"podman": "Podman does not answer at unix:///a.sock: connection refused"}
+    configs = iter([auto_config(found_now), auto_config({})])
+    d = Daemon(
+        auto_config({"docker": "the Docker engine does not answer at X"}),
+        listen_address=None,
+        loader=lambda: next(configs),
+        backends=lambda target: FakeBackend(),
+    )
+    assert not_found_items(page(d)) == [("docker", "the Docker engine does not answer at X")]
+    with capture_logs() as logs:
+        assert d.reload() == []
+    assert not_found_items(page(d)) == list(found_now.items())
+    assert [(e["backend"], e["reason"]) for e in logs if e["event"] == "backend not found"] == (
+        list(found_now.items())
+    ), "the log says it again when it changed"
+    assert d.reload() == []
+    assert "Backends not found" not in page(d), "everything found: no section"
+
+
+# -- bursts ----------------------------------------------------------------------------
+
+
+class FailFirstExec(FakeBackend):
+    """A fake whose first exec fails: one sandbox of a burst fails, the others answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._execs = 0
+
+    def exec(self, sandbox: SandboxRef, command: Sequence[str], deadline: Deadline) -> ExecResult:
+        with self._lock:
+            self._execs += 1
+            first = self._execs == 1
+        if first:
+            raise BackendError("exec refused: <no> & never")
+        return super().exec(sandbox, command, deadline)
+
+
+@pytest.mark.usefixtures("frozen")
+def test_a_burst_target_shows_its_last_bursts_figures() -> None:
+    d = Daemon(
+        auto_config({}, concurrency=4, interval="2m"),
+        listen_address=None,
+        backends=lambda target: FailFirstExec(),
+    )
+    assert "not run yet" in row(page(d), "bursts", "found")
+    burst = d.probers[0].run_burst()
+    assert burst is not None
+    assert burst.time_to_first_ready is not None
+    assert burst.time_to_all_ready is None, "one never answered"
+    markup = page(d)
+    assert f'<tr class="burst" data-burst-id="{burst.burst_id}" data-target="found">' in markup
+    figures = row(markup, "bursts", "found")
+    assert '<td class="launch">4 together</td><td class="num">120 s</td>' in figures
+    assert '<td class="finished" title="2027-01-15 08:00:00 UTC">0 s ago</td>' in figures
+    assert 'data-succeeded="3" data-sandboxes="4" title="success ratio 0.75">3 of 4 ok</td>' in (
+        figures
+    )
+    first = burst.time_to_first_ready
+    assert f'<td class="num first-ready" data-seconds="{first!r}">{duration(first)}</td>' in figures
+    assert '<td class="num all-ready muted">&ndash;</td>' in figures
+    assert "exec refused: &lt;no&gt; &amp; never" in figures
+    assert d.probers[0].recent.summary().runs == 0, "a burst's runs are not the single probe's"
+
+
+def test_a_burst_that_never_launched_says_why_and_no_burst_no_section() -> None:
+    down = FakeBackend(errors={"ping": BackendUnavailable("engine <down>")})
+    d = Daemon(auto_config({}, concurrency=3), listen_address=None, backends=lambda target: down)
+    d.probers[0].run_burst()
+    figures = row(page(d), "bursts", "found")
+    assert 'data-succeeded="0" data-sandboxes="0"' in figures
+    assert ">not launched</td>" in figures
+    assert "engine &lt;down&gt;" in figures
+    assert 'id="bursts"' not in page(daemon()), "no target with a burst block"

@@ -69,7 +69,8 @@ class Prober:
     ) -> None:
         """`guard` is the target's no-overlap lock; a reload hands the old one on, so a
         run of the old configuration and one of the new never overlap. `recent`, the
-        target's recent runs (the landing page's figures), is handed on likewise.
+        target's recent runs and last burst (the landing page's figures), is handed on
+        likewise.
 
         `sweep_at_start=False` for a one-off run beside a daemon of the same instance
         (the `probe` command): the start-up sweep would take the daemon's sandbox
@@ -155,6 +156,8 @@ class Prober:
         finally:
             self.metrics.running(self.target, burst=True, now=False)
             self.guard.release()
+        if record:
+            self.recent.add_burst(burst)
         return burst
 
     def burst_skipped(self) -> None:

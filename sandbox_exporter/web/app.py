@@ -99,7 +99,13 @@ def create_app(state: ExporterState, metrics_max_age: float = 1.0) -> WSGIApplic
                 return responses.text(start_response, "400 Bad Request", f"{exc}\n")
             config = state.config
             about = About(config.instance, config.source, version, state.started_at)
-            page = landing_page(state.current_probers(), about, now=time.time(), refresh=refresh)
+            page = landing_page(
+                state.current_probers(),
+                about,
+                now=time.time(),
+                refresh=refresh,
+                not_found=config.not_found,
+            )
             body = page.encode()
             start_response(
                 "200 OK",

@@ -1,6 +1,9 @@
 """The landing page, for the operator woken at 3 a.m.: per target its last result, how
-long since it last succeeded, why it failed in the engine's own words, the p50/p95 of
-each phase over its recent runs, and a button that probes it now.
+long since it last succeeded, why it failed in the engine's own words, a sparkline of
+its recent runs' time to exec (failures in red), the p50/p95 of each phase over those
+runs, its last burst (times to first and all ready, how many were ready), the backends
+`targets: auto` did not find and why (the words the log has), and a button that
+probes a target now.
 
 Everything is rendered here, on the server, as HTML that reads without JavaScript;
 the inline script (landing_assets.py) only adds the in-page probe output and a
@@ -11,7 +14,7 @@ escaped.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -20,10 +23,12 @@ from sandbox_exporter.probing.recent import FIGURES, RECENT_RUNS, Spread, Summar
 from sandbox_exporter.results import failures
 from sandbox_exporter.web.humanize import age, duration, utc
 from sandbox_exporter.web.landing_assets import SCRIPT, STYLE
+from sandbox_exporter.web.sparkline import sparkline
 
 if TYPE_CHECKING:
+    from sandbox_exporter.config.settings import Burst
     from sandbox_exporter.probing.prober import Prober
-    from sandbox_exporter.results import ProbeResult
+    from sandbox_exporter.results import BurstResult, ProbeResult
 
 DEFAULT_REFRESH_SECONDS = 15
 # a success older than this many intervals is shown as late
@@ -45,10 +50,16 @@ def _e(value: object) -> str:
 
 
 def landing_page(
-    probers: Sequence[Prober], about: About, *, now: float, refresh: int = DEFAULT_REFRESH_SECONDS
+    probers: Sequence[Prober],
+    about: About,
+    *,
+    now: float,
+    refresh: int = DEFAULT_REFRESH_SECONDS,
+    not_found: Mapping[str, str] | None = None,
 ) -> str:
     """The page; `now` is the wall clock it is rendered at, `refresh` its period in
-    seconds (0: it does not refresh)."""
+    seconds (0: it does not refresh), `not_found` the backends `targets: auto` did not
+    find and why (the config's `not_found`; none: the section is left out)."""
     rows = [(prober, prober.recent.summary()) for prober in probers]
     meta = (
         f'<noscript><meta http-equiv="refresh" content="{refresh}"></noscript>' if refresh else ""
@@ -64,6 +75,8 @@ def landing_page(
 {_header(about, rows, now, refresh)}
 <h2>Targets</h2>
 {_targets_table(rows, now)}
+{_not_found(not_found or {})}
+{_bursts(rows, now)}
 <h2>Durations over the last runs</h2>
 <p class="muted">p50 / p95 (nearest rank) of each target's last {RECENT_RUNS} runs, kept in
 this exporter's memory: the scheduled runs (and <code>/probe</code>'s with
@@ -122,7 +135,8 @@ def _targets_table(rows: Sequence[tuple[Prober, Summary]], now: float) -> str:
     body = "\n".join(_target_row(prober, summary, now) for prober, summary in rows)
     return f"""<table id="targets">
 <thead><tr><th>Target</th><th>Backend</th><th class="num">Interval</th><th>Last result</th>
-<th>Finished</th><th>Last success</th><th class="num">Recent runs</th><th>Failure</th>
+<th>Finished</th><th>Last success</th><th class="num">Recent runs</th>
+<th>Time to exec<br><small>recent runs, oldest first</small></th><th>Failure</th>
 <th>Probe now</th></tr></thead>
 <tbody>
 {body}
@@ -158,10 +172,14 @@ def _target_row(prober: Prober, summary: Summary, now: float) -> str:
         f"{finished}"
         f"{_last_success(summary, now, target.interval)}"
         f'<td class="num runs">{runs}</td>'
+        f'<td class="trend">{sparkline(summary.trend) or _DASH}</td>'
         f'<td class="failure-detail">{_failure(summary, now)}</td>'
         f'<td><a class="probe" data-target="{_e(target.name)}" href="{_e(link)}">Run probe</a></td>'
         "</tr>"
     )
+
+
+_DASH = '<span class="muted">&ndash;</span>'
 
 
 def _last_success(summary: Summary, now: float, interval: float) -> str:
@@ -226,3 +244,95 @@ def _spread(name: str, spread: Spread | None) -> str:
         f'<span class="p50" data-seconds="{spread.p50!r}">{_e(duration(spread.p50))}</span> / '
         f'<span class="p95" data-seconds="{spread.p95!r}">{_e(duration(spread.p95))}</span></td>'
     )
+
+
+def _not_found(not_found: Mapping[str, str]) -> str:
+    """What `targets: auto` did not find, in the words the log has at start-up."""
+    if not not_found:
+        return ""
+    items = "\n".join(
+        f'<li data-backend="{_e(name)}"><b class="backend">{_e(name)}</b>: '
+        f'<span class="why message">{_e(why)}</span></li>'
+        for name, why in not_found.items()
+    )
+    return f"""<h2>Backends not found</h2>
+<p class="muted"><code>targets: auto</code> looked for each backend on this machine; it did
+not find these, for the reason given (the log's <code>backend not found</code> lines).</p>
+<ul id="not-found">
+{items}
+</ul>"""
+
+
+def _bursts(rows: Sequence[tuple[Prober, Summary]], now: float) -> str:
+    """The last burst of each target with a `burst` block; nothing when none has one."""
+    body = "\n".join(
+        _burst_row(prober.target.name, prober.target.burst, summary.last_burst, now)
+        for prober, summary in rows
+        if prober.target.burst is not None
+    )
+    if not body:
+        return ""
+    return f"""<h2>Bursts</h2>
+<p class="muted">Each target's last burst: from its launch to the first sandbox whose
+command answered, and to the last (only when every one answered).</p>
+<table id="bursts">
+<thead><tr><th>Target</th><th>Launch</th><th class="num">Every</th><th>Last burst</th>
+<th class="num">Sandboxes</th><th class="num">Time to first ready</th>
+<th class="num">Time to all ready</th><th>Failure</th></tr></thead>
+<tbody>
+{body}
+</tbody></table>"""
+
+
+def _burst_row(name: str, plan: Burst, burst: BurstResult | None, now: float) -> str:
+    launch = (
+        f"{plan.concurrency} together"
+        if plan.mode == "burst"
+        else f"{plan.concurrency}, {duration(plan.stagger)} apart"
+    )
+    burst_id = f' data-burst-id="{_e(burst.burst_id)}"' if burst is not None else ""
+    head = (
+        f'<tr class="burst"{burst_id} data-target="{_e(name)}">'
+        f'<td class="name"><b>{_e(name)}</b></td><td class="launch">{_e(launch)}</td>'
+        f'<td class="num">{plan.interval:g} s</td>'
+    )
+    if burst is None:
+        return head + '<td class="finished muted" colspan="5">not run yet</td></tr>'
+    finished = (
+        f'<td class="finished" title="{_e(utc(burst.finished_at))}">'
+        f"{_e(age(now - burst.finished_at))} ago</td>"
+    )
+    succeeded = sum(r.success for r in burst.results)
+    total = len(burst.results)
+    if burst.launched:
+        cls = "ok" if burst.success else "bad"
+        said = f"{succeeded} of {total} ok"
+    else:
+        cls, said = "bad", "cancelled" if burst.cancelled else "not launched"
+    return (
+        head
+        + finished
+        + f'<td class="num succeeded {cls}" data-succeeded="{succeeded}" data-sandboxes="{total}" '
+        f'title="success ratio {burst.success_ratio:.2f}">{_e(said)}</td>'
+        + _seconds("first-ready", burst.time_to_first_ready)
+        + _seconds("all-ready", burst.time_to_all_ready)
+        + f'<td class="failure-detail">{_burst_failure(burst)}</td></tr>'
+    )
+
+
+def _seconds(cls: str, seconds: float | None) -> str:
+    if seconds is None:
+        return f'<td class="num {cls} muted">&ndash;</td>'
+    return f'<td class="num {cls}" data-seconds="{seconds!r}">{_e(duration(seconds))}</td>'
+
+
+def _burst_failure(burst: BurstResult) -> str:
+    """Why the burst did not launch, or the first of its sandboxes that failed."""
+    if burst.preflight is not None and burst.preflight.failure is not None:
+        return _describe(burst.preflight)
+    failed = [(i, r) for i, r in enumerate(burst.results) if not r.success]
+    if not failed:
+        return ""
+    index, first = failed[0]
+    more = f' <span class="muted">(and {len(failed) - 1} more)</span>' if len(failed) > 1 else ""
+    return f'<span class="muted">sandbox {index}:</span> {_describe(first)}{more}'

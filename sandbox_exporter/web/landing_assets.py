@@ -45,6 +45,9 @@ a.probe.busy{opacity:.55;pointer-events:none}
 pre{white-space:pre-wrap;word-break:break-all;max-height:28em;overflow:auto;margin:.3em 0;
 padding:.5em;background:#8881}
 body.stale #live{opacity:.6}
+svg.spark{display:block}
+svg.spark .failed{fill:var(--bad)}
+#not-found{margin:.3em 0;padding-left:1.4em}
 """.strip()
 
 SCRIPT = r"""

@@ -27,6 +27,7 @@ pytest.importorskip("nomad")
 
 TOKEN = "s3cr3t-0000-nomad-token"
 LABELS = {"target": "nomad", "backend": "nomad"}
+NOMAD_PAGE = Path(__file__).parent.parent / "docs" / "backends" / "nomad.md"
 
 
 @pytest.fixture
@@ -320,14 +321,15 @@ def test_a_wrong_token_is_nomads_403(fake: FakeNomad, monkeypatch: pytest.Monkey
     assert "Nomad answered 403: ACL token not found" in result.failure.message
 
 
-def test_the_readme_acl_policy_is_all_it_takes(fake: FakeNomad) -> None:
-    """A token with exactly the README's capabilities runs the whole lifecycle and the
-    orphan sweep; without any one of them, something fails with Nomad's 403."""
+def test_the_documented_acl_policy_is_all_it_takes(fake: FakeNomad) -> None:
+    """A token with exactly the capabilities docs/backends/nomad.md gives runs the whole
+    lifecycle and the orphan sweep; without any one of them, something fails with
+    Nomad's 403."""
     from sandbox_exporter.backends.nomad import ACL_CAPABILITIES
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    page = NOMAD_PAGE.read_text()
     policy = ", ".join(f'"{c}"' for c in ACL_CAPABILITIES)
-    assert f"capabilities = [{policy}]" in readme
+    assert f"capabilities = [{policy}]" in page
     fake.capabilities = set(ACL_CAPABILITIES)
     fake.policy_namespace = "probes"  # not "default": every request must name it
     orphan(fake, "sandbox-exporter-nomad-old", "nomad-test", 7200, namespace="probes")
@@ -351,12 +353,11 @@ def test_the_readme_acl_policy_is_all_it_takes(fake: FakeNomad) -> None:
         fake.jobs_by_id.clear()
 
 
-def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_documented_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first YAML block of docs/backends/nomad.md is a valid target."""
     import yaml
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("### Nomad", 1)[1]
-    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = NOMAD_PAGE.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("NOMAD_TOKEN", "from-the-environment")
     target = parse_config(yaml.safe_load(block)).targets[0]
     options: Any = target.options

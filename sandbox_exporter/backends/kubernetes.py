@@ -28,7 +28,7 @@ The Pod (kubernetes_pod.py) follows the `restricted` Pod Security profile: non-r
 RuntimeDefault, all capabilities dropped, no privilege escalation, read-only
 root, no service-account token.
 
-Minimal RBAC in the probe namespace (see the README): pods create, get,
+Minimal RBAC in the probe namespace (docs/backends/kubernetes.md): pods create, get,
 list, watch, delete; pods/exec create (and get); networkpolicies create,
 delete, list (only with network_policy: true); namespaces get and create only
 with create_namespace: true.

@@ -51,7 +51,7 @@ limit; no restarts and no reschedule; the project's labels as job and task Meta.
 `privileged` is never set. The token is a secret: never in `repr`, logs or
 messages.
 
-ACL (the namespace policy, see the README): submit-job (register, deregister,
+ACL (the namespace policy, docs/backends/nomad.md): submit-job (register, deregister,
 purge), read-job (job, its allocations, evaluations, the allocation),
 list-jobs (orphans), alloc-exec (exec).
 """

@@ -2,7 +2,7 @@
 `/metrics`: prometheus_client's own exposition of that registry.
 
 Names and labels are part of the interface (dashboard, alert rules, chart
-use them); see the README's metrics table. The duration histograms are
+use them); see docs/metrics.md. The duration histograms are
 collectors of their own (histograms.py: buckets per target, exemplars); the
 standard process, platform and GC collectors are on the same registry.
 """

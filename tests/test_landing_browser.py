@@ -1,8 +1,12 @@
 """The landing page in a real browser (Debian's headless Chromium) against a real
 exporter process probing real namespaces: the figures in the DOM are those of the
-runs in the exporter's own log, the probe button shows a run's log lines in the page,
-a refresh keeps them, and without JavaScript the figures and a plain probe link are
-still there."""
+runs in the exporter's own log (the last burst's too), each target's sparkline is
+drawn, the probe button shows a run's log lines in the page, a refresh keeps them,
+and without JavaScript the figures and a plain probe link are still there.
+
+Then a page staged in-process (fake backends, so every count is known): the failure
+marks of a sparkline, the backends `targets: auto` did not find, a burst with a
+failed sandbox, and names and messages with markup in them shown as text."""
 
 from __future__ import annotations
 
@@ -14,26 +18,36 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from sandbox_exporter.backends.base import BackendError
+from sandbox_exporter.daemon import Daemon
 from sandbox_exporter.probing.percentiles import nearest_rank
 from sandbox_exporter.probing.recent import FIGURES
+from sandbox_exporter.results import BurstResult
+from sandbox_exporter.web.humanize import duration
+from sandbox_exporter.web.sparkline import HEIGHT, WIDTH
 from tests.browser import headless_chromium, missing, probe_from_the_page
 from tests.conftest import REQUIRED
+from tests.fakes import by_name
 from tests.helpers import namespaces_missing, wait_for
 from tests.process import ExporterProcess
-
-pytestmark = pytest.mark.namespace
+from tests.test_landing import FailFirstExec, auto_config
 
 RUNS = 3  # scheduled runs before the page is read
 TARGET = "floor"
+BURSTING = "floor-burst"  # a target with a burst block (its single runs are hourly)
 
 
-@pytest.fixture(scope="module")
-def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess]:
+def need_chromium() -> None:
     why = missing()
     if why is not None:
         if "chromium" in REQUIRED:  # scripts/test.sh installs it: missing there is a failure
             pytest.fail(f"chromium is required for this run but {why}")
         pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess]:
+    need_chromium()
     why = namespaces_missing()
     if why is not None:
         pytest.skip(why)
@@ -45,6 +59,11 @@ targets:
   - name: {TARGET}
     backend: namespace
     namespace: {{state_dir: "{work / "state"}"}}
+  - name: {BURSTING}
+    backend: namespace
+    namespace: {{state_dir: "{work / "state"}"}}
+    interval: 1h
+    burst: {{concurrency: 3, interval: 4s}}
 """)
     process = ExporterProcess(config)
     try:
@@ -71,11 +90,18 @@ def chrome(exporter: ExporterProcess) -> Iterator[Chrome]:
 
 
 def scheduled_runs(exporter: ExporterProcess, n: int) -> list[dict[str, Any]]:
-    """The `lifecycle` log lines of the first `n` scheduled runs (a probe from the page is
-    logged with via=/probe and is not one of them)."""
+    """The `lifecycle` log lines of the first `n` scheduled runs of TARGET (a probe from
+    the page is logged with via=/probe and is not one of them, nor is a burst's run)."""
 
     def found() -> list[dict[str, Any]] | None:
-        runs = [e for e in list(exporter.logs) if e.get("event") == "lifecycle" and "via" not in e]
+        runs = [
+            e
+            for e in list(exporter.logs)
+            if e.get("event") == "lifecycle"
+            and e.get("target") == TARGET
+            and "via" not in e
+            and "burst_id" not in e
+        ]
         return runs if len(runs) >= n else None
 
     runs: list[dict[str, Any]] = wait_for(found, what=f"{n} lifecycles in the exporter's log")
@@ -132,6 +158,7 @@ def page_figures(chrome: Chrome) -> dict[str, Any]:
     )
 
 
+@pytest.mark.namespace
 def test_the_dom_shows_the_figures_of_the_runs_in_the_log(
     exporter: ExporterProcess, chrome: Chrome
 ) -> None:
@@ -160,6 +187,7 @@ def test_the_dom_shows_the_figures_of_the_runs_in_the_log(
     assert counted >= n
 
 
+@pytest.mark.namespace
 def test_the_probe_button_shows_the_runs_log_lines(
     exporter: ExporterProcess, chrome: Chrome
 ) -> None:
@@ -186,6 +214,7 @@ def test_the_probe_button_shows_the_runs_log_lines(
     assert link.text == "Run probe", "the button is free again"
 
 
+@pytest.mark.namespace
 def test_a_refresh_keeps_the_probe_output(exporter: ExporterProcess, chrome: Chrome) -> None:
     chrome.get(f"{exporter.url}/?refresh=1")
     run = probe_from_the_page(chrome, TARGET)
@@ -202,6 +231,7 @@ def test_a_refresh_keeps_the_probe_output(exporter: ExporterProcess, chrome: Chr
     assert "stale" not in (chrome.find_element(By.TAG_NAME, "body").get_attribute("class") or "")
 
 
+@pytest.mark.namespace
 def test_without_javascript_the_figures_and_a_plain_probe_link_are_there(
     exporter: ExporterProcess, chrome: Chrome
 ) -> None:
@@ -244,3 +274,183 @@ def test_without_javascript_the_figures_and_a_plain_probe_link_are_there(
         assert '"success": true' in body.splitlines()[-1]
     finally:
         plain.quit()
+
+
+SPARKLINE = """
+const svg = document.querySelector(`#targets tr[data-target="${arguments[0]}"] svg.spark`);
+const line = svg.querySelector("polyline.trend");
+const box = svg.getBoundingClientRect();
+const row = document.querySelector(`#durations tr[data-target="${arguments[0]}"]`);
+return {
+  runs: Number(svg.dataset.runs),
+  failed: Number(svg.dataset.failed),
+  points: line ? line.points.numberOfItems : 0,
+  marks: svg.querySelectorAll("circle.failed").length,
+  width: box.width,
+  height: box.height,
+  label: svg.getAttribute("aria-label"),
+  title: svg.querySelector("title").textContent,
+  successes: Number(row.querySelector('td.spread[data-figure="time to exec"]').dataset.n),
+};
+"""
+
+BURST = """
+const row = document.querySelector(`#bursts tr[data-target="${arguments[0]}"]`);
+const seconds = (cls) => {
+  const td = row.querySelector("td." + cls);
+  return td.dataset.seconds === undefined ? null : Number(td.dataset.seconds);
+};
+const text = (cls) => row.querySelector("td." + cls).textContent;
+return {
+  burstId: row.dataset.burstId,
+  launch: text("launch"),
+  finished: text("finished"),
+  succeeded: Number(row.querySelector("td.succeeded").dataset.succeeded),
+  sandboxes: Number(row.querySelector("td.succeeded").dataset.sandboxes),
+  said: text("succeeded"),
+  firstReady: seconds("first-ready"),
+  allReady: seconds("all-ready"),
+  firstReadyText: text("first-ready"),
+  allReadyText: text("all-ready"),
+  failure: text("failure-detail"),
+};
+"""
+
+
+def sparkline_of(browser: Chrome, target: str) -> dict[str, Any]:
+    """The target's sparkline as drawn, and its successes from the durations table, read
+    from one DOM."""
+    return dict(browser.execute_script(SPARKLINE, target))
+
+
+def burst_of(browser: Chrome, target: str) -> dict[str, Any]:
+    return dict(browser.execute_script(BURST, target))
+
+
+@pytest.mark.namespace
+def test_each_target_has_a_sparkline_of_its_recent_runs(
+    exporter: ExporterProcess, chrome: Chrome
+) -> None:
+    chrome.get(f"{exporter.url}/?refresh=0")
+    svg = chrome.find_element(By.CSS_SELECTOR, f'#targets tr[data-target="{TARGET}"] svg.spark')
+    assert svg.is_displayed()
+    shown = sparkline_of(chrome, TARGET)
+    assert (shown["width"], shown["height"]) == (WIDTH, HEIGHT)
+    assert shown["runs"] >= RUNS
+    assert shown["points"] == shown["successes"] == shown["runs"], "one point per success"
+    assert (shown["marks"], shown["failed"]) == (0, 0)
+    assert shown["label"] == shown["title"]
+    assert shown["label"].startswith(f"time to exec over the last {shown['runs']} runs")
+
+
+@pytest.mark.namespace
+def test_the_last_burst_shown_is_the_one_in_the_log(
+    exporter: ExporterProcess, chrome: Chrome
+) -> None:
+    wait_for(lambda: exporter.event("burst"), timeout=60, what="a burst in the exporter's log")
+    chrome.get(f"{exporter.url}/?refresh=0")
+    shown = burst_of(chrome, BURSTING)
+
+    def logged() -> dict[str, Any] | None:
+        return next(
+            (
+                e
+                for e in list(exporter.logs)
+                if e.get("event") == "burst" and e.get("burst_id") == shown["burstId"]
+            ),
+            None,
+        )
+
+    burst: dict[str, Any] = wait_for(logged, what=f"burst {shown['burstId']} in the log")
+    assert shown["launch"] == "3 together"
+    assert shown["sandboxes"] == burst["concurrency"] == 3
+    assert shown["succeeded"] == burst["succeeded"]
+    assert shown["said"] == f"{burst['succeeded']} of 3 ok"
+    assert shown["finished"].endswith(" ago")
+    for figure, key in (("firstReady", "first_ready"), ("allReady", "all_ready")):
+        value = burst[f"time_to_{key}_seconds"]
+        if value is None:
+            assert shown[figure] is None, figure
+        else:
+            assert shown[figure] == pytest.approx(value, rel=1e-12), figure
+
+
+# -- a page staged in-process: every count known --------------------------------------
+
+NOT_FOUND = {
+    "docker": "the Docker engine does not answer at unix:///run/<no>&engine/docker.sock: "
+    "no such socket (is the service running?)",
+    "<script>alert(1)</script>": '<b>not bold</b> & "quoted"',
+}
+SINGLE_RUNS = 7
+FAILED = (1, 4)  # which of them fail
+EXEC_ERROR = "exec said <script>alert(2)</script> & quit"
+
+
+@pytest.fixture(scope="module")
+def staged() -> Iterator[tuple[Daemon, BurstResult]]:
+    """A `targets: auto` exporter served on loopback, not scheduling: its target has had
+    a burst of 4 (one sandbox failed) and 7 single runs (two failed)."""
+    need_chromium()
+    backend = FailFirstExec()  # the burst's first exec fails
+    d = Daemon(
+        auto_config(NOT_FOUND, concurrency=4),
+        listen_address="127.0.0.1:0",
+        backends=by_name({"found": backend}),
+    )
+    prober = d.probers[0]
+    burst = prober.run_burst()
+    assert burst is not None
+    for i in range(SINGLE_RUNS):
+        backend.errors = {"exec": BackendError(EXEC_ERROR)} if i in FAILED else {}
+        prober.run()
+    d.serve()
+    yield d, burst
+    d.shutdown()
+
+
+@pytest.fixture
+def browser(staged: tuple[Daemon, BurstResult]) -> Iterator[Chrome]:
+    chromium = headless_chromium()
+    d, _ = staged
+    assert d.http is not None
+    host, port = d.http.address
+    chromium.get(f"http://{host}:{port}/?refresh=0")
+    yield chromium
+    chromium.quit()
+
+
+def test_a_sparkline_marks_each_failed_run(browser: Chrome) -> None:
+    shown = sparkline_of(browser, "found")
+    assert (shown["runs"], shown["failed"]) == (SINGLE_RUNS, len(FAILED))
+    assert shown["points"] == shown["successes"] == SINGLE_RUNS - len(FAILED)
+    assert shown["marks"] == len(FAILED)
+    assert shown["label"].endswith(f"; {len(FAILED)} failed (red)")
+    marks = browser.find_elements(By.CSS_SELECTOR, "svg.spark circle.failed")
+    assert all(mark.is_displayed() for mark in marks)
+
+
+def test_the_backends_not_found_are_listed_as_text(browser: Chrome) -> None:
+    items = browser.find_elements(By.CSS_SELECTOR, "#not-found li")
+    assert [li.text for li in items] == [f"{name}: {why}" for name, why in NOT_FOUND.items()]
+    assert [li.get_attribute("data-backend") for li in items] == list(NOT_FOUND)
+    assert browser.execute_script("return document.scripts.length") == 1, "the page's own"
+    assert browser.find_elements(By.CSS_SELECTOR, "#not-found b:not(.backend)") == []
+
+
+def test_the_last_bursts_figures(browser: Chrome, staged: tuple[Daemon, BurstResult]) -> None:
+    _, burst = staged
+    shown = burst_of(browser, "found")
+    assert shown["burstId"] == burst.burst_id
+    assert (shown["succeeded"], shown["sandboxes"], shown["said"]) == (3, 4, "3 of 4 ok")
+    assert burst.time_to_first_ready is not None
+    assert shown["firstReady"] == burst.time_to_first_ready
+    assert shown["firstReadyText"] == duration(burst.time_to_first_ready)
+    assert (shown["allReady"], shown["allReadyText"]) == (None, "\u2013"), "one never answered"
+    assert "exec refused: <no> & never" in shown["failure"]
+
+
+def test_an_engines_message_with_markup_shows_as_text(browser: Chrome) -> None:
+    row = browser.find_element(By.CSS_SELECTOR, '#targets tr[data-target="found"]')
+    assert EXEC_ERROR in row.find_element(By.CSS_SELECTOR, ".failure-detail").text
+    assert row.find_elements(By.TAG_NAME, "script") == []

@@ -61,10 +61,14 @@ NOT_FOUND = "Error: notFound"
 
 
 class AppleOptions(BackendOptions):
-    binary: str = Field("container", min_length=1)  # a name looked up on PATH, or a path
-    read_only: bool = True  # `--read-only`: the root filesystem cannot be written
-    cap_drop: tuple[str, ...] = ("ALL",)  # `--cap-drop` each
+    binary: str = Field("container", min_length=1)
+    """The `container` CLI: a name looked up on PATH, or a path."""
+    read_only: bool = True
+    """Run with `--read-only`: the root filesystem cannot be written."""
+    cap_drop: tuple[str, ...] = ("ALL",)
+    """Capabilities dropped (`--cap-drop` each)."""
     keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+    """What the container runs between start and stop; it must exit at once on SIGTERM."""
 
 
 def not_on_path(binary: str) -> str:

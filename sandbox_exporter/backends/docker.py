@@ -128,12 +128,22 @@ def find_engine(url: str, engine: str) -> Found | NotFound:
 
 class DockerOptions(BackendOptions):
     base_url: str = f"unix://{DOCKER_SOCKET}"
+    """The engine's API: `unix:///path` or `tcp://host:port`."""
     runtime: str | None = None
+    """The OCI runtime the container runs under (e.g. `runsc`, `kata`); null: the engine's
+    default.
+    """
     user: str | None = Field(
-        "65534:65534", description="uid:gid inside the container; null keeps the image's user"
+        "65534:65534", description="uid:gid inside the container; null keeps the image's user."
     )
     keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
-    tmpfs_mb: int = Field(16, ge=0, le=4096, description="size of the writable /tmp; 0 for none")
+    """What the container runs between start and stop; it must exit at once on SIGTERM."""
+    tmpfs_mb: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="Size of the writable /tmp in MiB, on the read-only root; 0 for none.",
+    )
 
     def runtime_name(self) -> str | None:
         return self.runtime

@@ -81,11 +81,17 @@ UNAVAILABLE_WORDS = ("No Hypervisor was found", "Unknown KVM VCPU exit")
 
 class HyperlightOptions(BackendOptions):
     guest: Literal["python"] = "python"
+    """The guest the micro-VM runs: the Wasm Python guest."""
     code: str = "print('hello')"
+    """The Python code the exec phase runs in the guest."""
     start_mode: Literal["boot", "restore"] = "boot"
-    heap_size: str | None = None  # e.g. "64Mi"; None: the SDK's default
+    """`boot` the guest each run, or `restore` it from a snapshot taken once."""
+    heap_size: str | None = None
+    """The guest's heap, e.g. `64Mi`; null: the SDK's default."""
     stack_size: str | None = None
-    sandbox_class: str | None = None  # tests: `module:attribute` in place of the SDK's Sandbox
+    """The guest's stack, e.g. `1Mi`; null: the SDK's default."""
+    sandbox_class: str | None = None
+    """For tests: `module:attribute` used in place of the SDK's Sandbox."""
 
 
 def missing_here() -> str | None:

@@ -80,18 +80,32 @@ STDOUT, STDERR, STATUS = 1, 2, 3
 
 
 class KubernetesOptions(BackendOptions):
-    kubeconfig: str | None = Field(None, description="none: in-cluster, else $KUBECONFIG/~/.kube")
+    kubeconfig: str | None = Field(
+        None,
+        description="The kubeconfig file; null: in a cluster its service account, else "
+        "$KUBECONFIG or ~/.kube/config.",
+    )
     context: str | None = None
+    """The kubeconfig context; null: its current context."""
     namespace: str = "sandbox-exporter-probes"
+    """The namespace the probe Pods run in."""
     create_namespace: bool = False
+    """Create `namespace` when it is missing (needs a ClusterRole on namespaces)."""
     runtime_class: str | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    """The Pod's `runtimeClassName` (e.g. `gvisor`, `kata`); null: the cluster's default."""
+    node_selector: dict[str, str] = Field(default_factory=dict, json_schema_extra={"default": {}})
+    """The Pod's `nodeSelector`."""
     tolerations: tuple[dict[str, Any], ...] = ()
+    """The Pod's tolerations, as in a Pod spec."""
     image_pull_secrets: tuple[str, ...] = ()
+    """Names of Secrets the kubelet pulls `image` with."""
     priority_class: str | None = None
-    network_policy: bool = Field(False, description="a deny-all NetworkPolicy for each probe pod")
+    """The Pod's `priorityClassName`; null: none."""
+    network_policy: bool = Field(False, description="A deny-all NetworkPolicy for each probe Pod.")
     run_as_user: int = Field(65534, ge=1)
+    """The uid the probe container runs as (the Pod is `runAsNonRoot`)."""
     keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+    """What the container runs between start and stop; it must exit at once on SIGTERM."""
 
     @field_validator("namespace")
     @classmethod

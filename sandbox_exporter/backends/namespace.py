@@ -72,7 +72,11 @@ TOOLS = ("unshare", "nsenter", "mount", "hostname")
 
 class NamespaceOptions(BackendOptions):
     state_dir: str | None = None
+    """Where each sandbox's state is kept; null: /run/sandbox-exporter/namespace as root,
+    else under $XDG_RUNTIME_DIR.
+    """
     user_namespace: Literal["auto", "always", "never"] = "auto"
+    """A user namespace too: `auto` (only when not root), `always` or `never`."""
 
 
 def find_here() -> Found | NotFound:

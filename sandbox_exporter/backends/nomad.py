@@ -100,26 +100,48 @@ class NomadConstraint(StrictModel):
     """A placement constraint: `{attribute: "${attr.kernel.name}", operator: "=", value: linux}`."""
 
     attribute: str = ""
+    """The node attribute, in Nomad's own `${...}` syntax (not substituted from the
+    environment).
+    """
     operator: str = "="
+    """Nomad's constraint operator (`=`, `!=`, `regexp`, ...)."""
     value: str = ""
+    """The value the attribute is compared with."""
 
 
 class NomadOptions(BackendOptions):
-    address: str = Field("http://127.0.0.1:4646", description="the agent's HTTP API")
-    token: SecretStr | None = Field(None, description='an ACL token; use "${NOMAD_TOKEN}"')
+    address: str = Field("http://127.0.0.1:4646", description="The agent's HTTP API.")
+    token: SecretStr | None = Field(
+        None, description='An ACL token; write "${NOMAD_TOKEN}" to take it from the environment.'
+    )
     namespace: str = "default"
+    """The Nomad namespace the probe jobs run in."""
     region: str | None = None
-    ca_cert: str | None = Field(None, description="CA bundle to verify the agent's certificate")
+    """The Nomad region; null: the agent's."""
+    ca_cert: str | None = Field(None, description="A CA bundle to verify the agent's certificate.")
     client_cert: str | None = None
+    """Client certificate for mutual TLS."""
     client_key: str | None = None
+    """The client certificate's key."""
     tls_server_name: str | None = None
+    """The server name to verify the agent's certificate against."""
     tls_skip_verify: bool = False
+    """Do not verify the agent's certificate (testing only)."""
     datacenters: tuple[str, ...] = ("*",)
+    """The datacenters the probe job may be placed in."""
     node_pool: str | None = None
+    """The node pool the probe job is placed in (Nomad 1.6+); null: Nomad's default."""
     constraints: tuple[NomadConstraint, ...] = ()
+    """Placement constraints added to the probe job."""
     driver: Literal["docker", "podman", "exec"] = "docker"
-    mhz_per_cpu: int = Field(1000, ge=1, description="Nomad counts CPU in MHz: cpus x this")
+    """The task driver that runs the probe: `docker`, `podman` or `exec`."""
+    mhz_per_cpu: int = Field(
+        1000,
+        ge=1,
+        description="Nomad counts CPU in MHz: a probe asks for `resources.cpus` times this.",
+    )
     keepalive: tuple[str, ...] = Field(DEFAULT_KEEPALIVE, min_length=1)
+    """What the task runs between start and stop; it must exit at once on SIGTERM."""
 
     @field_validator("address")
     @classmethod

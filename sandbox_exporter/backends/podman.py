@@ -56,6 +56,10 @@ class PodmanOptions(DockerOptions):
     """The same options as Docker; the default socket is Podman's (rootful or rootless)."""
 
     base_url: str = Field(default_factory=podman_url)
+    """Podman's API; default: `CONTAINER_HOST` when it is a unix:// URL, else
+    /run/podman/podman.sock as root, else the rootless
+    $XDG_RUNTIME_DIR/podman/podman.sock.
+    """
 
 
 class PodmanBackend(DockerBackend):

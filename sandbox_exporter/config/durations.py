@@ -7,6 +7,9 @@ import re
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 EXAMPLES = "such as 500ms, 30s, 5m or 1h30m"
+# the same form as a JSON Schema pattern (config/schema.py)
+DURATION_PART = _PART.pattern
+DURATION_PATTERN = rf"^\s*({DURATION_PART})+\s*$"
 
 
 def parse_duration(value: object) -> float:

@@ -18,12 +18,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from sandbox_exporter.config.durations import format_duration, parse_duration
+from sandbox_exporter.config.durations import (
+    DURATION_PART,
+    DURATION_PATTERN,
+    format_duration,
+    parse_duration,
+)
 
 # Twelve edges a decade (1, 1.25, 1.5, 1.8, 2.2, 2.7, 3.3, 4, 5, 6, 7.5, 9), no two
 # more than 1.25x apart from 1 ms to 60 s, so that histogram_quantile is never more
@@ -40,7 +46,8 @@ DEFAULT_IMAGE = "busybox:1.36"
 class StrictModel(BaseModel):
     """Unknown keys are errors; a loaded value never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a field's docstring is its description in the JSON Schema and the reference
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _duration(low: float, high: float) -> Callable[[float], float]:
@@ -55,11 +62,29 @@ def _duration(low: float, high: float) -> Callable[[float], float]:
     return check
 
 
+def _duration_schema(high: str) -> WithJsonSchema:
+    """What a duration is written as in the file (the model holds seconds)."""
+    return WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "format": "duration",
+            "x-check": f"more than 0s and at most {high}",
+        }
+    )
+
+
 IntervalDuration = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(_duration(0.0, 86400.0))
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_duration(0.0, 86400.0)),
+    _duration_schema("24h"),
 ]
 PhaseDuration = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(_duration(0.0, 3600.0))
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_duration(0.0, 3600.0)),
+    _duration_schema("1h"),
 ]
 
 
@@ -99,11 +124,19 @@ class Timeouts(StrictModel):
     """Each phase's bound, and the two bounds of a whole run derived from them."""
 
     pull: PhaseDuration = 300.0
+    """The longest the image pull may take (only when the image is pulled)."""
     create: PhaseDuration = 30.0
+    """The longest `create` may take; also bounds the engine check and the backend's set-up."""
     start: PhaseDuration = 60.0
+    """The longest `start` may take: for Kubernetes and Nomad this includes scheduling and
+    the node's pull.
+    """
     exec: PhaseDuration = 30.0
+    """The longest `exec` (running `command` and reading its output) may take."""
     stop: PhaseDuration = 30.0
+    """The longest `stop` may take; must be longer than `stop_grace`."""
     remove: PhaseDuration = 30.0
+    """The longest `remove` may take."""
 
     @property
     def whole_run(self) -> float:
@@ -122,8 +155,11 @@ class Timeouts(StrictModel):
 
 class Resources(StrictModel):
     cpus: float = Field(1.0, gt=0, le=512)
+    """CPUs the probe sandbox may use (a fraction is a share of one CPU)."""
     memory_mb: int = Field(256, ge=6, le=4 * 1024 * 1024)
+    """Memory limit of the probe sandbox, in MiB."""
     pids: int = Field(64, ge=1, le=4_194_304)
+    """Most processes the probe sandbox may run."""
 
 
 class Burst(StrictModel):
@@ -131,9 +167,13 @@ class Burst(StrictModel):
     `stagger` apart (`staggered`), each through its lifecycle, every `interval`."""
 
     concurrency: int = Field(ge=2, le=200)
+    """Sandboxes launched together in one burst."""
     mode: Literal["burst", "staggered"] = "burst"
+    """`burst`: all at once; `staggered`: `stagger` apart."""
     stagger: PhaseDuration = 0.2
+    """Time between two launches in `staggered` mode."""
     interval: IntervalDuration = 300.0
+    """Between the starts of two bursts of this target (its own schedule)."""
 
     @property
     def offsets(self) -> list[float]:
@@ -151,11 +191,19 @@ class Histograms(StrictModel):
     """The duration histograms' native buckets, kept beside the classic `buckets` and
     shown only to a scraper that asks for protobuf (docs/native-histograms.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
     native: bool = True
+    """Keep native (exponential) buckets beside the classic ones; served to a scraper that
+    asks for protobuf.
+    """
     # `schema` in the file; BaseModel has a `schema` of its own
     native_schema: int = Field(DEFAULT_SCHEMA, ge=MIN_SCHEMA, le=MAX_SCHEMA, alias="schema")
+    """The native buckets' resolution: each bucket is 2^(2^-schema) wider than the last (4:
+    4.4 %).
+    """
 
 
 # the SLO windows the shipped rules compute an error budget over (a rule's range is
@@ -194,9 +242,29 @@ class Slo(StrictModel):
     a probe being good when it succeeds and reaches exec within `time_to_exec`;
     the error budget is counted over `window` (docs/slo.md)."""
 
-    objective: Annotated[float, BeforeValidator(_objective)]
+    objective: Annotated[
+        float,
+        BeforeValidator(_objective),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": r"^\s*\d{1,2}(\.\d+)?\s*%\s*$"},
+                    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                ],
+                "x-type": "percentage or ratio",
+                "x-check": "above 0% and below 100%",
+            }
+        ),
+    ]
+    """The share of probes that must be good, as a percentage below 100 % (`99.5%`) or a
+    ratio (0.995).
+    """
     time_to_exec: PhaseDuration
-    window: Annotated[str, BeforeValidator(_slo_window)] = "28d"
+    """A probe is good when it succeeds and reaches exec within this."""
+    window: Annotated[
+        str, BeforeValidator(_slo_window), WithJsonSchema({"enum": list(SLO_WINDOWS)})
+    ] = "28d"
+    """The window the error budget is counted over."""
 
     @property
     def window_seconds(self) -> float:
@@ -213,19 +281,60 @@ class Settings(StrictModel):
     """What `defaults:` holds; each target may override any of it."""
 
     interval: IntervalDuration = 60.0
-    jitter: Annotated[str, BeforeValidator(_jitter)] = "10%"
+    """Between the starts of two probes of a target."""
+    jitter: Annotated[
+        str,
+        BeforeValidator(_jitter),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": rf"^\s*(\d+(\.\d+)?\s*%|0|({DURATION_PART})+)\s*$",
+                "x-type": "percentage or duration",
+                "x-check": "a percentage from 0% to 100%, or a duration",
+            }
+        ),
+    ] = "10%"
+    """Random delay added to each run: a percentage of `interval` (`10%`) or a duration."""
     image: str = Field(DEFAULT_IMAGE, min_length=1)
+    """The image the probe sandbox runs, for the backends that run images."""
     pull_policy: Literal["if_not_present", "always", "never"] = "if_not_present"
+    """When the image is pulled: `if_not_present`, `always` (a pull phase every run) or
+    `never`.
+    """
     command: tuple[str, ...] = Field(("echo", "hello"), min_length=1)
+    """What the exec phase runs in the sandbox, as a list of words."""
     expect_output: str | None = "hello"
+    """The output `command` must print (compared after trimming whitespace); null checks the
+    exit status only.
+    """
     stop_grace: PhaseDuration = 10.0
+    """Between SIGTERM and SIGKILL at stop; must be shorter than `timeouts.stop`."""
     gc_interval: IntervalDuration = 600.0
+    """How often this exporter's left-behind sandboxes are looked for and removed."""
     max_age: IntervalDuration = 3600.0
+    """A sandbox of this exporter older than this is left behind and removed; must be longer
+    than a whole run (every timeout added up).
+    """
     resources: Resources = Resources()
+    """The probe sandbox's limits."""
     timeouts: Timeouts = Timeouts()
-    buckets: Annotated[tuple[float, ...], AfterValidator(_buckets)] = DEFAULT_BUCKETS
+    """Each phase's bound; a phase past it fails with reason `timeout` and what it left is
+    removed.
+    """
+    buckets: Annotated[
+        tuple[float, ...],
+        AfterValidator(_buckets),
+        Field(
+            min_length=1,
+            max_length=60,
+            json_schema_extra={"x-check": "1 to 60 edges, positive, strictly increasing"},
+        ),
+    ] = DEFAULT_BUCKETS
+    """The classic histogram bucket edges, in seconds."""
     histograms: Histograms = Histograms()
+    """The duration histograms' native buckets (docs/native-histograms.md)."""
     slo: Slo | None = None
+    """An objective for start-up, with burn-rate alerts (docs/slo.md); null: none."""
 
     @field_validator("command")
     @classmethod

@@ -25,9 +25,12 @@ class Target(Settings):
     """One configured target. Each backend's targets are a subclass with a literal
     `backend` and a field named after it holding its options."""
 
-    name: str
+    name: Annotated[str, Field(json_schema_extra={"pattern": _TARGET_NAME.pattern})]
+    """The target's name: the `target` label and part of every sandbox's name; unique."""
     backend: str
+    """Which backend probes this target (an alias such as `k8s` is accepted)."""
     burst: Burst | None = None  # a burst probe besides the single one (probing/burst.py)
+    """A burst probe besides the single one (docs/bursts.md); null: none."""
 
     @field_validator("name")
     @classmethod
@@ -83,18 +86,40 @@ class Target(Settings):
 
 
 @functools.cache
-def _adapter(kinds: tuple[BackendKind[Any], ...]) -> TypeAdapter[Target]:
-    models: list[type[Target]] = [
+def _models(kinds: tuple[BackendKind[Any], ...]) -> tuple[type[Target], ...]:
+    return tuple(
         create_model(  # type: ignore[call-overload]
             f"{kind.name.capitalize()}Target",
             __base__=Target,
             backend=(Literal[kind.name], ...),
-            **{kind.name: (kind.options, Field(default_factory=kind.options))},
+            **{
+                kind.name: (
+                    kind.options,
+                    Field(
+                        default_factory=kind.options,
+                        description=f"The {kind.name} backend's options; each key has a default.",
+                    ),
+                )
+            },
         )
         for kind in kinds
-    ]
-    union: Any = Union[tuple(models)]  # noqa: UP007 - built at run time
-    adapter: TypeAdapter[Target] = TypeAdapter(Annotated[union, Field(discriminator="backend")])
+    )
+
+
+def target_models() -> tuple[type[Target], ...]:
+    """Each backend's target model: a `Target` with its literal `backend` and its block."""
+    return _models(tuple(backends.kinds()))
+
+
+def target_union() -> Any:
+    """The discriminated union of every backend's target model, for a TypeAdapter."""
+    union: Any = Union[target_models()]  # noqa: UP007 - built at run time
+    return Annotated[union, Field(discriminator="backend")]
+
+
+@functools.cache
+def _adapter(kinds: tuple[BackendKind[Any], ...]) -> TypeAdapter[Target]:
+    adapter: TypeAdapter[Target] = TypeAdapter(target_union())
     return adapter
 
 

@@ -137,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("-b", "--backends", help="only these backends (comma-separated)")
     init.add_argument("-o", "--output", help="write it to this new file instead of stdout")
+    init.add_argument(
+        "--schema",
+        help="the JSON Schema the first line points editors at, a URL or path "
+        "(default: the copy installed with this package)",
+    )
+    config = commands.add_parser(
+        "config", help="describe the config file: its JSON Schema or its reference"
+    ).add_subparsers(dest="config_command", metavar="{schema,reference}", required=True)
+    config.add_parser(
+        "schema",
+        help="print the config file's JSON Schema (for editors)",
+        description="Prints the JSON Schema (draft-07) of the config file, generated "
+        "from the models that load it. YAML-language-server editors validate a file "
+        "whose first line is `# yaml-language-server: $schema=<path or URL>`; "
+        "`init` writes that line.",
+    )
+    config.add_parser(
+        "reference",
+        help="print the configuration reference (Markdown)",
+        description="Prints every key of the config file with its type, default and check, "
+        "as Markdown: docs/reference/configuration.md.",
+    )
     image = commands.add_parser(
         "image", help="make the probe image here, for engines without a registry"
     ).add_subparsers(dest="image_command", metavar="build", required=True)
@@ -271,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return compare_files(build_compare_parser().parse_args(args_list[2:]))
     args = build_parser().parse_args(args_list)
-    quiet = args.command in ("bench", "probe", "image", "init")  # their report is the output
+    # their report is the output
+    quiet = args.command in ("bench", "probe", "image", "init", "config")
     configure_logging(
         getattr(args, "log_level", None) or ("warning" if quiet else "info"),
         getattr(args, "log_format", "json"),
@@ -284,6 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox_exporter.commands.init import write_starter_config
 
         return write_starter_config(args)
+    if args.command == "config":
+        if args.config_command == "schema":
+            from sandbox_exporter.config.schema import render as render_schema
+
+            sys.stdout.write(render_schema())
+        else:
+            from sandbox_exporter.config.reference import render as render_reference
+
+            sys.stdout.write(render_reference())
+        return 0
     if args.command == "image":
         from sandbox_exporter.commands.image import build_image
 

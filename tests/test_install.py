@@ -68,6 +68,12 @@ def test_a_wheel_in_an_empty_venv_gives_a_working_first_hour(tmp_path: Path) -> 
     assert "wrote first.yaml" in starter.stderr
     checked = run(exe, "check-config", "--config.file", "first.yaml", cwd=tmp_path)
     assert "namespace: backend namespace" in checked.stdout
+    modeline = (tmp_path / "first.yaml").read_text().splitlines()[0]
+    schema = Path(modeline.removeprefix("# yaml-language-server: $schema="))
+    assert schema.is_relative_to(venv), f"{modeline}: not the copy installed with the wheel"
+    shipped = ROOT / "sandbox_exporter" / "config" / "sandbox-exporter.schema.json"
+    assert schema.read_text() == shipped.read_text()
+    assert run(exe, "config", "schema", cwd=tmp_path).stdout == shipped.read_text()
     old_name = run(venv / "bin" / "python", "-m", "exporter", "--version", cwd=tmp_path)
     assert old_name.stdout.startswith("sandbox-exporter ")
     assert "`python -m exporter` is deprecated" in old_name.stderr

@@ -3,7 +3,9 @@
 A `pip install` brings no example files; this writes the first config from what
 `targets: auto` finds here (with the addresses it found), so that it passes
 `check-config` and probes as written. What was not found is there too, commented
-out, with why, ready to be uncommented once it is there.
+out, with why, ready to be uncommented once it is there. Its first line points
+YAML-language-server editors at the JSON Schema installed with the package, so a
+typo is marked as it is typed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from sandbox_exporter import backends
 from sandbox_exporter.backends.base import Deadline, Images, ImageStore
 from sandbox_exporter.commands.bench import BenchError, parse_backend_names
 from sandbox_exporter.config import discovery
+from sandbox_exporter.config.schema import SCHEMA_FILE
 from sandbox_exporter.config.settings import DEFAULT_IMAGE, Timeouts
 from sandbox_exporter.images.busybox import LOCAL_IMAGE
 
 HEADER = """\
+# yaml-language-server: $schema={schema}
 # sandbox-exporter starter config, written by `sandbox-exporter init` on {host}.
 # Check it:  sandbox-exporter check-config --config.file {file}
 # Run it:    sandbox-exporter run --config.file {file}   (then open http://localhost:9878/)
@@ -51,7 +55,11 @@ def write_starter_config(args: argparse.Namespace) -> int:
     found, missing = discovery.discover()
     found = [t for t in found if wanted is None or t["backend"] in wanted]
     missing = {k: v for k, v in missing.items() if wanted is None or k in wanted}
-    text = HEADER.format(host=socket.gethostname(), file=args.output or "sandbox-exporter.yaml")
+    text = HEADER.format(
+        schema=args.schema or SCHEMA_FILE,
+        host=socket.gethostname(),
+        file=args.output or "sandbox-exporter.yaml",
+    )
     if found:
         text += "targets:\n" + "".join(_target(raw) for raw in found)
     else:

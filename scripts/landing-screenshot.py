@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """docs/landing.png, from a real run: `sandbox-exporter run` on the namespace backend
-(root and util-linux unshare) with one target that works and one whose command
-fails, loaded in headless Chromium once each target has a few runs, with one
-probe started from the page and its log shown.
+(root and util-linux unshare) with one target that works, one whose command fails
+and one that also runs bursts, loaded in headless Chromium (as a visitor gets it,
+refreshing) once each target has a few runs and a burst has run, with one probe
+started from the page and its log shown.
+
+The targets are named in the config, so the page has no "Backends not found"
+section: that one is there only with `targets: auto`.
 
     .venv/bin/python scripts/landing-screenshot.py [--output docs/landing.png]
 """
@@ -22,6 +26,7 @@ from tests.helpers import wait_for  # noqa: E402
 from tests.process import ExporterProcess  # noqa: E402
 
 RUNS = 5  # of each target before the picture
+TARGETS = ("floor", "floor-config-check", "floor-burst")
 
 
 def config(state_dir: Path) -> str:
@@ -37,6 +42,10 @@ targets:
     backend: namespace
     namespace: {{state_dir: "{state_dir}"}}
     command: ["cat", "/etc/sandbox-probe.conf"]
+  - name: floor-burst
+    backend: namespace
+    namespace: {{state_dir: "{state_dir}"}}
+    burst: {{concurrency: 5, interval: 6s}}
 """
 
 
@@ -61,14 +70,15 @@ def main() -> int:
         browser = None
         try:
             wait_for(
-                lambda: all(
-                    runs(exporter, name) >= RUNS for name in ("floor", "floor-config-check")
+                lambda: (
+                    all(runs(exporter, name) >= RUNS for name in TARGETS)
+                    and exporter.event("burst") is not None
                 ),
                 timeout=120,
-                what=f"{RUNS} runs of each target",
+                what=f"{RUNS} runs of each target and a burst",
             )
             browser = headless_chromium(width=1600, height=1000)
-            browser.get(f"{exporter.url}/?refresh=0")
+            browser.get(exporter.url)
             probe_from_the_page(browser, "floor")
             height = browser.execute_script("return document.documentElement.scrollHeight")
             browser.execute_cdp_cmd(  # the whole page, not the window's height of it

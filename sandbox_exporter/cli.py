@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         common,
         "--log.level",
         None,
-        "log level (bench and probe, which print their own report: warning; others: info)",
+        "log level (bench, probe, image, init and config, whose output is their report: "
+        "warning; others: info)",
         LEVELS,
     )
     _add(common, "--log.format", "json", "log line format", ("json", "logfmt", "console"))

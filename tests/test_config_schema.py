@@ -20,6 +20,7 @@ from sandbox_exporter.config.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 REFERENCE = ROOT / "docs" / "reference" / "configuration.md"
+CHART_SCHEMA = ROOT / "helm" / "sandbox-exporter" / "values.schema.json"
 REGENERATE = "stale: run scripts/generate-config-docs.sh and commit the result"
 NAMESPACE = {"name": "ns", "backend": "namespace"}
 
@@ -38,9 +39,12 @@ def errors(validator: jsonschema.Draft7Validator, document: Any) -> list[str]:
     ]
 
 
-def test_the_checked_in_schema_and_reference_are_what_the_models_give() -> None:
+def test_the_checked_in_schema_reference_and_chart_schema_are_what_the_models_give() -> None:
     assert schema.SCHEMA_FILE.read_text() == schema.render(), REGENERATE
     assert REFERENCE.read_text() == reference.render(), REGENERATE
+    chart = json.loads(CHART_SCHEMA.read_text())
+    assert chart == schema.in_chart_values(chart), REGENERATE
+    assert chart["properties"]["config"]["properties"] == schema.json_schema()["properties"]
 
 
 def test_config_schema_prints_the_checked_in_schema() -> None:

@@ -45,6 +45,7 @@ KUBE_VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.utils.latest_version())
 CI_VALUES = sorted(p.stem.removesuffix("-values") for p in (CHART / "ci").glob("*-values.yaml"))
 VALUE_SETS = ["defaults", *CI_VALUES]
 WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
+K8S_TARGET = {"name": "k8s", "backend": "kubernetes"}
 
 
 def values_of(name: str) -> dict[str, Any]:
@@ -756,6 +757,16 @@ def test_optional_objects_are_off_by_default(chart: helm.Chart) -> None:
             {"kubernetesProbes": {"namespaces": [{"name": "Not_A_Label"}]}},
             "/kubernetesProbes/namespaces/0/name",
         ),
+        # `config` is checked against the exporter's own schema (config/schema.py)
+        (
+            {"config": {"defaults": {"intreval": "60s"}, "targets": [K8S_TARGET]}},
+            "at '/config/defaults': additional properties 'intreval' not allowed",
+        ),
+        (
+            {"config": {"targets": [{**K8S_TARGET, "kubernetes": {"namespac": "probes"}}]}},
+            "at '/config/targets/0/kubernetes': additional properties 'namespac' not allowed",
+        ),
+        ({"config": {"targets": [{**K8S_TARGET, "interval": 60}]}}, "/config/targets/0/interval"),
     ],
 )
 def test_the_schema_refuses_bad_values(

@@ -156,8 +156,6 @@ class _Page:
             if name.endswith("Target"):
                 return "a target"
             return f"[mapping](#{name.lower() if name not in _KEYS else _key_of(name)})"
-        if node.get("format") == "duration":
-            return "duration"
         if "anyOf" in node:
             options = [o for o in node["anyOf"] if o.get("type") != "null"]
             text = " or ".join(self.type_of(o) for o in options)

@@ -4,13 +4,16 @@ The models (settings.py, targets.py and each backend's options) are the one
 description of the file; this turns them into a JSON Schema (draft-07) for
 editors: `sandbox-exporter config schema` prints it, `init` points its first line
 at the installed copy, and `docs/reference/configuration.md` is rendered from it
-(reference.py). Tests fail when a checked-in copy is stale
-(`scripts/generate-config-docs.sh` rewrites both).
+(reference.py), and the Helm chart's values schema holds it as `config`, so that
+`helm install` refuses a bad config. Tests fail when a checked-in copy is stale
+(`scripts/generate-config-docs.sh` rewrites them).
 
 What pydantic's own schema gets wrong for the *file* is put right here: durations
 are strings such as `30s` (the models hold seconds), the backend's name may be an
-alias, a target's settings default to the `defaults:` block's rather than the
-model's, and a scalar may be written as a `${NAME}` environment reference.
+alias, a target's schema is chosen by its `backend` (if/then, so a validator names
+what is wrong in that backend's block rather than that no backend matched), its
+settings default to the `defaults:` block's rather than the model's, and a scalar
+may be written as a `${NAME}` environment reference.
 """
 
 from __future__ import annotations
@@ -73,8 +76,8 @@ def _file_model() -> type[StrictModel]:
 
 
 def annotated_schema() -> dict[str, Any]:
-    """The schema with the annotations the reference reads (`format: duration`,
-    `x-check`), before scalars are widened to accept `${NAME}`."""
+    """The schema with the annotations the reference reads (`x-type`, `x-check`),
+    before scalars are widened to accept `${NAME}`."""
     schema = TypeAdapter(_file_model()).json_schema(
         mode="validation", ref_template="#/definitions/{model}"
     )
@@ -102,9 +105,28 @@ def render() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+def in_chart_values(values_schema: dict[str, Any]) -> dict[str, Any]:
+    """The Helm chart's values schema with the config schema as its `config` value, so
+    that `helm install` refuses a config the exporter would refuse for its shape."""
+    config = json_schema()
+    definitions = config.pop("definitions")
+    config.pop("$schema")
+    config["description"] = (
+        "The exporter's configuration file, as a map (docs/configuration.md); the "
+        "config schema, generated from the exporter's models"
+    )
+    values = {k: v for k, v in values_schema.items() if k != "definitions"}
+    values["properties"] = {**values_schema["properties"], "config": config}
+    values["definitions"] = definitions
+    return values
+
+
 def _aliases(schema: dict[str, Any], definitions: dict[str, Any]) -> None:
-    """`backend` accepts a backend's aliases (`k8s`), as the loader does."""
-    mapping: dict[str, str] = {}
+    """`backend` accepts a backend's aliases (`k8s`), as the loader does, and picks the
+    target's schema by if/then rather than pydantic's `oneOf`: a validator then reports
+    what is wrong in the target's own backend, not that no backend's schema matched."""
+    branches: list[dict[str, Any]] = []
+    every: list[str] = []
     for kind in backends.kinds():
         name = f"{kind.name.capitalize()}Target"
         names = [kind.name, *kind.aliases]
@@ -115,22 +137,35 @@ def _aliases(schema: dict[str, Any], definitions: dict[str, Any]) -> None:
         backend["description"] = Target.model_fields["backend"].description or ""
         if kind.summary:
             definitions[name]["description"] = f"A {kind.name} target: {kind.summary}."
-        ref = f"#/definitions/{name}"
-        mapping.update(dict.fromkeys(names, ref))
+        every += names
+        branches.append(
+            {
+                "if": {"properties": {"backend": {"enum": names}}, "required": ["backend"]},
+                "then": {"$ref": f"#/definitions/{name}"},
+            }
+        )
 
-    def widen(node: dict[str, Any]) -> None:
+    def by_backend(node: dict[str, Any]) -> None:
         discriminator = node.get("discriminator")
         if isinstance(discriminator, dict) and discriminator.get("propertyName") == "backend":
-            discriminator["mapping"] = mapping
+            node.clear()
+            node.update(
+                {
+                    "type": "object",
+                    "required": ["name", "backend"],
+                    "properties": {"backend": {"enum": every}},
+                    "allOf": branches,
+                }
+            )
 
-    _walk(schema, widen)
+    _walk(schema, by_backend)
 
 
 def _tidy(node: dict[str, Any]) -> None:
     node.pop("title", None)  # pydantic's "Pull Policy": the key already names it
     if isinstance(node.get("description"), str):  # docstrings wrap; a description does not
         node["description"] = " ".join(node["description"].split())
-    if node.get("format") == "duration" and isinstance(node.get("default"), int | float):
+    if node.get("x-type") == "duration" and isinstance(node.get("default"), int | float):
         node["default"] = format_duration(float(node["default"]))
     if "$ref" in node and isinstance(node.get("default"), dict):
         node.pop("default")  # each key of the block has its own default
@@ -165,3 +200,11 @@ def _walk(node: Any, visit: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _walk(value, visit)
+
+
+if __name__ == "__main__":  # scripts/generate-config-docs.sh: python -m ... CHART_SCHEMA
+    import sys
+
+    chart = Path(sys.argv[1])
+    rewritten = in_chart_values(json.loads(chart.read_text()))
+    chart.write_text(json.dumps(rewritten, indent=2, ensure_ascii=False) + "\n")

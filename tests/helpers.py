@@ -22,6 +22,18 @@ from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.probing.prober import Prober
 
 
+def run_init(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`sandbox-exporter init ARGS` in a child with only PATH and `env` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_exporter", "init", *args],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def make_config(*targets: dict[str, Any], defaults: dict[str, Any] | None = None) -> Config:
     data: dict[str, Any] = {
         "instance": "test-instance",

@@ -20,6 +20,7 @@ from sandbox_exporter.config import ConfigError, parse_config, reference, schema
 from sandbox_exporter.config.settings import Settings
 from tests import yaml_language_server
 from tests.conftest import unavailable
+from tests.helpers import run_init
 from tests.yaml_language_server import YamlLanguageServer
 
 ROOT = Path(__file__).parent.parent
@@ -121,24 +122,12 @@ def test_every_config_in_the_readme_and_the_docs_is_valid_for_the_schema_and_the
 def test_init_writes_a_first_line_that_points_editors_at_the_schema_and_validates(
     validator: jsonschema.Draft7Validator,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "init", "-b", "namespace"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_init("-b", "namespace")
     assert done.returncode in (0, 1), done.stderr  # 1: namespace cannot run here
     first = done.stdout.splitlines()[0]
     assert first == f"# yaml-language-server: $schema={schema.SCHEMA_FILE}"
     assert errors(validator, yaml.safe_load(done.stdout)) == []
-    hosted = subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "init", "-b", "namespace", "--schema", "x.json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    hosted = run_init("-b", "namespace", "--schema", "x.json")
     assert hosted.stdout.startswith("# yaml-language-server: $schema=x.json\n")
 
 
@@ -229,13 +218,7 @@ def editor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YamlLanguageSer
 
 
 def _init_output() -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "init", "-b", "namespace,docker"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_init("-b", "namespace,docker")
     assert done.stdout.startswith("# yaml-language-server: $schema="), done.stderr
     return done.stdout
 

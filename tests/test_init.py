@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -13,24 +10,14 @@ from sandbox_exporter.backends.base import Found
 from sandbox_exporter.backends.firecracker import find_here as find_firecracker
 from sandbox_exporter.config import load_config
 from tests.conftest import Engine
-
-
-def init(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "init", *args],
-        env={"PATH": os.environ["PATH"], **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.helpers import run_init
 
 
 def test_what_is_found_is_a_target_with_its_address_the_rest_says_why(
     docker_engine: Engine, tmp_path: Path
 ) -> None:
     written = tmp_path / "sandbox-exporter.yaml"
-    done = init(
+    done = run_init(
         "--output",
         str(written),
         DOCKER_HOST=docker_engine.url,
@@ -59,16 +46,16 @@ def test_what_is_found_is_a_target_with_its_address_the_rest_says_why(
         "nomad",
         "apple",
     ], "each block, uncommented, is a target"
-    again = init("--output", str(written))
+    again = run_init("--output", str(written))
     assert again.returncode == 1
     assert "cannot create" in again.stderr, "an existing config is never overwritten"
 
 
 def test_backends_narrows_it_and_nothing_found_is_exit_1() -> None:
-    only = init("-b", "namespace")
+    only = run_init("-b", "namespace")
     assert only.returncode == 0, only.stderr
     assert [t["backend"] for t in yaml.safe_load(only.stdout)["targets"]] == ["namespace"]
-    nothing = init("-b", "podman", CONTAINER_HOST="unix:///nonexistent/podman.sock")
+    nothing = run_init("-b", "podman", CONTAINER_HOST="unix:///nonexistent/podman.sock")
     assert nothing.returncode == 1
     assert yaml.safe_load(nothing.stdout)["targets"] == []
-    assert init("-b", "lxc").returncode == 2
+    assert run_init("-b", "lxc").returncode == 2

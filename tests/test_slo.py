@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from sandbox_exporter.config import ConfigError, load_config
 from sandbox_exporter.metrics.families import Metrics
 from sandbox_exporter.results import Failure, Phase, ProbeResult, Reason
-from tests.helpers import make_config
+from tests.helpers import make_config, run_init
 
 TB = {"target": "a", "backend": "namespace"}
 
@@ -226,13 +226,7 @@ def test_check_config_prints_each_targets_slo(tmp_path: Path) -> None:
 
 
 def test_init_writes_a_commented_slo_that_works_once_uncommented(tmp_path: Path) -> None:
-    written = subprocess.run(
-        [sys.executable, "-m", "sandbox_exporter", "init", "-b", "namespace"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    written = run_init("-b", "namespace")
     assert written.returncode == 0, written.stderr
     text = written.stdout
     assert "  # slo:\n" in text
